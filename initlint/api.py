@@ -1,0 +1,142 @@
+"""The Python API: ``check(model, *example_inputs, **options) -> Report``.
+
+The pipeline runs one way: trace -> probe -> analyse -> rules -> report. The model given is
+never modified: the probe has no side effects, and a model is copied before it is moved to
+another device.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+from initlint.errors import InitlintError
+from initlint.graph import SignalGraph
+from initlint.inputs import InputSpec, ProbeInputs, draw, specs_for
+from initlint.locations import SourceLocation, definition_of, module_definition_sites
+from initlint.probe import probe
+from initlint.report import Report
+from initlint.selection import select_rules
+from initlint.trace import trace
+
+
+@dataclass
+class CheckOptions:
+    """Everything ``check`` can be told; the CLI fills the same object from its flags."""
+
+    input_shapes: Sequence[Sequence[int]] | None = None
+    device: str | None = None
+    """cpu, cuda, mps, auto, or None for the device the model's parameters are on."""
+    seed: int = 0
+    select: Sequence[str] | None = None
+    ignore: Sequence[str] | None = None
+    thresholds: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    """Per-rule overrides: ``{"IL101": {"band": 8.0}}``."""
+    leaf_modules: Sequence[type[nn.Module]] = ()
+    """Extra module classes that tracing treats as opaque layers."""
+    target: str | None = None
+    """The name the report uses for this model."""
+
+
+@dataclass
+class ModelSource:
+    """Where the model's layers were written; ``load`` knows it, a bare model does not."""
+
+    construction_sites: dict[nn.Module, SourceLocation] = field(default_factory=dict)
+    factory: SourceLocation | None = None
+
+
+def resolve_device(requested: str | None, model: nn.Module) -> torch.device:
+    if requested is None:
+        first = next(iter(model.parameters()), None)
+        return first.device if first is not None else torch.device("cpu")
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+    }
+    if requested not in available:
+        raise InitlintError(f"unknown device {requested!r}; use cpu, cuda, mps or auto.")
+    if not available[requested]:
+        raise InitlintError(
+            f"device {requested!r} was requested but this machine has none (torch reports it "
+            "unavailable); use --device cpu, or --device auto to take the best available."
+        )
+    return torch.device(requested)
+
+
+def _on_device(model: nn.Module, device: torch.device) -> nn.Module:
+    tensors = [*model.parameters(), *model.buffers()]
+    if all(t.device == device for t in tensors):
+        return model
+    return copy.deepcopy(model).to(device)
+
+
+def _float_dtype(model: nn.Module) -> torch.dtype:
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def _probe_inputs(graph_module, example_inputs, options, device, dtype) -> ProbeInputs:
+    if example_inputs:
+        specs = [InputSpec(f"input_{i}", tuple(t.shape)) for i, t in enumerate(example_inputs)]
+        return ProbeInputs(specs, [t.to(device) for t in example_inputs])
+    shapes = [tuple(s) for s in options.input_shapes] if options.input_shapes else None
+    return draw(specs_for(graph_module, shapes), options.seed, device, dtype)
+
+
+def run_check(
+    model: nn.Module, example_inputs: Sequence[torch.Tensor], options: CheckOptions, source: ModelSource
+) -> Report:
+    """The pipeline behind ``check`` and the CLI."""
+    started = time.perf_counter()
+    rules = select_rules(options.select, options.ignore, options.thresholds)
+    device = resolve_device(options.device, model)
+    model = _on_device(model, device)
+    sites = module_definition_sites(model, source.construction_sites)
+    traced = trace(model, options.leaf_modules, sites, source.factory or definition_of(type(model)))
+    inputs = _probe_inputs(traced.graph_module, example_inputs, options, device, _float_dtype(model))
+    try:
+        probe_note = probe(traced.graph_module, inputs, options.seed)
+    except InitlintError:
+        raise
+    except Exception as error:
+        shapes = ", ".join(str(tuple(s.shape)) for s in inputs.specs)
+        raise InitlintError(
+            f"probing the model with inputs of shape {shapes} failed: {type(error).__name__}: "
+            f"{error}. Check the input shapes (--input-shape, batch first) and the device."
+        ) from error
+    graph = SignalGraph(traced.graph_module)
+    findings = [finding for rule in rules for finding in rule.check(graph)]
+    return Report(
+        target=options.target or type(model).__name__,
+        trace_mode=traced.mode,
+        trace_note=traced.note,
+        graph=graph,
+        inputs=inputs.specs,
+        device=str(device),
+        findings=findings,
+        probe_note=probe_note,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def check(model: nn.Module, *example_inputs: torch.Tensor, **options: object) -> Report:
+    """Probe ``model`` and run the rules. Options are the fields of ``CheckOptions``.
+
+    ``example_inputs``, when given, are the probe batch (dim 0 is the batch); otherwise inputs
+    are N(0, 1) of ``input_shapes`` or of shapes inferred from the first layer.
+    """
+    try:
+        parsed = CheckOptions(**options)
+    except TypeError as error:
+        raise InitlintError(f"{error}; see initlint.CheckOptions for the options.") from None
+    return run_check(model, example_inputs, parsed, ModelSource())

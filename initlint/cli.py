@@ -1,0 +1,100 @@
+"""The command line: a thin face over the Python API (``initlint.api``)."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+from collections.abc import Callable
+
+import click
+
+from initlint import __version__
+
+SEVERITY_LEVELS = ("info", "warning", "error")
+FORMATS = ("text", "json")
+
+
+def _fail(message: str) -> None:
+    click.echo(f"initlint: error: {message}", err=True)
+    sys.exit(2)
+
+
+def reports_errors(command: Callable) -> Callable:
+    """Turn bad input into exit 2 and a message on stderr; a traceback only with --debug."""
+
+    @functools.wraps(command)
+    def wrapper(*args: object, debug: bool = False, **kwargs: object) -> object:
+        from initlint.errors import InitlintError
+
+        try:
+            return command(*args, **kwargs)
+        except InitlintError as error:
+            if debug:
+                traceback.print_exc()
+            _fail(str(error))
+        except KeyboardInterrupt:
+            _fail("interrupted; nothing was written.")
+        except Exception as error:  # a bug in initlint, or torch failing somewhere unexpected
+            if debug:
+                traceback.print_exc()
+            _fail(f"unexpected {type(error).__name__}: {error} (run with --debug for a traceback, "
+                  "and please report it).")
+
+    return click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")(wrapper)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="initlint")
+def main() -> None:
+    """initlint: lint a PyTorch model's initialization by probing it with Gaussian data."""
+
+
+@main.command()
+@click.argument("targets", nargs=-1, required=True)
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="8,3,224,224",
+              help="Shape of one model input, batch first; repeat once per input. Inferred from the first layer when absent.")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "mps", "auto"]), default="cpu", show_default=True,
+              help="Where to run the probe.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the probe inputs and cotangents.")
+@click.option("--select", multiple=True, metavar="CODES", help="Only these rules (codes, prefixes such as IL1, names; comma-separated).")
+@click.option("--ignore", multiple=True, metavar="CODES", help="Skip these rules.")
+@click.option("--output-format", type=click.Choice(FORMATS), default="text", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the report to FILE instead of stdout.")
+@click.option("--force", is_flag=True, help="Overwrite an existing --output file.")
+@click.option("--fail-level", type=click.Choice(SEVERITY_LEVELS), default="warning", show_default=True,
+              help="Exit 1 when a finding is at least this severe.")
+@click.option("--exit-zero", is_flag=True, help="Exit 0 even when there are findings (bad input still exits 2).")
+@reports_errors
+def check(
+    targets: tuple[str, ...], input_shapes: tuple[str, ...], device: str, seed: int,
+    select: tuple[str, ...], ignore: tuple[str, ...], output_format: str, output: str | None,
+    force: bool, fail_level: str, exit_zero: bool,
+) -> None:
+    """Check TARGET (path/to/file.py:factory or package.module:factory)."""
+    from initlint.api import CheckOptions, ModelSource, run_check
+    from initlint.inputs import parse_shape
+    from initlint.load import load_target
+    from initlint.output import refuse_existing, write_text_atomically
+    from initlint.report import to_json, to_text
+    from initlint.selection import select_rules
+
+    shapes = [parse_shape(s) for s in input_shapes]
+    select_rules(select, ignore)  # reject unknown codes before any model is built
+    if output:
+        refuse_existing(output, force)
+    reports = []
+    for target in targets:
+        loaded = load_target(target)
+        options = CheckOptions(
+            input_shapes=shapes, device=device, seed=seed, select=select, ignore=ignore, target=target,
+        )
+        source = ModelSource(loaded.construction_sites, loaded.factory_location)
+        reports.append(run_check(loaded.model, (), options, source))
+    rendered = to_json(reports) if output_format == "json" else to_text(reports)
+    if output:
+        write_text_atomically(output, rendered, force)
+    else:
+        click.echo(rendered, nl=False)
+    failing = any(report.at_or_above(fail_level) for report in reports)
+    sys.exit(1 if failing and not exit_zero else 0)

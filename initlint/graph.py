@@ -1,0 +1,175 @@
+"""A networkx view of the probed fx graph: depth, the main path, and each node's roles.
+
+Rules read this view and never run the model. Roles come from the graph's structure:
+a *gate* is a sigmoid-like output that feeds a multiply (squeeze-excitation), a *squeeze* is a
+pool whose output only reaches the network's output through a gate, a *global pool* leaves no
+positions (or drops the token axis), a *residual add* sums two
+input-dependent tensors, *pool*, *norm*, *activation* and *weighted* come from the op
+registry, and *output* marks what the network returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import networkx as nx
+import torch.fx as fx
+
+from initlint import ops
+from initlint.locations import SourceLocation
+from initlint.probe import STATS
+from initlint.stats import NodeStats
+from initlint.trace import LOCATION, MODULE
+
+INPUT, OUTPUT, GATE, RESIDUAL_ADD = "input", "output", "gate", "residual_add"
+SQUEEZE, GLOBAL_POOL = "squeeze", "global_pool"
+_FAMILY_ROLES = {
+    ops.POOL: "pool", ops.NORM: "norm", ops.ACTIVATION: "activation", ops.WEIGHTED: "weighted",
+}
+
+
+@dataclass
+class NodeView:
+    name: str
+    op: str
+    target: str
+    module: str | None
+    location: SourceLocation | None
+    kind: ops.OpKind
+    stats: NodeStats | None
+    inputs: list[str]
+    users: list[str]
+    depth: int = 0
+    roles: set[str] = field(default_factory=set)
+
+    @property
+    def weight(self) -> int:
+        """1 for a node that computes something (a layer step), 0 for plumbing."""
+        computes = self.op.startswith("call_")
+        return int(computes and self.kind.family not in (ops.STRUCTURAL, ops.DROPOUT))
+
+
+def _target_name(node: fx.Node) -> str:
+    if callable(node.target):
+        return getattr(node.target, "__name__", str(node.target))
+    return str(node.target)
+
+
+def _is_global(pool: NodeView, source: NodeView) -> bool:
+    if pool.stats is None or source.stats is None:
+        return False
+    before, after = source.stats.shape, pool.stats.shape
+    return len(after) < len(before) or all(d == 1 for d in after[2:])
+
+
+class SignalGraph:
+    """Nodes in execution order with their statistics, plus structure the rules need."""
+
+    def __init__(self, graph_module: fx.GraphModule) -> None:
+        self.nodes: dict[str, NodeView] = {}
+        self.dag = nx.DiGraph()
+        for node in graph_module.graph.nodes:
+            self.nodes[node.name] = NodeView(
+                name=node.name,
+                op=node.op,
+                target=_target_name(node),
+                module=node.meta.get(MODULE),
+                location=node.meta.get(LOCATION),
+                kind=ops.node_kind(node, graph_module),
+                stats=node.meta.get(STATS),
+                inputs=[n.name for n in node.all_input_nodes],
+                users=[n.name for n in node.users],
+            )
+            self.dag.add_node(node.name)
+            self.dag.add_edges_from((n.name, node.name) for n in node.all_input_nodes)
+        self.inputs = [v.name for v in self.nodes.values() if v.op == "placeholder"]
+        self.input_dependent = set(self.inputs).union(*(nx.descendants(self.dag, n) for n in self.inputs))
+        self._assign_depths()
+        self._assign_roles()
+        self.signal_dag = self._without_gate_edges()
+        self._mark_squeezes()
+        self.main_path = self._longest_input_to_output_path()
+
+    def view(self, name: str) -> NodeView:
+        return self.nodes[name]
+
+    def measured(self, names: list[str]) -> list[NodeView]:
+        """The views of ``names`` that carry statistics (floating-point tensors)."""
+        return [self.nodes[n] for n in names if self.nodes[n].stats is not None]
+
+    def body(self) -> list[NodeView]:
+        """The measured main path without the head: it stops before the first global pool, or
+        else before the last weighted layer. A classifier's head contracts or expands the signal
+        once (fan-in 512, fan-out 10), which is no drift with depth."""
+        path = self.measured(self.main_path)
+        for index, view in enumerate(path):
+            if GLOBAL_POOL in view.roles:
+                return path[:index]
+        weighted = [i for i, view in enumerate(path) if "weighted" in view.roles]
+        return path[: weighted[-1]] if len(weighted) > 1 else path
+
+    def with_role(self, role: str) -> list[NodeView]:
+        return [v for v in self.nodes.values() if role in v.roles]
+
+    def through_plumbing(self, name: str, direction: str) -> list[NodeView]:
+        """Neighbours of ``name`` ("users" or "inputs"), looking through structural nodes."""
+        found, frontier, seen = [], list(getattr(self.nodes[name], direction)), set()
+        while frontier:
+            other = self.nodes[frontier.pop(0)]
+            if other.name in seen:
+                continue
+            seen.add(other.name)
+            if other.kind.family == ops.STRUCTURAL:
+                frontier.extend(getattr(other, direction))
+            else:
+                found.append(other)
+        return found
+
+    def _assign_depths(self) -> None:
+        for view in self.nodes.values():  # fx order is topological
+            before = [self.nodes[n].depth for n in view.inputs if n in self.input_dependent]
+            view.depth = view.weight + max(before, default=0)
+
+    def _assign_roles(self) -> None:
+        for view in self.nodes.values():
+            if view.kind.family in _FAMILY_ROLES:
+                view.roles.add(_FAMILY_ROLES[view.kind.family])
+            if view.op == "placeholder":
+                view.roles.add(INPUT)
+            if view.op == "output":
+                for source in self.through_plumbing(view.name, "inputs"):
+                    source.roles.add(OUTPUT)
+            if view.kind.name in ops.GATE_LIKE and any(
+                u.kind.family == ops.MUL for u in self.through_plumbing(view.name, "users")
+            ):
+                view.roles.add(GATE)
+            if view.kind.family == ops.POOL and _is_global(view, self.nodes[view.inputs[0]]):
+                view.roles.add(GLOBAL_POOL)
+            if view.kind.family == ops.ADD and sum(
+                n in self.input_dependent and self.nodes[n].stats is not None for n in view.inputs
+            ) >= 2:
+                view.roles.add(RESIDUAL_ADD)
+
+    def _without_gate_edges(self) -> nx.DiGraph:
+        """The input-dependent graph in which gates lead nowhere: a gate's branch modulates
+        the signal but does not carry it, so it is never part of the main path."""
+        signal = self.dag.subgraph(self.input_dependent).copy()
+        signal.remove_edges_from([e for g in self.with_role(GATE) for e in self.dag.out_edges(g.name)])
+        return signal
+
+    def _reaching_output(self, dag: nx.DiGraph) -> set[str]:
+        outputs = [v.name for v in self.nodes.values() if v.op == "output" and v.name in dag]
+        return set(outputs).union(*(nx.ancestors(dag, o) for o in outputs))
+
+    def _mark_squeezes(self) -> None:
+        carries_signal = self._reaching_output(self.signal_dag)
+        for pool in self.with_role("pool"):
+            if pool.name in self.input_dependent and pool.name not in carries_signal:
+                pool.roles.add(SQUEEZE)
+
+    def _longest_input_to_output_path(self) -> list[str]:
+        """The input-to-output path through the most computing nodes: the network's main path."""
+        sub = self.signal_dag.subgraph(self._reaching_output(self.signal_dag)).copy()
+        for u, v in sub.edges:
+            sub.edges[u, v]["weight"] = self.nodes[v].weight
+        return [n for n in nx.dag_longest_path(sub, weight="weight") if self.nodes[n].op != "output"]

@@ -1,0 +1,141 @@
+"""Probe inputs: parse ``--input-shape``, infer shapes from the first layer, draw the tensors.
+
+Inference looks, for each input of the traced graph, for the first layer that consumes it
+(through reshapes and other structural ops): ``Linear`` gives ``(B, in_features)``, ``ConvNd``
+gives ``(B, in_channels, S, ...)``, ``Embedding`` gives ``(B, T)`` integer ids. The defaults below
+are documented in the README.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from initlint import ops
+from initlint.errors import InitlintError
+
+DEFAULT_BATCH = 8
+"""Probe batch size when shapes are inferred: enough samples for per-feature variances."""
+DEFAULT_SPATIAL = {1: 64, 2: 32, 3: 16}
+"""Inferred length / side / edge for Conv1d, Conv2d, Conv3d inputs."""
+DEFAULT_TOKENS = 32
+"""Inferred sequence length for an Embedding input."""
+
+
+@dataclass
+class InputSpec:
+    name: str
+    shape: tuple[int, ...]
+    integer_high: int | None = None
+    """For integer ids: draw uniformly from [0, integer_high)."""
+    inferred_from: str | None = None
+
+    def to_dict(self) -> dict:
+        data = {"name": self.name, "shape": list(self.shape)}
+        data["dtype"] = "int64" if self.integer_high is not None else "float"
+        if self.inferred_from:
+            data["inferred_from"] = self.inferred_from
+        return data
+
+
+@dataclass
+class ProbeInputs:
+    specs: list[InputSpec]
+    tensors: list[torch.Tensor] = field(default_factory=list)
+
+    @property
+    def batch_size(self) -> int | None:
+        return self.tensors[0].shape[0] if self.tensors and self.tensors[0].dim() else None
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """'8,3,224,224' -> (8, 3, 224, 224); anything else is a usage error."""
+    parts = [p.strip() for p in text.replace("x", ",").split(",")]
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        shape = ()
+    if not shape or any(d <= 0 for d in shape):
+        raise InitlintError(
+            f"input shape {text!r} is not a comma-separated list of positive integers; "
+            "write it like --input-shape 8,3,224,224 (batch first)."
+        )
+    return shape
+
+
+def required_inputs(graph_module: fx.GraphModule) -> list[fx.Node]:
+    """Placeholders without a default value: the inputs a probe must supply."""
+    return [n for n in graph_module.graph.nodes if n.op == "placeholder" and not n.args]
+
+
+def _first_layer(node: fx.Node, root: nn.Module) -> nn.Module | None:
+    frontier = list(node.users)
+    seen: set[fx.Node] = set()
+    while frontier:
+        user = frontier.pop(0)
+        if user in seen:
+            continue
+        seen.add(user)
+        if user.op == "call_module":
+            module = root.get_submodule(user.target)
+            if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd, nn.Embedding, nn.EmbeddingBag)):
+                return module
+        if ops.node_kind(user, root).family in (ops.STRUCTURAL, ops.DROPOUT):
+            frontier.extend(user.users)
+    return None
+
+
+def infer_spec(node: fx.Node, root: nn.Module) -> InputSpec:
+    layer = _first_layer(node, root)
+    where = f"its first layer, {type(layer).__name__}" if layer is not None else ""
+    if isinstance(layer, nn.Linear):
+        return InputSpec(node.name, (DEFAULT_BATCH, layer.in_features), inferred_from=where)
+    if isinstance(layer, nn.modules.conv._ConvNd):
+        dims = len(layer.kernel_size)
+        spatial = (DEFAULT_SPATIAL[dims],) * dims
+        return InputSpec(node.name, (DEFAULT_BATCH, layer.in_channels, *spatial), inferred_from=where)
+    if isinstance(layer, (nn.Embedding, nn.EmbeddingBag)):
+        return InputSpec(
+            node.name, (DEFAULT_BATCH, DEFAULT_TOKENS), integer_high=layer.num_embeddings,
+            inferred_from=where,
+        )
+    raise InitlintError(
+        f"cannot infer the shape of input {node.name!r}: no Linear, Conv or Embedding layer "
+        "consumes it directly. Pass its shape with --input-shape (batch first, e.g. "
+        "--input-shape 8,3,224,224; once per input), or input_shapes=[...] in Python."
+    )
+
+
+def specs_for(graph_module: fx.GraphModule, shapes: list[tuple[int, ...]] | None) -> list[InputSpec]:
+    """One spec per required input: from the given shapes, else inferred."""
+    nodes = required_inputs(graph_module)
+    if not shapes:
+        return [infer_spec(node, graph_module) for node in nodes]
+    if len(shapes) != len(nodes):
+        names = ", ".join(n.name for n in nodes)
+        raise InitlintError(
+            f"the model takes {len(nodes)} input(s) ({names}) but {len(shapes)} --input-shape "
+            "value(s) were given; pass one --input-shape per input, in order."
+        )
+    specs = []
+    for node, shape in zip(nodes, shapes):
+        layer = _first_layer(node, graph_module)
+        high = layer.num_embeddings if isinstance(layer, (nn.Embedding, nn.EmbeddingBag)) else None
+        specs.append(InputSpec(node.name, shape, integer_high=high))
+    return specs
+
+
+def draw(specs: list[InputSpec], seed: int, device: torch.device, dtype: torch.dtype) -> ProbeInputs:
+    """N(0, 1) floats (or uniform ids) from a private generator: the global RNG is left alone."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    tensors = []
+    for spec in specs:
+        if spec.integer_high is not None:
+            t = torch.randint(0, spec.integer_high, spec.shape, generator=generator)
+        else:
+            t = torch.randn(spec.shape, generator=generator).to(dtype)
+        tensors.append(t.to(device))
+    return ProbeInputs(specs, tensors)

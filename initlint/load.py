@@ -1,0 +1,159 @@
+"""Turn a TARGET string into a freshly built ``nn.Module``.
+
+``path/to/file.py:factory`` imports the file with its folder on ``sys.path`` (so sibling imports
+work); ``package.module:factory`` imports a module. The factory is any callable that needs no
+arguments and returns an ``nn.Module``. Every failure becomes an ``InitlintError`` that says
+what went wrong and how to mend it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import inspect
+import itertools
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import torch.nn as nn
+
+from initlint.errors import InitlintError
+from initlint.locations import SourceLocation, definition_of, recording_construction_sites
+
+_unique = itertools.count()
+
+
+@dataclass
+class LoadedTarget:
+    target: str
+    model: nn.Module
+    construction_sites: dict[nn.Module, SourceLocation]
+    factory_location: SourceLocation | None
+
+
+def split_target(target: str) -> tuple[str, str]:
+    source, sep, factory = target.rpartition(":")
+    if not sep or not source or not factory.isidentifier():
+        raise InitlintError(
+            f"target {target!r} is not of the form 'path/to/file.py:factory' or "
+            "'package.module:factory'; name the callable that builds your model after a colon."
+        )
+    return source, factory
+
+
+def _is_file_source(source: str) -> bool:
+    return source.endswith(".py") or "/" in source or "\\" in source
+
+
+@contextlib.contextmanager
+def _on_sys_path(folder: str) -> Iterator[None]:
+    sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(folder)
+
+
+def _import_file(path: Path) -> ModuleType:
+    if not path.is_file():
+        raise InitlintError(
+            f"model file {str(path)!r} does not exist; check the path before the colon in TARGET "
+            "(it is relative to the current folder)."
+        )
+    name = f"initlint_target_{next(_unique)}_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise InitlintError(f"{str(path)!r} cannot be imported as Python; give a .py file.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as error:
+        raise InitlintError(
+            f"{error.filename}:{error.lineno}: syntax error in the model file: {error.msg}; "
+            "fix the file so that `python` can import it."
+        ) from error
+    except Exception as error:
+        raise InitlintError(
+            f"importing {str(path)!r} raised {type(error).__name__}: {error}; "
+            "the file must import cleanly on its own (run `python` on it to see the traceback)."
+        ) from error
+    return module
+
+
+def _import_module(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        raise InitlintError(
+            f"cannot import module {name!r} ({error}); install the package or give a "
+            "file path such as 'path/to/model.py:build' instead."
+        ) from error
+    except Exception as error:
+        raise InitlintError(
+            f"importing module {name!r} raised {type(error).__name__}: {error}; "
+            "it must import cleanly on its own."
+        ) from error
+
+
+def _factory_from(module: ModuleType, name: str, where: str) -> Callable[[], object]:
+    factory = getattr(module, name, None)
+    if factory is None:
+        candidates = sorted(
+            attr for attr, value in vars(module).items()
+            if callable(value) and not attr.startswith("_")
+            and getattr(value, "__module__", None) == module.__name__
+        )
+        hint = f" Callables defined there: {', '.join(candidates)}." if candidates else ""
+        raise InitlintError(f"{where} has no attribute {name!r}; name the factory after the colon.{hint}")
+    if not callable(factory):
+        raise InitlintError(
+            f"{where}:{name} is a {type(factory).__name__}, not a callable; name a function "
+            "or class that builds the model."
+        )
+    try:
+        inspect.signature(factory).bind()
+    except TypeError as error:
+        raise InitlintError(
+            f"{where}:{name} cannot be called without arguments ({error}); give every "
+            "parameter a default, or wrap it in a function that takes none."
+        ) from None
+    except ValueError:
+        pass  # no signature (a builtin); calling it will tell
+    return factory
+
+
+def load_target(target: str) -> LoadedTarget:
+    """Import the factory named by ``target``, call it, and record where its layers are built."""
+    source, name = split_target(target)
+    if _is_file_source(source):
+        path = Path(source)
+        with _on_sys_path(str(path.resolve().parent)):
+            factory = _factory_from(_import_file(path), name, source)
+            model, sites = _build(factory, target)
+    else:
+        factory = _factory_from(_import_module(source), name, source)
+        model, sites = _build(factory, target)
+    return LoadedTarget(target, model, sites, definition_of(factory))
+
+
+def _build(factory: Callable[[], object], target: str) -> tuple[nn.Module, dict]:
+    with recording_construction_sites() as sites:
+        try:
+            model = factory()
+        except Exception as error:
+            raise InitlintError(
+                f"the factory {target} raised {type(error).__name__}: {error}; "
+                "it must build the model without errors when called with no arguments."
+            ) from error
+    if not isinstance(model, nn.Module):
+        raise InitlintError(
+            f"the factory {target} returned a {type(model).__name__}, not a torch.nn.Module; "
+            "return the model itself."
+        )
+    return model, sites

@@ -1,0 +1,198 @@
+"""What each fx node computes, by family: the registry that tracer, probe and graph share.
+
+Like timm's registries, knowledge about layers lives in tables here instead of special cases
+scattered through the pipeline. A node is classified by its module class (first match along the
+class's MRO, so ``ReLU6`` is not mistaken for its base ``Hardtanh``), its function, or its method.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.fx import Node
+
+ACTIVATION = "activation"
+NORM = "norm"
+POOL = "pool"
+WEIGHTED = "weighted"
+DROPOUT = "dropout"
+MUL = "mul"
+ADD = "add"
+STRUCTURAL = "structural"
+OTHER = "other"
+
+
+@dataclass(frozen=True)
+class OpKind:
+    """A node's family (one of the constants above) and a canonical name within it."""
+
+    family: str
+    name: str
+
+
+_MODULES: dict[type, OpKind] = {
+    nn.ReLU: OpKind(ACTIVATION, "relu"),
+    nn.ReLU6: OpKind(ACTIVATION, "relu6"),
+    nn.LeakyReLU: OpKind(ACTIVATION, "leaky_relu"),
+    nn.PReLU: OpKind(ACTIVATION, "prelu"),
+    nn.ELU: OpKind(ACTIVATION, "elu"),
+    nn.CELU: OpKind(ACTIVATION, "celu"),
+    nn.SELU: OpKind(ACTIVATION, "selu"),
+    nn.GELU: OpKind(ACTIVATION, "gelu"),
+    nn.SiLU: OpKind(ACTIVATION, "silu"),
+    nn.Mish: OpKind(ACTIVATION, "mish"),
+    nn.Softplus: OpKind(ACTIVATION, "softplus"),
+    nn.Sigmoid: OpKind(ACTIVATION, "sigmoid"),
+    nn.Tanh: OpKind(ACTIVATION, "tanh"),
+    nn.Hardtanh: OpKind(ACTIVATION, "hardtanh"),
+    nn.Hardsigmoid: OpKind(ACTIVATION, "hardsigmoid"),
+    nn.Hardswish: OpKind(ACTIVATION, "hardswish"),
+    nn.Softsign: OpKind(ACTIVATION, "softsign"),
+    nn.modules.batchnorm._BatchNorm: OpKind(NORM, "batch_norm"),
+    nn.LayerNorm: OpKind(NORM, "layer_norm"),
+    nn.GroupNorm: OpKind(NORM, "group_norm"),
+    nn.modules.instancenorm._InstanceNorm: OpKind(NORM, "instance_norm"),
+    nn.LocalResponseNorm: OpKind(NORM, "local_response_norm"),
+    nn.AvgPool1d: OpKind(POOL, "avg_pool"),
+    nn.AvgPool2d: OpKind(POOL, "avg_pool"),
+    nn.AvgPool3d: OpKind(POOL, "avg_pool"),
+    nn.AdaptiveAvgPool1d: OpKind(POOL, "adaptive_avg_pool"),
+    nn.AdaptiveAvgPool2d: OpKind(POOL, "adaptive_avg_pool"),
+    nn.AdaptiveAvgPool3d: OpKind(POOL, "adaptive_avg_pool"),
+    nn.Linear: OpKind(WEIGHTED, "linear"),
+    nn.Bilinear: OpKind(WEIGHTED, "bilinear"),
+    nn.modules.conv._ConvNd: OpKind(WEIGHTED, "conv"),
+    nn.Embedding: OpKind(WEIGHTED, "embedding"),
+    nn.EmbeddingBag: OpKind(WEIGHTED, "embedding_bag"),
+    nn.modules.dropout._DropoutNd: OpKind(DROPOUT, "dropout"),
+    nn.Flatten: OpKind(STRUCTURAL, "flatten"),
+    nn.Unflatten: OpKind(STRUCTURAL, "unflatten"),
+    nn.Identity: OpKind(STRUCTURAL, "identity"),
+}
+if hasattr(nn, "RMSNorm"):
+    _MODULES[nn.RMSNorm] = OpKind(NORM, "rms_norm")
+
+_FUNCTIONS: dict[object, OpKind] = {
+    torch.relu: OpKind(ACTIVATION, "relu"),
+    F.relu: OpKind(ACTIVATION, "relu"),
+    F.relu6: OpKind(ACTIVATION, "relu6"),
+    F.leaky_relu: OpKind(ACTIVATION, "leaky_relu"),
+    F.elu: OpKind(ACTIVATION, "elu"),
+    F.selu: OpKind(ACTIVATION, "selu"),
+    torch.selu: OpKind(ACTIVATION, "selu"),
+    F.gelu: OpKind(ACTIVATION, "gelu"),
+    F.silu: OpKind(ACTIVATION, "silu"),
+    F.mish: OpKind(ACTIVATION, "mish"),
+    F.softplus: OpKind(ACTIVATION, "softplus"),
+    torch.sigmoid: OpKind(ACTIVATION, "sigmoid"),
+    F.sigmoid: OpKind(ACTIVATION, "sigmoid"),
+    torch.tanh: OpKind(ACTIVATION, "tanh"),
+    F.tanh: OpKind(ACTIVATION, "tanh"),
+    F.hardtanh: OpKind(ACTIVATION, "hardtanh"),
+    F.hardsigmoid: OpKind(ACTIVATION, "hardsigmoid"),
+    F.hardswish: OpKind(ACTIVATION, "hardswish"),
+    F.softsign: OpKind(ACTIVATION, "softsign"),
+    F.batch_norm: OpKind(NORM, "batch_norm"),
+    F.layer_norm: OpKind(NORM, "layer_norm"),
+    F.group_norm: OpKind(NORM, "group_norm"),
+    F.instance_norm: OpKind(NORM, "instance_norm"),
+    F.avg_pool1d: OpKind(POOL, "avg_pool"),
+    F.avg_pool2d: OpKind(POOL, "avg_pool"),
+    F.avg_pool3d: OpKind(POOL, "avg_pool"),
+    F.adaptive_avg_pool1d: OpKind(POOL, "adaptive_avg_pool"),
+    F.adaptive_avg_pool2d: OpKind(POOL, "adaptive_avg_pool"),
+    F.adaptive_avg_pool3d: OpKind(POOL, "adaptive_avg_pool"),
+    torch.mean: OpKind(POOL, "mean"),
+    F.linear: OpKind(WEIGHTED, "linear"),
+    F.conv1d: OpKind(WEIGHTED, "conv"),
+    F.conv2d: OpKind(WEIGHTED, "conv"),
+    F.conv3d: OpKind(WEIGHTED, "conv"),
+    F.embedding: OpKind(WEIGHTED, "embedding"),
+    F.dropout: OpKind(DROPOUT, "dropout"),
+    F.dropout1d: OpKind(DROPOUT, "dropout"),
+    F.dropout2d: OpKind(DROPOUT, "dropout"),
+    F.dropout3d: OpKind(DROPOUT, "dropout"),
+    F.alpha_dropout: OpKind(DROPOUT, "dropout"),
+    operator.mul: OpKind(MUL, "mul"),
+    torch.mul: OpKind(MUL, "mul"),
+    operator.add: OpKind(ADD, "add"),
+    operator.iadd: OpKind(ADD, "add"),
+    torch.add: OpKind(ADD, "add"),
+    operator.getitem: OpKind(STRUCTURAL, "getitem"),
+    getattr: OpKind(STRUCTURAL, "getattr"),
+    torch.flatten: OpKind(STRUCTURAL, "flatten"),
+    torch.reshape: OpKind(STRUCTURAL, "reshape"),
+    torch.permute: OpKind(STRUCTURAL, "permute"),
+    torch.transpose: OpKind(STRUCTURAL, "transpose"),
+    torch.squeeze: OpKind(STRUCTURAL, "squeeze"),
+    torch.unsqueeze: OpKind(STRUCTURAL, "unsqueeze"),
+}
+if hasattr(F, "rms_norm"):
+    _FUNCTIONS[F.rms_norm] = OpKind(NORM, "rms_norm")
+
+_METHODS: dict[str, OpKind] = {
+    "relu": OpKind(ACTIVATION, "relu"),
+    "sigmoid": OpKind(ACTIVATION, "sigmoid"),
+    "tanh": OpKind(ACTIVATION, "tanh"),
+    "mean": OpKind(POOL, "mean"),
+    "mul": OpKind(MUL, "mul"),
+    "add": OpKind(ADD, "add"),
+    **{
+        name: OpKind(STRUCTURAL, name)
+        for name in (
+            "view", "reshape", "flatten", "permute", "transpose", "contiguous", "squeeze",
+            "unsqueeze", "expand", "expand_as", "view_as", "size", "dim", "to", "float",
+        )
+    },
+}
+
+# Activations whose slope vanishes away from the origin (IL201) and those that act as gates (IL401).
+SATURATING = frozenset({"sigmoid", "tanh", "hardtanh", "hardsigmoid", "softsign"})
+GATE_LIKE = frozenset({"sigmoid", "hardsigmoid"})
+UNKNOWN = OpKind(OTHER, "other")
+
+
+def module_kind(module: nn.Module) -> OpKind:
+    """Classify a module by the first registered class along its MRO."""
+    for cls in type(module).__mro__:
+        if cls in _MODULES:
+            return _MODULES[cls]
+    return UNKNOWN
+
+
+def function_kind(target: object) -> OpKind:
+    """Classify a function by identity (``torch.sigmoid``, ``F.dropout``, ``operator.add``...)."""
+    try:
+        return _FUNCTIONS.get(target, UNKNOWN)
+    except TypeError:  # unhashable target
+        return UNKNOWN
+
+
+def node_kind(node: Node, root: nn.Module) -> OpKind:
+    """Classify an fx node of a GraphModule whose root is ``root``."""
+    if node.op == "call_module":
+        return module_kind(root.get_submodule(node.target))
+    if node.op == "call_function":
+        kind = function_kind(node.target)
+        if kind.name == "mean" and not reduces_positions(node):
+            return UNKNOWN
+        return kind
+    if node.op == "call_method":
+        kind = _METHODS.get(node.target, UNKNOWN)
+        if kind.name == "mean" and not reduces_positions(node):
+            return UNKNOWN
+        return kind
+    return UNKNOWN
+
+
+def reduces_positions(node: Node) -> bool:
+    """A mean is a pool when it averages over explicit non-batch dims (e.g. ``x.mean((2, 3))``)."""
+    dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+    if dims is None:
+        return False
+    dims = dims if isinstance(dims, (tuple, list)) else (dims,)
+    return all(isinstance(d, int) and d != 0 for d in dims)

@@ -1,0 +1,149 @@
+"""Push Gaussian probes through a GraphModule and store per-node statistics in ``node.meta``.
+
+In the spirit of torch.fx's ``ShapeProp``: an ``Interpreter`` that measures every value it
+computes. The model is run as the first training step sees it (BatchNorm on batch statistics),
+with dropout off for determinism, and without side effects: running stats are not updated,
+in-place layers run out of place, parameter ``.grad`` is never touched (gradients come from
+``torch.autograd.grad``), and the global RNG state is restored.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+from collections.abc import Callable
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.fx.node import map_aggregate
+
+from initlint import ops
+from initlint.inputs import ProbeInputs
+from initlint.stats import NodeStats, tensor_stats
+
+STATS = "initlint_stats"
+SATURATION_SLOPE = 0.1
+"""An activation input counts as saturated where the slope is below this fraction of its maximum."""
+_SLOPE_GRID = (-20.0, 20.0, 8001)
+
+
+def _identity(x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+    return x
+
+
+def _batch_norm_on_batch_stats(module: nn.modules.batchnorm._BatchNorm) -> Callable[[torch.Tensor], torch.Tensor]:
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, None, None, module.weight, module.bias, True, 0.0, module.eps)
+    return forward
+
+
+def first_step_module(module: nn.Module) -> Callable[..., object]:
+    """The callable that behaves like ``module`` in a first training step, minus side effects."""
+    if ops.module_kind(module).family == ops.DROPOUT:
+        return _identity
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return _batch_norm_on_batch_stats(module)
+    if getattr(module, "inplace", False):
+        module = copy.copy(module)
+        module.inplace = False
+    return module
+
+
+def first_step_call(target: Callable, args: tuple, kwargs: dict) -> object:
+    """Call a function node the way a first training step would, minus side effects."""
+    if ops.function_kind(target).family == ops.DROPOUT:
+        return args[0]
+    try:
+        bound = inspect.signature(target).bind(*args, **kwargs)
+    except (TypeError, ValueError):
+        return target(*args, **kwargs)
+    if target is F.batch_norm:
+        bound.arguments.update(running_mean=None, running_var=None, training=True)
+    if bound.arguments.get("inplace"):
+        bound.arguments["inplace"] = False
+    return target(*bound.args, **bound.kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def _slope_grid(device: str) -> torch.Tensor:
+    return torch.linspace(*_SLOPE_GRID, device=device)
+
+
+def _slope(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    x = x.detach().float().requires_grad_()
+    with torch.enable_grad():
+        (slope,) = torch.autograd.grad(fn(x).sum(), x)
+    return slope.abs()
+
+
+def saturated_fraction(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> float:
+    """Share of ``x`` where elementwise ``fn`` has a slope under ``SATURATION_SLOPE`` of its maximum."""
+    max_slope = _slope(fn, _slope_grid(str(x.device))).max()
+    return (_slope(fn, x) < SATURATION_SLOPE * max_slope).float().mean().item()
+
+
+class Probe(fx.Interpreter):
+    """Runs the graph once, writing a ``NodeStats`` into ``node.meta[STATS]`` for each float tensor."""
+
+    def __init__(self, graph_module: fx.GraphModule, batch_size: int | None) -> None:
+        super().__init__(graph_module)
+        self.batch_size = batch_size
+        self.hooked: list[torch.Tensor] = []
+
+    def run_node(self, n: fx.Node) -> object:
+        with self._set_current_node(n):
+            args, kwargs = self.fetch_args_kwargs_from_env(n)
+            result = getattr(self, n.op)(n.target, args, kwargs)
+        if isinstance(result, torch.Tensor) and result.is_floating_point():
+            stats = tensor_stats(result, self.batch_size)
+            if ops.node_kind(n, self.module).name in ops.SATURATING and isinstance(args[0], torch.Tensor):
+                stats.saturated_fraction = saturated_fraction(self._elementwise(n, args, kwargs), args[0])
+            n.meta[STATS] = stats
+            if result.requires_grad:
+                result.register_hook(functools.partial(_record_grad, stats))
+        return result
+
+    def call_module(self, target: str, args: tuple, kwargs: dict) -> object:
+        return first_step_module(self.fetch_attr(target))(*args, **kwargs)
+
+    def call_function(self, target: Callable, args: tuple, kwargs: dict) -> object:
+        return first_step_call(target, args, kwargs)
+
+    def _elementwise(self, n: fx.Node, args: tuple, kwargs: dict) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The node's own operation as a function of its first input."""
+        if n.op == "call_module":
+            return first_step_module(self.fetch_attr(n.target))
+        if n.op == "call_method":
+            return lambda x: getattr(x, n.target)(*args[1:], **kwargs)
+        return lambda x: first_step_call(n.target, (x, *args[1:]), kwargs)
+
+
+def _record_grad(stats: NodeStats, grad: torch.Tensor) -> None:
+    stats.grad_std = grad.detach().float().std().item() if grad.numel() > 1 else None
+
+
+def _floating_tensors(value: object) -> list[torch.Tensor]:
+    found: list[torch.Tensor] = []
+    map_aggregate(value, lambda v: found.append(v) if isinstance(v, torch.Tensor) and v.is_floating_point() else None)
+    return found
+
+
+def probe(graph_module: fx.GraphModule, inputs: ProbeInputs, seed: int) -> str | None:
+    """Forward and backward through ``graph_module``; returns a note when no gradient could be taken."""
+    leaves = [t.detach().requires_grad_(t.is_floating_point()) for t in inputs.tensors]
+    devices = [t.device for t in leaves if t.device.type == "cuda"]
+    with torch.random.fork_rng(devices=devices), torch.enable_grad():
+        outputs = _floating_tensors(Probe(graph_module, inputs.batch_size).run(*leaves))
+        outputs = [o for o in outputs if o.requires_grad]
+        wrt = [t for t in leaves if t.requires_grad] or [
+            p for p in graph_module.parameters() if p.requires_grad
+        ]
+        if not outputs or not wrt:
+            return "no gradient: no floating-point output depends on a float input or a trainable parameter"
+        generator = torch.Generator(device="cpu").manual_seed(seed + 1)
+        cotangents = [torch.randn(o.shape, generator=generator).to(o) for o in outputs]
+        torch.autograd.grad(outputs, wrt, cotangents, allow_unused=True)
+    return None

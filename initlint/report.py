@@ -1,0 +1,118 @@
+"""A target's report and its renderings: text for people, JSON for machines (both on stdout)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from initlint import __version__
+from initlint.graph import NodeView, SignalGraph
+from initlint.inputs import InputSpec
+from initlint.rule import Finding, severity_rank
+
+
+@dataclass
+class Report:
+    target: str
+    trace_mode: str
+    trace_note: str | None
+    graph: SignalGraph
+    inputs: list[InputSpec]
+    device: str
+    findings: list[Finding] = field(default_factory=list)
+    probe_note: str | None = None
+    seconds: float = 0.0
+
+    def at_or_above(self, level: str) -> list[Finding]:
+        return [f for f in self.findings if severity_rank(f.severity) >= severity_rank(level)]
+
+    def codes(self) -> list[str]:
+        return [f.code for f in self.findings]
+
+    def to_dict(self) -> dict[str, Any]:
+        main_path = set(self.graph.main_path)
+        return {
+            "target": self.target,
+            "trace": {"mode": self.trace_mode, "nodes": len(self.graph.nodes), "note": self.trace_note},
+            "inputs": [spec.to_dict() for spec in self.inputs],
+            "device": self.device,
+            "probe_note": self.probe_note,
+            "seconds": round(self.seconds, 3),
+            "findings": [f.to_dict() for f in self.findings],
+            "nodes": [
+                _node_dict(view, view.name in main_path)
+                for view in self.graph.nodes.values() if view.op != "output"
+            ],
+        }
+
+
+def _node_dict(view: NodeView, on_main_path: bool) -> dict[str, Any]:
+    stats = view.stats.to_dict() if view.stats else {}
+    return {
+        "name": view.name,
+        "op": view.op,
+        "target": view.target,
+        "module": view.module,
+        "depth": view.depth,
+        "roles": sorted(view.roles),
+        "on_main_path": on_main_path,
+        **{key: stats.get(key) for key in (
+            "shape", "dtype", "mean", "std", "zero_fraction", "saturated_fraction", "grad_std",
+            "sample_std", "offset_std", "nonfinite",
+        )},
+        "location": view.location.to_dict() if view.location else None,
+    }
+
+
+def _strict_json(value: object) -> object:
+    """NaN and infinities are not JSON: they become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    return value
+
+
+def to_json(reports: list[Report]) -> str:
+    document = {"initlint": __version__, "reports": [r.to_dict() for r in reports]}
+    return json.dumps(_strict_json(document), indent=2, allow_nan=False) + "\n"
+
+
+def _where(finding: Finding) -> str:
+    if finding.location is None:
+        return "<unknown>"
+    try:
+        file = os.path.relpath(finding.location.file)
+    except ValueError:
+        file = finding.location.file
+    return f"{file}:{finding.location.line}"
+
+
+def to_text(reports: list[Report]) -> str:
+    lines: list[str] = []
+    for report in reports:
+        for f in report.findings:
+            module = f"[{f.module}] " if f.module else ""
+            lines.append(f"{_where(f)}: {f.code} {f.name} ({f.severity}) {module}{f.message}")
+        counts = Counter(f.severity for f in report.findings)
+        summary = ", ".join(f"{counts[s]} {s}" for s in ("error", "warning", "info") if counts[s])
+        shapes = "; ".join(
+            f"{s.name} {tuple(s.shape)}" + (f" inferred from {s.inferred_from}" if s.inferred_from else "")
+            for s in report.inputs
+        )
+        lines.append(
+            f"{report.target}: {len(report.findings)} finding(s)"
+            + (f" ({summary})" if summary else "")
+            + f"; traced with {report.trace_mode}, {len(report.graph.nodes)} nodes; probed on "
+            f"{report.device} with {shapes} in {report.seconds:.2f} s"
+        )
+        for note in (report.trace_note, report.probe_note):
+            if note:
+                lines.append(f"  note: {note}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,100 @@
+"""The rule framework: a rule is one class with its documentation, thresholds and examples.
+
+As in Fixit, a rule carries example models that must and must not trigger it; the test suite
+turns every example into a test, so a rule's documentation is also its test. Rules read a
+``SignalGraph`` and never run the model.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch.nn as nn
+
+from initlint.errors import InitlintError
+from initlint.graph import NodeView, SignalGraph
+from initlint.locations import SourceLocation
+
+SEVERITIES = ("info", "warning", "error")
+
+
+def severity_rank(severity: str) -> int:
+    return SEVERITIES.index(severity)
+
+
+@dataclass
+class Finding:
+    code: str
+    name: str
+    severity: str
+    node: str
+    module: str | None
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+    location: SourceLocation | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "name": self.name,
+            "severity": self.severity,
+            "node": self.node,
+            "module": self.module,
+            "message": self.message,
+            "data": self.data,
+            "location": self.location.to_dict() if self.location else None,
+        }
+
+
+@dataclass(frozen=True)
+class Example:
+    """A small model for a rule's docs and tests: ``build()`` returns it, seeded and ready."""
+
+    build: Callable[[], nn.Module]
+    input_shapes: tuple[tuple[int, ...], ...] = ()
+
+    @property
+    def description(self) -> str:
+        return inspect.getdoc(self.build) or self.build.__name__
+
+
+class Rule:
+    """Base class. Subclasses set ``code``, ``name``, ``thresholds``, ``flagged``, ``clean``.
+
+    The docstring must have the sections *What it does*, *Why is this bad?*, *Example*, *Fix*;
+    ``thresholds`` maps each tunable bound to its documented default.
+    """
+
+    code: ClassVar[str]
+    name: ClassVar[str]
+    thresholds: ClassVar[dict[str, float]] = {}
+    flagged: ClassVar[list[Example]] = []
+    clean: ClassVar[list[Example]] = []
+
+    def __init__(self, **overrides: float) -> None:
+        unknown = set(overrides) - set(self.thresholds)
+        if unknown:
+            raise InitlintError(
+                f"{self.code} ({self.name}) has no threshold {', '.join(sorted(unknown))}; "
+                f"its thresholds are: {', '.join(sorted(self.thresholds)) or 'none'}."
+            )
+        self.limits = {**self.thresholds, **overrides}
+
+    @classmethod
+    def summary(cls) -> str:
+        """The first line of the docstring's *What it does* section."""
+        doc = inspect.getdoc(cls) or ""
+        body = doc.split("What it does", 1)[-1].lstrip(":#* \n")
+        return body.split("\n", 1)[0].strip()
+
+    def check(self, graph: SignalGraph) -> Iterator[Finding]:
+        raise NotImplementedError
+
+    def finding(self, view: NodeView, severity: str, message: str, **data: Any) -> Finding:
+        return Finding(
+            code=self.code, name=self.name, severity=severity, node=view.name, module=view.module,
+            message=message, data=data, location=view.location,
+        )

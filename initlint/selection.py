@@ -1,0 +1,46 @@
+"""Which rules run: ruff-style ``select`` / ``ignore`` by code, code prefix or kebab-case name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from initlint.errors import InitlintError
+from initlint.rule import Rule
+from initlint.rules import ALL_RULES
+
+
+def _matching(selector: str) -> list[type[Rule]]:
+    token = selector.strip()
+    if token.upper() == "ALL":
+        return list(ALL_RULES)
+    matches = [r for r in ALL_RULES if r.code.startswith(token.upper()) or r.name == token.lower()]
+    if not matches:
+        known = ", ".join(f"{r.code} ({r.name})" for r in ALL_RULES)
+        raise InitlintError(
+            f"unknown rule code {selector!r}; use a code, a code prefix such as IL1, a rule "
+            f"name, or ALL. Known rules: {known}."
+        )
+    return matches
+
+
+def split_codes(values: Iterable[str] | None) -> list[str]:
+    """Accept both repeated options and comma-separated lists."""
+    return [part for value in values or () for part in value.split(",") if part.strip()]
+
+
+def select_rules(
+    select: Iterable[str] | None = None,
+    ignore: Iterable[str] | None = None,
+    thresholds: Mapping[str, Mapping[str, float]] | None = None,
+) -> list[Rule]:
+    """Instantiate the selected rules (all by default) minus the ignored, with threshold overrides."""
+    selected = {r for s in split_codes(select) for r in _matching(s)} if select else set(ALL_RULES)
+    ignored = {r for s in split_codes(ignore) for r in _matching(s)}
+    overrides = dict(thresholds or {})
+    for code in overrides:
+        _matching(code)
+    chosen = sorted(selected - ignored, key=lambda r: r.code)
+    return [
+        rule(**{k: v for c, t in overrides.items() if rule in _matching(c) for k, v in t.items()})
+        for rule in chosen
+    ]

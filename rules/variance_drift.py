@@ -1,0 +1,75 @@
+"""IL101 variance-drift."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch.nn as nn
+
+from initlint.drift import drift_along
+from initlint.graph import SignalGraph
+from initlint.rule import Example, Finding, Rule
+from initlint.rules._models import mlp
+
+
+def default_relu_mlp() -> nn.Module:
+    """Twelve Linear -> ReLU layers with PyTorch's default init: the signal std shrinks ~2.4x a layer."""
+    return mlp(12, 64, nn.ReLU)
+
+
+def kaiming_relu_mlp() -> nn.Module:
+    """The same stack with Kaiming (fan-in, ReLU gain) weights and zero bias keeps its std."""
+    def init(linear: nn.Linear) -> None:
+        nn.init.kaiming_normal_(linear.weight, nonlinearity="relu")
+        nn.init.zeros_(linear.bias)
+    return mlp(12, 64, nn.ReLU, init)
+
+
+class VarianceDrift(Rule):
+    """Activation std on the main path drifts away from the input's with depth.
+
+    What it does:
+    Follows the body of the main path (the input-to-output path through the most layers, gates'
+    branches excepted, up to the head: the first global pool, else the last weighted layer) and
+    compares each value's std with the input's. Flags the path when the ratio leaves
+    [1/band, band], naming the node where it starts and the farthest it goes. A global pool's
+    shrinkage is IL301's to report.
+
+    Why is this bad?
+    A signal that shrinks layer after layer reaches the output as noise-free constants: every
+    input gives the same answer and the gradients that depend on it vanish. A growing signal
+    saturates activations and overflows low-precision arithmetic. Either way the network cannot
+    start learning, and a deeper network is worse.
+
+    Example:
+    ``nn.Sequential(*[nn.Linear(64, 64), nn.ReLU()] * 12)`` with PyTorch's default init: each
+    layer multiplies the variance by about 1/6, so the std is ~0.001x the input's at the end.
+
+    Fix:
+    Initialize each layer for the activation that follows it (``nn.init.kaiming_normal_`` with
+    ``nonlinearity="relu"``, or ``calculate_gain``), add normalization layers, or let
+    ``initlint fix`` insert renorm constants after each nonlinearity.
+
+    Thresholds: ``band`` (4.0) is the allowed factor up or down; beyond ``error_band`` (100.0)
+    the finding is an error.
+    """
+
+    code = "IL101"
+    name = "variance-drift"
+    thresholds = {"band": 4.0, "error_band": 100.0}
+    flagged = [Example(default_relu_mlp)]
+    clean = [Example(kaiming_relu_mlp)]
+
+    def check(self, graph: SignalGraph) -> Iterator[Finding]:
+        body = graph.body()
+        drift = drift_along(body, lambda v: v.stats.std, self.limits["band"])
+        if drift is None:
+            return
+        yield self.finding(
+            drift.start, drift.severity(self.limits["error_band"]),
+            f"the activation std {drift.direction} with depth (relative to the input's, band "
+            f"{self.limits['band']:g}x): {drift.describe()}",
+            band=self.limits["band"],
+            reference_std=body[0].stats.std,
+            **drift.data(),
+        )
