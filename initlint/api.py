@@ -110,9 +110,10 @@ def run_check(
         raise
     except Exception as error:
         shapes = ", ".join(str(tuple(s.shape)) for s in inputs.specs)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise InitlintError(
             f"probing the model with inputs of shape {shapes} failed: {type(error).__name__}: "
-            f"{error}. Check the input shapes (--input-shape, batch first) and the device."
+            f"{reason}. Check the input shapes (--input-shape, batch first) and the device."
         ) from error
     graph = SignalGraph(traced.graph_module)
     findings = [finding for rule in rules for finding in rule.check(graph)]

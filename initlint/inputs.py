@@ -71,18 +71,59 @@ def required_inputs(graph_module: fx.GraphModule) -> list[fx.Node]:
     return [n for n in graph_module.graph.nodes if n.op == "placeholder" and not n.args]
 
 
-def _first_layer(node: fx.Node, root: nn.Module) -> nn.Module | None:
-    frontier = list(node.users)
-    seen: set[fx.Node] = set()
+@dataclass(frozen=True)
+class _FirstLayer:
+    """What an input's first layer tells about its shape."""
+
+    description: str
+    family: str  # "linear" | "conv" | "embedding"
+    size: int  # in_features, in_channels, or num_embeddings
+    spatial_dims: int = 0
+
+
+def _from_module(module: nn.Module) -> _FirstLayer | None:
+    where = f"its first layer, {type(module).__name__}"
+    if isinstance(module, nn.Linear):
+        return _FirstLayer(where, "linear", module.in_features)
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return _FirstLayer(where, "conv", module.in_channels, len(module.kernel_size))
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        return _FirstLayer(where, "embedding", module.num_embeddings)
+    return None
+
+
+def _from_function(node: fx.Node, root: nn.Module) -> _FirstLayer | None:
+    """A functional layer whose weight is a parameter of the model (e.g. a bare ``nn.Linear`` root)."""
+    weight = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
+    if not isinstance(weight, fx.Node) or weight.op != "get_attr":
+        return None
+    shape = root.get_parameter(weight.target).shape
+    kind = ops.function_kind(node.target).name
+    where = f"its first layer, {getattr(node.target, '__name__', kind)}"
+    if kind == "linear":
+        return _FirstLayer(where, "linear", shape[1])
+    if kind == "conv":
+        groups = node.args[6] if len(node.args) > 6 else node.kwargs.get("groups", 1)
+        return _FirstLayer(where, "conv", shape[1] * groups, len(shape) - 2)
+    if kind == "embedding":
+        return _FirstLayer(where, "embedding", shape[0])
+    return None
+
+
+def _first_layer(node: fx.Node, root: nn.Module) -> _FirstLayer | None:
+    """The Linear/Conv/Embedding that first consumes ``node``, looking through reshapes."""
+    frontier, seen = list(node.users), set()
     while frontier:
         user = frontier.pop(0)
         if user in seen:
             continue
         seen.add(user)
         if user.op == "call_module":
-            module = root.get_submodule(user.target)
-            if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd, nn.Embedding, nn.EmbeddingBag)):
-                return module
+            layer = _from_module(root.get_submodule(user.target))
+        else:
+            layer = _from_function(user, root) if user.op == "call_function" else None
+        if layer is not None:
+            return layer
         if ops.node_kind(user, root).family in (ops.STRUCTURAL, ops.DROPOUT):
             frontier.extend(user.users)
     return None
@@ -90,22 +131,19 @@ def _first_layer(node: fx.Node, root: nn.Module) -> nn.Module | None:
 
 def infer_spec(node: fx.Node, root: nn.Module) -> InputSpec:
     layer = _first_layer(node, root)
-    where = f"its first layer, {type(layer).__name__}" if layer is not None else ""
-    if isinstance(layer, nn.Linear):
-        return InputSpec(node.name, (DEFAULT_BATCH, layer.in_features), inferred_from=where)
-    if isinstance(layer, nn.modules.conv._ConvNd):
-        dims = len(layer.kernel_size)
-        spatial = (DEFAULT_SPATIAL[dims],) * dims
-        return InputSpec(node.name, (DEFAULT_BATCH, layer.in_channels, *spatial), inferred_from=where)
-    if isinstance(layer, (nn.Embedding, nn.EmbeddingBag)):
-        return InputSpec(
-            node.name, (DEFAULT_BATCH, DEFAULT_TOKENS), integer_high=layer.num_embeddings,
-            inferred_from=where,
+    if layer is None:
+        raise InitlintError(
+            f"cannot infer the shape of input {node.name!r}: no Linear, Conv or Embedding layer "
+            "consumes it directly. Pass its shape with --input-shape (batch first, e.g. "
+            "--input-shape 8,3,224,224; once per input), or input_shapes=[...] in Python."
         )
-    raise InitlintError(
-        f"cannot infer the shape of input {node.name!r}: no Linear, Conv or Embedding layer "
-        "consumes it directly. Pass its shape with --input-shape (batch first, e.g. "
-        "--input-shape 8,3,224,224; once per input), or input_shapes=[...] in Python."
+    if layer.family == "linear":
+        return InputSpec(node.name, (DEFAULT_BATCH, layer.size), inferred_from=layer.description)
+    if layer.family == "conv":
+        spatial = (DEFAULT_SPATIAL[layer.spatial_dims],) * layer.spatial_dims
+        return InputSpec(node.name, (DEFAULT_BATCH, layer.size, *spatial), inferred_from=layer.description)
+    return InputSpec(
+        node.name, (DEFAULT_BATCH, DEFAULT_TOKENS), integer_high=layer.size, inferred_from=layer.description
     )
 
 
@@ -123,7 +161,7 @@ def specs_for(graph_module: fx.GraphModule, shapes: list[tuple[int, ...]] | None
     specs = []
     for node, shape in zip(nodes, shapes):
         layer = _first_layer(node, graph_module)
-        high = layer.num_embeddings if isinstance(layer, (nn.Embedding, nn.EmbeddingBag)) else None
+        high = layer.size if layer is not None and layer.family == "embedding" else None
         specs.append(InputSpec(node.name, shape, integer_high=high))
     return specs
 

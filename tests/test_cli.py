@@ -1,0 +1,105 @@
+"""The command line: exit codes, formats, rule selection, output files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import initlint
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+BROKEN = f"{EXAMPLES / 'deep_sigmoid_mlp.py'}:build"
+HEALTHY = f"{EXAMPLES / 'healthy_mlp.py'}:build"
+
+
+def test_healthy_model_exits_0(run_cli):
+    result = run_cli("check", HEALTHY)
+    assert result.exit_code == 0, result.output
+    assert "0 finding(s)" in result.stdout
+
+
+def test_findings_exit_1_with_file_line_and_code(run_cli):
+    result = run_cli("check", BROKEN)
+    assert result.exit_code == 1
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("examples/deep_sigmoid_mlp.py:") or "deep_sigmoid_mlp.py:" in first.split(" ")[0]
+    assert " IL101 variance-drift " in result.stdout and " IL501 gradient-drift " in result.stdout
+
+
+def test_json_report_follows_the_contract(run_cli):
+    result = run_cli("check", BROKEN, "--output-format", "json")
+    assert result.exit_code == 1
+    document = json.loads(result.stdout)
+    assert document["initlint"] == initlint.__version__
+    (report,) = document["reports"]
+    assert report["target"] == BROKEN
+    assert report["trace"]["mode"] == "fx" and report["trace"]["nodes"] == len(report["nodes"]) + 1
+    finding = report["findings"][0]
+    assert set(finding) >= {"code", "name", "severity", "node", "module", "message", "data", "location"}
+    assert finding["location"]["file"].endswith("deep_sigmoid_mlp.py") and finding["location"]["line"] > 0
+    node = report["nodes"][1]
+    assert set(node) >= {"name", "op", "target", "module", "depth", "shape", "mean", "std",
+                         "zero_fraction", "saturated_fraction", "grad_std"}
+    assert report["inputs"][0]["inferred_from"]
+
+
+@pytest.mark.parametrize(
+    "args, code",
+    [
+        (("--select", "IL3"), 0),
+        (("--ignore", "IL101,IL501"), 0),
+        (("--ignore", "variance-drift", "--ignore", "IL5"), 0),
+        (("--select", "IL101"), 1),
+        (("--fail-level", "error"), 1),
+        (("--exit-zero",), 0),
+    ],
+)
+def test_selection_and_fail_level(run_cli, args, code):
+    assert run_cli("check", BROKEN, *args).exit_code == code
+
+
+def test_fail_level_error_ignores_warnings(run_cli):
+    # IL101 is a warning on this model and IL501 an error: selecting IL101 alone passes at error level
+    assert run_cli("check", BROKEN, "--select", "IL101", "--fail-level", "error").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--select", "IL999"), "unknown rule code 'IL999'"),
+        (("--input-shape", "8,x"), "not a comma-separated list"),
+        (("--device", "tpu"), "Invalid value"),
+        (("--input-shape", "8,3"), "failed"),
+    ],
+)
+def test_usage_errors_exit_2(run_cli, args, message):
+    result = run_cli("check", BROKEN, *args)
+    assert result.exit_code == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_exit_zero_never_hides_usage_errors(run_cli):
+    assert run_cli("check", "missing.py:build", "--exit-zero").exit_code == 2
+
+
+def test_output_file_is_written_once_and_needs_force(run_cli, tmp_path):
+    out = tmp_path / "report.json"
+    assert run_cli("check", HEALTHY, "--output-format", "json", "-o", str(out)).exit_code == 0
+    first = out.read_text()
+    assert json.loads(first)["reports"][0]["findings"] == []
+    again = run_cli("check", HEALTHY, "-o", str(out))
+    assert again.exit_code == 2 and "--force" in again.stderr and out.read_text() == first
+    assert run_cli("check", HEALTHY, "-o", str(out), "--force").exit_code == 0
+    assert out.read_text() != first  # text now
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]  # no temporary files left
+
+
+def test_python_dash_m_and_version():
+    result = subprocess.run(
+        [sys.executable, "-m", "initlint", "--version"], capture_output=True, text=True, check=True
+    )
+    assert initlint.__version__ in result.stdout

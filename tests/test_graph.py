@@ -1,0 +1,50 @@
+"""The networkx view: roles, main path, depth, and where nodes point in the source."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+import initlint
+from initlint.graph import GATE, GLOBAL_POOL, OUTPUT, RESIDUAL_ADD, SQUEEZE
+
+
+class SEBlock(nn.Module):
+    def __init__(self, c=8):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+        self.fc1 = nn.Conv2d(c, 2, 1)
+        self.fc2 = nn.Conv2d(2, c, 1)
+        self.head = nn.Linear(c, 3)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        gate = torch.sigmoid(self.fc2(torch.relu(self.fc1(y.mean((2, 3), keepdim=True)))))
+        z = x + y * gate
+        return self.head(z.mean((2, 3)))
+
+
+def test_roles_main_path_and_depth():
+    report = initlint.check(SEBlock(), input_shapes=[(4, 8, 6, 6)])
+    graph = report.graph
+    roles = {name: view.roles for name, view in graph.nodes.items()}
+    assert GATE in roles["sigmoid"]
+    assert {"pool", SQUEEZE} <= roles["mean"]  # the squeeze only reaches the output through the gate
+    assert {"pool", GLOBAL_POOL} <= roles["mean_1"] and SQUEEZE not in roles["mean_1"]
+    assert RESIDUAL_ADD in roles["add"]
+    assert OUTPUT in roles["head"]
+    # the gate's branch modulates the signal and is never the main path, though it is longer
+    assert graph.main_path == ["x", "conv", "relu", "mul", "add", "mean_1", "head"]
+    assert [graph.view(n).depth for n in graph.main_path] == [0, 1, 2, 8, 9, 10, 11]
+    assert [v.name for v in graph.body()] == ["x", "conv", "relu", "mul", "add"]
+
+
+def test_findings_point_at_the_line_that_calls_the_layer():
+    report = initlint.check(SEBlock(), input_shapes=[(4, 8, 6, 6)])
+    source_line = next(
+        i for i, line in enumerate(open(__file__).read().splitlines(), 1) if "gate = torch.sigmoid" in line
+    )
+    location = report.graph.view("sigmoid").location
+    assert (location.file, location.line) == (__file__, source_line)
+    assert report.graph.view("fc1").module == "fc1"
+    assert report.graph.view("sigmoid").module == ""

@@ -1,0 +1,99 @@
+"""The probe: statistics it stores match direct computation, gradients match theory, no side effects."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+import initlint
+
+
+def _node(report, name):
+    return next(n for n in report.to_dict()["nodes"] if n["name"] == name)
+
+
+def test_forward_stats_match_a_direct_forward_pass():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 64), nn.Tanh(), nn.Linear(64, 16))
+    x = torch.randn(8, 32)
+    report = initlint.check(model, x)
+    with torch.no_grad():
+        hidden = model[1](model[0](x))
+    tanh = _node(report, "_1")
+    assert tanh["std"] == pytest.approx(hidden.std().item(), rel=1e-5)
+    assert tanh["mean"] == pytest.approx(hidden.mean().item(), abs=1e-6)
+
+
+def test_gradient_std_matches_the_transposed_weights():
+    """For y = W x and a N(0, 1) cotangent g, dL/dx = W^T g, whose std is sqrt(mean_i sum_j W_ji^2)."""
+    torch.manual_seed(0)
+    model = nn.Linear(256, 512, bias=False)
+    report = initlint.check(model, input_shapes=[(64, 256)])
+    expected = model.weight.pow(2).sum(0).mean().sqrt().item()
+    measured = _node(report, "input_1")["grad_std"]
+    # 64 x 256 gradient entries: sampling error of the std is ~1 %
+    assert measured == pytest.approx(expected, rel=0.05)
+    output = _node(report, report.graph.main_path[-1])
+    assert output["grad_std"] == pytest.approx(1.0, rel=0.05)  # the N(0, 1) cotangent itself
+
+
+def test_saturated_fraction_matches_the_gaussian_tail():
+    """tanh's slope 1 - tanh(x)^2 is under 0.1 where |x| > atanh(sqrt(0.9)) = 1.818."""
+    model = nn.Tanh()
+    report = initlint.check(model, torch.randn(64, 4096, generator=torch.Generator().manual_seed(0)))
+    threshold = math.atanh(math.sqrt(0.9))
+    expected = math.erfc(threshold / math.sqrt(2))  # P(|x| > threshold) for x ~ N(0, 1)
+    assert _node(report, "tanh")["saturated_fraction"] == pytest.approx(expected, abs=0.005)
+
+
+def _snapshot(model):
+    return {
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "training": [m.training for m in model.modules()],
+        "grads": [p.grad for p in model.parameters()],
+    }
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_model_is_left_exactly_as_it_was(training):
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(inplace=True), nn.Dropout(0.5),
+        nn.Flatten(), nn.Linear(8 * 6 * 6, 4),
+    )
+    model.train(training)
+    model[0].weight.requires_grad_(False)
+    before = _snapshot(model)
+    rng_before = torch.get_rng_state()
+    initlint.check(model, input_shapes=[(4, 3, 8, 8)])
+    after = _snapshot(model)
+    assert before["requires_grad"] == after["requires_grad"]
+    assert before["training"] == after["training"]
+    assert after["grads"] == [None] * len(after["grads"])
+    assert before["state"].keys() == after["state"].keys()
+    for key in before["state"]:
+        assert torch.equal(before["state"][key], after["state"][key]), key
+    assert torch.equal(rng_before, torch.get_rng_state())
+
+
+def test_batch_norm_uses_batch_statistics_and_dropout_is_off():
+    """Eval-mode running stats (mean 0, var 1) would pass 3 + 2z through unchanged; batch stats give std 1."""
+    model = nn.Sequential(nn.BatchNorm1d(16), nn.Dropout(0.9)).eval()
+    x = 3 + 2 * torch.randn(32, 16, generator=torch.Generator().manual_seed(0))
+    report = initlint.check(model, x)
+    bn, dropout = _node(report, "_0"), _node(report, "_1")
+    assert bn["mean"] == pytest.approx(0.0, abs=1e-5)
+    assert bn["std"] == pytest.approx(1.0, rel=0.02)
+    assert dropout["std"] == bn["std"] and dropout["zero_fraction"] == 0
+
+
+def test_model_on_another_device_is_copied_not_moved():
+    model = nn.Linear(4, 4)
+    original = copy.deepcopy(model)
+    initlint.check(model, device="cpu")
+    assert torch.equal(model.weight, original.weight)

@@ -1,0 +1,42 @@
+"""Every rule's example models: the flagged ones must trigger it, the clean ones must not."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+import initlint
+from initlint.rules import ALL_RULES
+
+CASES = [
+    pytest.param(rule, example, expected, id=f"{rule.code}-{example.build.__name__}")
+    for rule in ALL_RULES
+    for expected, examples in ((True, rule.flagged), (False, rule.clean))
+    for example in examples
+]
+
+
+@pytest.mark.parametrize("rule, example, expected", CASES)
+def test_example(rule, example, expected):
+    report = initlint.check(example.build(), input_shapes=example.input_shapes or None, select=[rule.code])
+    assert (rule.code in report.codes()) is expected, [f.message for f in report.findings]
+
+
+@pytest.mark.parametrize("rule", ALL_RULES, ids=lambda r: r.code)
+def test_rule_is_documented_and_has_examples(rule):
+    doc = inspect.getdoc(rule)
+    for section in ("What it does", "Why is this bad?", "Example", "Fix"):
+        assert f"{section}" in doc, f"{rule.code} lacks a '{section}' section"
+    assert rule.flagged and rule.clean, f"{rule.code} needs examples that must and must not trigger it"
+    for name, default in rule.thresholds.items():
+        assert f"``{name}`` ({default!r})" in doc, f"{rule.code} does not document {name}'s default"
+    assert rule.summary()
+
+
+def test_codes_and_names_are_unique_and_well_formed():
+    codes = [r.code for r in ALL_RULES]
+    names = [r.name for r in ALL_RULES]
+    assert len(set(codes)) == len(codes) and len(set(names)) == len(names)
+    assert all(len(c) == 5 and c.startswith("IL") and c[2:].isdigit() for c in codes)
+    assert all(n == n.lower() and " " not in n for n in names)
