@@ -103,3 +103,19 @@ def test_python_dash_m_and_version():
         [sys.executable, "-m", "initlint", "--version"], capture_output=True, text=True, check=True
     )
     assert initlint.__version__ in result.stdout
+
+
+def test_same_seed_same_report_other_seed_other_numbers(run_cli):
+    def numbers(seed):
+        document = json.loads(run_cli("check", BROKEN, "--output-format", "json", "--seed", seed).stdout)
+        (report,) = document["reports"]
+        return [f["data"] for f in report["findings"]], [n["std"] for n in report["nodes"]]
+
+    assert numbers("3") == numbers("3")
+    assert numbers("3")[1] != numbers("4")[1]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_exits_2(run_cli):
+    result = run_cli("check", HEALTHY, "--device", "cuda")
+    assert result.exit_code == 2 and "--device cpu" in result.stderr
