@@ -98,3 +98,19 @@ def check(
         click.echo(rendered, nl=False)
     failing = any(report.at_or_above(fail_level) for report in reports)
     sys.exit(1 if failing and not exit_zero else 0)
+
+
+@main.command()
+@click.argument("activation")
+@click.option("--depth", type=click.IntRange(1, 1000), default=50, show_default=True,
+              help="Layers in the (Linear -> ACTIVATION) stack the gain is chosen for.")
+@click.option("--width", type=click.IntRange(2, 4096), default=128, show_default=True, help="Width of the stack.")
+@click.option("--output-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json adds the per-depth forward and gradient curves.")
+@reports_errors
+def gain(activation: str, depth: int, width: int, output_format: str) -> None:
+    """Renorm constants of ACTIVATION and the gain that suits a deep stack of it."""
+    from initlint.gain_report import gain_json, gain_text, measure_gains
+
+    measured = measure_gains(activation, depth, width)
+    click.echo(gain_json(measured) if output_format == "json" else gain_text(measured), nl=False)

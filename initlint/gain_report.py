@@ -1,0 +1,91 @@
+"""What ``initlint gain`` prints: exact renorm constants, PyTorch's gain, and the data-driven one."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+from initlint.gain import StackCurves, pytorch_gain, recommend_gain, stack_curves
+from initlint.moments import Moments, activation_module, gaussian_moments
+
+
+@dataclass
+class GainReport:
+    activation: str
+    depth: int
+    width: int
+    moments: Moments
+    pytorch: float | None
+    pytorch_curves: StackCurves | None
+    recommended: StackCurves | None
+
+
+def measure_gains(activation: str, depth: int, width: int) -> GainReport:
+    module = activation_module(activation)
+    pytorch = pytorch_gain(activation)
+    return GainReport(
+        activation=activation,
+        depth=depth,
+        width=width,
+        moments=gaussian_moments(module),
+        pytorch=pytorch,
+        pytorch_curves=stack_curves(module, pytorch, depth, width, batch=width) if pytorch else None,
+        recommended=recommend_gain(module, depth, width, band=BAND),
+    )
+
+
+BAND = 4.0
+"""The band of ``recommend_gain`` and of rules IL101 / IL501."""
+
+
+def _fixed(value: float) -> str:
+    return f"{round(value, 6) + 0.0:.6f}"  # + 0.0 turns -0.0 into 0.0
+
+
+def _summary(curves: StackCurves) -> str:
+    worst = max(curves.grad_std, key=lambda g: abs(math.log(g)) if g > 0 else math.inf)
+    return (
+        f"forward std at layer {len(curves.forward_std)} {curves.forward_std[-1]:.3g}, "
+        f"gradient at layer 1 {curves.grad_std[0]:.3g}x the output's (worst {worst:.3g}x)"
+    )
+
+
+def gain_text(report: GainReport) -> str:
+    m = report.moments
+    lines = [
+        f"{report.activation}: for x ~ N(0, 1), mean {_fixed(m.mean)}, std {_fixed(m.std)}",
+        f"  renorm constants: scale {_fixed(m.scale)}, bias {_fixed(m.bias)} "
+        f"(scale * {report.activation}(x) + bias has mean 0, std 1)",
+    ]
+    stack = f"{report.depth} x (Linear({report.width}) -> {report.activation})"
+    if report.pytorch_curves:
+        lines.append(f"  torch.nn.init.calculate_gain('{report.activation}') = {report.pytorch:.6f}; "
+                     f"on {stack}: {_summary(report.pytorch_curves)}")
+    else:
+        lines.append(f"  torch.nn.init.calculate_gain does not define '{report.activation}'")
+    best = report.recommended
+    if best and best.gradient_drift <= math.log(BAND):
+        lines.append(f"  data-driven gain for {stack}: {best.gain:.2f}; {_summary(best)}")
+    elif best:
+        lines.append(f"  no gain keeps both signals of {stack} within {BAND:g}x; the closest, "
+                     f"{best.gain:.2f}: {_summary(best)}; renorm the activation instead (initlint fix)")
+    else:
+        lines.append(f"  no gain keeps the forward std of {stack} within {BAND:g}x of the input's; "
+                     "renorm the activation instead (initlint fix)")
+    return "\n".join(lines) + "\n"
+
+
+def gain_json(report: GainReport) -> str:
+    return json.dumps({
+        "activation": report.activation,
+        "depth": report.depth,
+        "width": report.width,
+        "mean": report.moments.mean,
+        "std": report.moments.std,
+        "scale": report.moments.scale,
+        "bias": report.moments.bias,
+        "calculate_gain": report.pytorch,
+        "calculate_gain_curves": report.pytorch_curves.to_dict() if report.pytorch_curves else None,
+        "recommended": report.recommended.to_dict() if report.recommended else None,
+    }, indent=2) + "\n"
