@@ -10,6 +10,10 @@ from initlint.gain import StackCurves, pytorch_gain, recommend_gain, stack_curve
 from initlint.moments import Moments, activation_module, gaussian_moments
 
 
+BAND = 4.0
+"""The band of ``recommend_gain``, the same as rules IL101 / IL501 use."""
+
+
 @dataclass
 class GainReport:
     activation: str
@@ -33,10 +37,6 @@ def measure_gains(activation: str, depth: int, width: int) -> GainReport:
         pytorch_curves=stack_curves(module, pytorch, depth, width, batch=width) if pytorch else None,
         recommended=recommend_gain(module, depth, width, band=BAND),
     )
-
-
-BAND = 4.0
-"""The band of ``recommend_gain`` and of rules IL101 / IL501."""
 
 
 def _fixed(value: float) -> str:
@@ -69,10 +69,10 @@ def gain_text(report: GainReport) -> str:
         lines.append(f"  data-driven gain for {stack}: {best.gain:.2f}; {_summary(best)}")
     elif best:
         lines.append(f"  no gain keeps both signals of {stack} within {BAND:g}x; the closest, "
-                     f"{best.gain:.2f}: {_summary(best)}; renorm the activation instead (initlint fix)")
+                     f"{best.gain:.2f}: {_summary(best)}; renorm the activation with the constants above instead")
     else:
         lines.append(f"  no gain keeps the forward std of {stack} within {BAND:g}x of the input's; "
-                     "renorm the activation instead (initlint fix)")
+                     "renorm the activation with the constants above instead")
     return "\n".join(lines) + "\n"
 
 

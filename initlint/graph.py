@@ -3,7 +3,7 @@
 Rules read this view and never run the model. Roles come from the graph's structure:
 a *gate* is a sigmoid-like output that feeds a multiply (squeeze-excitation), a *squeeze* is a
 pool whose output only reaches the network's output through a gate, a *global pool* leaves no
-positions (or drops the token axis), a *residual add* sums two
+positions (or drops the token axis, like a ViT's ``x[:, 0]``), a *residual add* sums two
 input-dependent tensors, *pool*, *norm*, *activation* and *weighted* come from the op
 registry, and *output* marks what the network returns.
 """
@@ -55,10 +55,11 @@ def _target_name(node: fx.Node) -> str:
     return str(node.target)
 
 
-def _is_global(pool: NodeView, source: NodeView) -> bool:
-    if pool.stats is None or source.stats is None:
+def _is_global(node: NodeView, source: NodeView) -> bool:
+    """No positions left per sample: a pool to 1x1, or fewer dims (``x.mean(1)``, ``x[:, 0]``)."""
+    if node.stats is None or source.stats is None:
         return False
-    before, after = source.stats.shape, pool.stats.shape
+    before, after = source.stats.shape, node.stats.shape
     return len(after) < len(before) or all(d == 1 for d in after[2:])
 
 
@@ -88,7 +89,7 @@ class SignalGraph:
         self._assign_roles()
         self.signal_dag = self._without_gate_edges()
         self._mark_squeezes()
-        self.main_path = self._longest_input_to_output_path()
+        self.main_path = self._main_path()
 
     def view(self, name: str) -> NodeView:
         return self.nodes[name]
@@ -143,7 +144,10 @@ class SignalGraph:
                 u.kind.family == ops.MUL for u in self.through_plumbing(view.name, "users")
             ):
                 view.roles.add(GATE)
-            if view.kind.family == ops.POOL and _is_global(view, self.nodes[view.inputs[0]]):
+            selects_token = view.kind.name == "getitem"  # e.g. a ViT's class token, x[:, 0]
+            if (view.kind.family == ops.POOL or selects_token) and view.inputs and _is_global(
+                view, self.nodes[view.inputs[0]]
+            ):
                 view.roles.add(GLOBAL_POOL)
             if view.kind.family == ops.ADD and sum(
                 n in self.input_dependent and self.nodes[n].stats is not None for n in view.inputs
@@ -167,9 +171,17 @@ class SignalGraph:
             if pool.name in self.input_dependent and pool.name not in carries_signal:
                 pool.roles.add(SQUEEZE)
 
-    def _longest_input_to_output_path(self) -> list[str]:
-        """The input-to-output path through the most computing nodes: the network's main path."""
+    def _main_path(self) -> list[str]:
+        """The path that carries the signal: from an input to the output through the fewest
+        computing nodes, so that it follows skip connections rather than residual branches
+        (and never a gate's branch). With several inputs, the deepest of their paths."""
         sub = self.signal_dag.subgraph(self._reaching_output(self.signal_dag)).copy()
         for u, v in sub.edges:
             sub.edges[u, v]["weight"] = self.nodes[v].weight
-        return [n for n in nx.dag_longest_path(sub, weight="weight") if self.nodes[n].op != "output"]
+        outputs = [n for n in sub if self.nodes[n].op == "output"]
+        paths = [
+            nx.shortest_path(sub, source, outputs[0], weight="weight")
+            for source in self.inputs if source in sub and outputs
+        ]
+        path = max(paths, key=lambda p: sum(self.nodes[n].weight for n in p), default=[])
+        return [n for n in path if self.nodes[n].op != "output"]

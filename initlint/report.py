@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from initlint import __version__
@@ -87,11 +87,9 @@ def to_json(reports: list[Report]) -> str:
 def _where(finding: Finding) -> str:
     if finding.location is None:
         return "<unknown>"
-    try:
-        file = os.path.relpath(finding.location.file)
-    except ValueError:
-        file = finding.location.file
-    return f"{file}:{finding.location.line}"
+    file = Path(finding.location.file)
+    shown = file.relative_to(Path.cwd()) if file.is_relative_to(Path.cwd()) else file
+    return f"{shown}:{finding.location.line}"
 
 
 def to_text(reports: list[Report]) -> str:

@@ -53,7 +53,7 @@ class PoolingShrinkage(Rule):
     input-dependent std can shrink by up to 16x.
 
     Fix:
-    Rescale after the pool by the measured shrinkage (``initlint fix`` does), put a
+    Rescale after the pool by the measured shrinkage (the reported std ratio), put a
     normalization layer after it, or pool over fewer positions.
 
     Thresholds: ``min_std_ratio`` (0.25) is the smallest acceptable ratio of the output's

@@ -45,7 +45,7 @@ class SaturatedActivation(Rule):
 
     Fix:
     Scale the preceding weights to fan-in (``xavier_normal_`` with ``calculate_gain``), put a
-    normalization layer before the activation, or let ``initlint fix`` rescale its input.
+    normalization layer before the activation.
 
     Thresholds: ``max_fraction`` (0.5) is the saturated share that triggers; beyond
     ``error_fraction`` (0.9) the finding is an error.

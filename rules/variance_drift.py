@@ -48,7 +48,8 @@ class VarianceDrift(Rule):
     Fix:
     Initialize each layer for the activation that follows it (``nn.init.kaiming_normal_`` with
     ``nonlinearity="relu"``, or ``calculate_gain``), add normalization layers, or let
-    ``initlint fix`` insert renorm constants after each nonlinearity.
+    renorm each nonlinearity: scale and shift its output by the constants that
+    ``initlint gain ACTIVATION`` prints, so N(0, 1) inputs give N(0, 1) outputs.
 
     Thresholds: ``band`` (4.0) is the allowed factor up or down; beyond ``error_band`` (100.0)
     the finding is an error.

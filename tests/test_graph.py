@@ -33,10 +33,30 @@ def test_roles_main_path_and_depth():
     assert {"pool", GLOBAL_POOL} <= roles["mean_1"] and SQUEEZE not in roles["mean_1"]
     assert RESIDUAL_ADD in roles["add"]
     assert OUTPUT in roles["head"]
-    # the gate's branch modulates the signal and is never the main path, though it is longer
-    assert graph.main_path == ["x", "conv", "relu", "mul", "add", "mean_1", "head"]
-    assert [graph.view(n).depth for n in graph.main_path] == [0, 1, 2, 8, 9, 10, 11]
-    assert [v.name for v in graph.body()] == ["x", "conv", "relu", "mul", "add"]
+    # the main path takes the skip connection, not the residual branch (nor the gate's branch)
+    assert graph.main_path == ["x", "add", "mean_1", "head"]
+    assert [graph.view(n).depth for n in graph.main_path] == [0, 9, 10, 11]
+    assert [graph.view(n).depth for n in ("conv", "relu", "mul")] == [1, 2, 8]
+    assert [v.name for v in graph.body()] == ["x", "add"]
+
+
+class TokenModel(nn.Module):
+    """A ViT-like tail: tokens, a norm, the class token selected, a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(6, 8)
+        self.norm = nn.LayerNorm(8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(self.norm(self.embed(x))[:, 0])
+
+
+def test_class_token_selection_ends_the_body():
+    graph = initlint.check(TokenModel(), input_shapes=[(4, 5, 6)]).graph
+    assert GLOBAL_POOL in graph.view("getitem").roles
+    assert [v.name for v in graph.body()] == ["x", "embed", "norm"]
 
 
 def test_findings_point_at_the_line_that_calls_the_layer():
