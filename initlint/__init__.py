@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["CheckOptions", "InitlintError", "Report", "check", "renorm_constants", "__version__"]
+__all__ = ["CheckOptions", "InitlintError", "Report", "check", "fix", "renorm_constants", "__version__"]
 
 if TYPE_CHECKING:
     from initlint.api import CheckOptions, check
     from initlint.errors import InitlintError
+    from initlint.fixer import fix
     from initlint.moments import renorm_constants
     from initlint.report import Report
 
@@ -18,6 +19,7 @@ _LAZY = {
     "CheckOptions": "initlint.api",
     "Report": "initlint.report",
     "InitlintError": "initlint.errors",
+    "fix": "initlint.fixer",
     "renorm_constants": "initlint.moments",
 }
 

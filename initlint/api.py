@@ -22,7 +22,7 @@ from initlint.locations import SourceLocation, definition_of, module_definition_
 from initlint.probe import probe
 from initlint.report import Report
 from initlint.selection import select_rules
-from initlint.trace import trace
+from initlint.trace import Traced, trace
 
 
 @dataclass
@@ -93,12 +93,22 @@ def _probe_inputs(graph_module, example_inputs, options, device, dtype) -> Probe
     return draw(specs_for(graph_module, shapes), options.seed, device, dtype)
 
 
-def run_check(
+@dataclass
+class Analysed:
+    """What the probe learned about a model: the stages up to the rules and the renorm plan."""
+
+    model: nn.Module
+    traced: Traced
+    inputs: ProbeInputs
+    graph: SignalGraph
+    device: torch.device
+    probe_note: str | None
+
+
+def analyse(
     model: nn.Module, example_inputs: Sequence[torch.Tensor], options: CheckOptions, source: ModelSource
-) -> Report:
-    """The pipeline behind ``check`` and the CLI."""
-    started = time.perf_counter()
-    rules = select_rules(options.select, options.ignore, options.thresholds)
+) -> Analysed:
+    """Trace, probe and analyse ``model``: the stages that check and fix share."""
     device = resolve_device(options.device, model)
     model = _on_device(model, device)
     sites = module_definition_sites(model, source.construction_sites)
@@ -115,17 +125,26 @@ def run_check(
             f"probing the model with inputs of shape {shapes} failed: {type(error).__name__}: "
             f"{reason}. Check the input shapes (--input-shape, batch first) and the device."
         ) from error
-    graph = SignalGraph(traced.graph_module)
-    findings = [finding for rule in rules for finding in rule.check(graph)]
+    return Analysed(model, traced, inputs, SignalGraph(traced.graph_module), device, probe_note)
+
+
+def run_check(
+    model: nn.Module, example_inputs: Sequence[torch.Tensor], options: CheckOptions, source: ModelSource
+) -> Report:
+    """The pipeline behind ``check`` and the CLI."""
+    started = time.perf_counter()
+    rules = select_rules(options.select, options.ignore, options.thresholds)
+    analysed = analyse(model, example_inputs, options, source)
+    findings = [finding for rule in rules for finding in rule.check(analysed.graph)]
     return Report(
         target=options.target or type(model).__name__,
-        trace_mode=traced.mode,
-        trace_note=traced.note,
-        graph=graph,
-        inputs=inputs.specs,
-        device=str(device),
+        trace_mode=analysed.traced.mode,
+        trace_note=analysed.traced.note,
+        graph=analysed.graph,
+        inputs=analysed.inputs.specs,
+        device=str(analysed.device),
         findings=findings,
-        probe_note=probe_note,
+        probe_note=analysed.probe_note,
         seconds=time.perf_counter() - started,
     )
 

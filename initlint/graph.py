@@ -16,7 +16,9 @@ import networkx as nx
 import torch.fx as fx
 
 from initlint import ops
+from initlint.errors import InitlintError
 from initlint.locations import SourceLocation
+from initlint.moments import ACTIVATIONS, gaussian_moments
 from initlint.probe import STATS
 from initlint.stats import NodeStats
 from initlint.trace import LOCATION, MODULE
@@ -41,6 +43,17 @@ class NodeView:
     users: list[str]
     depth: int = 0
     roles: set[str] = field(default_factory=set)
+    gaussian_std: float | None = None
+    """For an elementwise activation: the std of its output for N(0, 1) inputs (relu: 0.58)."""
+
+    @property
+    def signal_std(self) -> float | None:
+        """The input-dependent std, in units of what a healthy layer of this kind gives:
+        an activation's output is compared with its output for N(0, 1) inputs."""
+        if self.stats is None:
+            return None
+        std = self.stats.sample_std if self.stats.sample_std is not None else self.stats.std
+        return std / self.gaussian_std if self.gaussian_std else std
 
     @property
     def weight(self) -> int:
@@ -53,6 +66,17 @@ def _target_name(node: fx.Node) -> str:
     if callable(node.target):
         return getattr(node.target, "__name__", str(node.target))
     return str(node.target)
+
+
+def _gaussian_std(node: fx.Node, root: fx.GraphModule) -> float | None:
+    if ops.node_kind(node, root).family != ops.ACTIVATION:
+        return None
+    name = ops.node_kind(node, root).name
+    module = root.get_submodule(node.target) if node.op == "call_module" else ACTIVATIONS.get(name, lambda: None)()
+    try:
+        return gaussian_moments(module).std if module is not None else None
+    except InitlintError:  # not elementwise
+        return None
 
 
 def _is_global(node: NodeView, source: NodeView) -> bool:
@@ -80,6 +104,7 @@ class SignalGraph:
                 stats=node.meta.get(STATS),
                 inputs=[n.name for n in node.all_input_nodes],
                 users=[n.name for n in node.users],
+                gaussian_std=_gaussian_std(node, graph_module),
             )
             self.dag.add_node(node.name)
             self.dag.add_edges_from((n.name, node.name) for n in node.all_input_nodes)

@@ -29,10 +29,14 @@ class VarianceDrift(Rule):
     """Activation std on the main path drifts away from the input's with depth.
 
     What it does:
-    Follows the body of the main path (the input-to-output path through the most layers, gates'
-    branches excepted, up to the head: the first global pool, else the last weighted layer) and
-    compares each value's std with the input's. Flags the path when the ratio leaves
-    [1/band, band], naming the node where it starts and the farthest it goes. A global pool's
+    Follows the body of the main path (the input-to-output path through the fewest layers, so
+    skip connections rather than residual branches, gates' branches excepted, up to the head:
+    the first global pool, else the last weighted layer) and compares each value's signal std
+    with the input's. The signal std is the across-sample
+    part (what depends on the input; constant offsets such as a sigmoid's mean of 0.5 are not
+    signal), and an activation's output is measured in units of its std for N(0, 1) inputs
+    (0.21 for sigmoid, 0.58 for relu), so a well-scaled network reads 1 throughout. Flags the path
+    when the ratio leaves [1/band, band], naming the node where it starts and the farthest it goes. A global pool's
     shrinkage is IL301's to report.
 
     Why is this bad?
@@ -63,14 +67,14 @@ class VarianceDrift(Rule):
 
     def check(self, graph: SignalGraph) -> Iterator[Finding]:
         body = graph.body()
-        drift = drift_along(body, lambda v: v.stats.std, self.limits["band"])
+        drift = drift_along(body, lambda v: v.signal_std, self.limits["band"])
         if drift is None:
             return
         yield self.finding(
             drift.start, drift.severity(self.limits["error_band"]),
-            f"the activation std {drift.direction} with depth (relative to the input's, band "
+            f"the signal std {drift.direction} with depth (relative to the input's, band "
             f"{self.limits['band']:g}x): {drift.describe()}",
             band=self.limits["band"],
-            reference_std=body[0].stats.std,
+            reference_std=body[0].signal_std,
             **drift.data(),
         )

@@ -1,0 +1,88 @@
+"""``fix``: probe, plan the renorm constants, rewrite the graph (or fold), verify, measure."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from initlint import __version__
+from initlint.api import Analysed, CheckOptions, ModelSource, analyse
+from initlint.errors import InitlintError
+from initlint.fold import FoldResult, fold_plan
+from initlint.inputs import ProbeInputs, draw
+from initlint.renorm import Renorm, plan_renorm
+from initlint.rewrite import apply_plan, verify
+
+
+@dataclass
+class FixResult:
+    patched: fx.GraphModule
+    plan: list[Renorm]
+    analysed: Analysed
+    folded: FoldResult | None = None
+    fold_error: float | None = None
+    """max |folded output - renorm-node output| / std(renorm-node output) on the probe batch."""
+
+    def plan_document(self, target: str) -> dict:
+        return {
+            "initlint": __version__,
+            "target": target,
+            "inputs": [spec.to_dict() for spec in self.analysed.inputs.specs],
+            "device": str(self.analysed.device),
+            "constants": [renorm.to_dict() for renorm in self.plan],
+            "unverified": [r.node for r in self.plan if r.verified is False],
+            "folded": self.folded is not None,
+            "unfolded": self.folded.unfolded if self.folded else [],
+            "fold_error": self.fold_error,
+        }
+
+
+def _fresh_inputs(inputs: ProbeInputs, seed: int, device: torch.device, dtype: torch.dtype) -> ProbeInputs:
+    return draw(inputs.specs, seed, device, dtype)
+
+
+@torch.no_grad()
+def _relative_difference(a: nn.Module, b: nn.Module, inputs: ProbeInputs) -> float:
+    """How far two modules' outputs differ, in units of the second's std (both in eval mode)."""
+    first, second = copy.deepcopy(a).eval(), copy.deepcopy(b).eval()
+    out_a, out_b = first(*inputs.tensors), second(*inputs.tensors)
+    if not (isinstance(out_a, torch.Tensor) and isinstance(out_b, torch.Tensor)):
+        return float("nan")
+    return ((out_a - out_b).abs().max() / out_b.std().clamp_min(1e-12)).item()
+
+
+def run_fix(
+    model: nn.Module, example_inputs: Sequence[torch.Tensor], options: CheckOptions, source: ModelSource,
+    fold: bool = False, overrides: Mapping[str | type, str] | None = None,
+) -> FixResult:
+    analysed = analyse(model, example_inputs, options, source)
+    graph_module = analysed.traced.graph_module
+    plan = plan_renorm(graph_module, analysed.graph, analysed.inputs, overrides)
+    patched = apply_plan(graph_module, plan)
+    dtype = next((t.dtype for t in analysed.inputs.tensors if t.is_floating_point()), torch.float32)
+    fresh = _fresh_inputs(analysed.inputs, options.seed + 1, analysed.device, dtype) if not example_inputs \
+        else analysed.inputs
+    verify(patched, plan, fresh, options.seed + 1)
+    result = FixResult(patched, plan, analysed)
+    if fold:
+        result.folded = fold_plan(analysed.model, graph_module, plan)
+        result.fold_error = _relative_difference(result.folded.model, patched, analysed.inputs)
+    return result
+
+
+def fix(model: nn.Module, *example_inputs: torch.Tensor, fold: bool = False,
+        overrides: Mapping[str | type, str] | None = None, **options: object) -> nn.Module:
+    """A fixed copy of ``model``: renorm nodes in a GraphModule, or with ``fold=True`` the
+    user's own class with the constants folded into its weights. ``overrides`` maps a module
+    path or class to a target ("gaussian", "gate" or "none") for everything inside it."""
+    try:
+        parsed = CheckOptions(**options)
+    except TypeError as error:
+        raise InitlintError(f"{error}; see initlint.CheckOptions for the options.") from None
+    result = run_fix(model, example_inputs, parsed, ModelSource(), fold, overrides)
+    return result.folded.model if fold else result.patched

@@ -1,0 +1,75 @@
+"""Fold a renorm plan into the weights of a copy of the user's model: same class, same keys.
+
+A constant pair (a, c) after a node folds into the next Linear or ConvNd that consumes it
+alone (through flatten-like plumbing): W' = a W and b' = b + c * sum of W over its inputs.
+That is exact for Linear and unpadded convolutions; with zero padding, border outputs see
+fewer inputs and the bias is off there, so the error is measured, never hidden. A weighted
+layer's own constants rescale its weight and bias. What cannot be folded is listed.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from initlint import ops
+from initlint.renorm import Renorm
+from initlint.rewrite import rescale_weights
+
+_FOLDABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+@dataclass
+class FoldResult:
+    model: nn.Module
+    unfolded: list[dict] = field(default_factory=list)
+    """Each constant pair that could not be folded, with the reason."""
+
+
+def _consumer(node: fx.Node, root: nn.Module) -> fx.Node | None:
+    """The single Linear/Conv call that consumes ``node``, looking through plumbing."""
+    current = node
+    while len(current.users) == 1:
+        (user,) = current.users
+        if user.op == "call_module" and isinstance(root.get_submodule(user.target), _FOLDABLE):
+            return user
+        if ops.node_kind(user, root).family not in (ops.STRUCTURAL, ops.DROPOUT):
+            return None
+        current = user
+    return None
+
+
+@torch.no_grad()
+def _fold_into(layer: nn.Module, scale: float, shift: float) -> None:
+    """layer(scale * x + shift) == layer'(x), up to zero-padded borders."""
+    input_sum = layer.weight.sum(dim=tuple(range(1, layer.weight.dim())))
+    if shift:
+        layer.bias.add_(shift * input_sum)
+    layer.weight.mul_(scale)
+
+
+def fold_plan(model: nn.Module, graph_module: fx.GraphModule, plan: list[Renorm]) -> FoldResult:
+    """A deep copy of ``model`` with every foldable constant pushed into its weights."""
+    folded = copy.deepcopy(model)
+    result = FoldResult(folded)
+    nodes = {n.name: n for n in graph_module.graph.nodes}
+    for renorm in plan:  # execution order: a layer's own rescale comes after what folds into it
+        node = nodes[renorm.node]
+        if renorm.site == "weighted":
+            rescale_weights(folded.get_submodule(node.target), renorm.scale, renorm.bias)
+            continue
+        consumer = _consumer(node, graph_module)
+        layer = folded.get_submodule(consumer.target) if consumer is not None else None
+        if layer is None:
+            reason = "no single Linear or Conv consumes it"
+        elif renorm.bias and getattr(layer, "bias", None) is None:
+            reason = f"its shift needs a bias, and {consumer.target} has none"
+        else:
+            _fold_into(layer, renorm.scale, renorm.bias)
+            continue
+        result.unfolded.append({**renorm.to_dict(), "reason": reason})
+    return result

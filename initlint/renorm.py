@@ -1,0 +1,167 @@
+"""The renorm plan: for each site of the probed graph, the constant scale and bias it needs.
+
+Targets come from roles (see DESIGN.md's pitfalls):
+- a generic activation -> mean 0, std 1, with the exact constants of ``moments`` (quadrature) for
+  an elementwise module, else measured on the probe;
+- a gate (sigmoid into a multiply) -> mean 1, by scale alone, so it stays a non-negative gate;
+- a pool -> its measured across-sample shrinkage undone, mean 0;
+- a weighted layer (Linear, ConvNd, Embedding) -> output std 1 (and mean 0 when it has a
+  bias), by rescaling its weights and bias (a data-free LSUV: the probe batch replaces data);
+- anything right before a normalization layer, or an output of the network -> nothing.
+
+The constants are found in one pass over the graph in execution order, each applied to the
+running value before the next site is measured, so every site sees its corrected inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from initlint import ops
+from initlint.errors import InitlintError
+from initlint.graph import GATE, OUTPUT, SQUEEZE, NodeView, SignalGraph
+from initlint.inputs import ProbeInputs
+from initlint.moments import ACTIVATIONS, gaussian_moments, is_elementwise
+from initlint.probe import first_step_call, first_step_module
+from initlint.stats import tensor_stats
+
+GAUSSIAN, GATE_TARGET, NONE = "gaussian", "gate", "none"
+TARGETS = (GAUSSIAN, GATE_TARGET, NONE)
+
+
+@dataclass
+class Renorm:
+    """``y -> scale * y + bias`` after node ``node`` (for a weighted layer: its weights scaled)."""
+
+    node: str
+    module: str | None
+    site: str
+    """"activation", "gate", "pool" or "weighted"."""
+    target: str
+    """What the constants aim for, e.g. "mean 0, std 1"."""
+    scale: float
+    bias: float
+    source: str
+    """"quadrature" (exact moments of the activation) or "probe" (measured on the probe batch)."""
+    measured_mean: float | None = None
+    measured_std: float | None = None
+    verified: bool | None = None
+    """Whether a fresh probe of the fixed model met the target (std within 10 %, mean within 0.1)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _override(view: NodeView, overrides: Mapping[str | type, str], root: nn.Module) -> str | None:
+    """The target that the nearest enclosing module path or class in ``overrides`` sets."""
+    path = view.module
+    while path is not None:
+        if path in overrides:
+            return overrides[path]
+        module = root.get_submodule(path)
+        if type(module) in overrides:
+            return overrides[type(module)]
+        path = path.rpartition(".")[0] if path else None
+    return None
+
+
+def site_of(view: NodeView, graph: SignalGraph, target: str | None) -> str | None:
+    """Which kind of renorm site ``view`` is, or None when it needs no constants."""
+    if view.stats is None or OUTPUT in view.roles or target == NONE:
+        return None
+    users = graph.through_plumbing(view.name, "users")
+    if users and all(u.kind.family == ops.NORM for u in users):
+        return None  # the normalization layer sets the scale anyway
+    if target == GATE_TARGET or GATE in view.roles:
+        return "gate"
+    if target == GAUSSIAN and view.kind.family != ops.WEIGHTED:
+        return "activation"
+    if view.kind.family == ops.WEIGHTED and view.op == "call_module":
+        return "weighted"
+    if view.kind.family == ops.ACTIVATION:
+        return "activation"
+    if view.kind.family == ops.POOL and SQUEEZE not in view.roles and view.stats.sample_std:
+        return "pool"
+    return None
+
+
+class _Planner(fx.Interpreter):
+    """Runs the graph once (first-training-step semantics), deciding and applying each site's
+    constants as it goes."""
+
+    def __init__(self, graph_module: fx.GraphModule, sites: dict[str, str], graph: SignalGraph,
+                 batch_size: int | None) -> None:
+        super().__init__(graph_module)
+        self.sites, self.signal, self.batch_size = sites, graph, batch_size
+        self.plan: list[Renorm] = []
+
+    def call_module(self, target: str, args: tuple, kwargs: dict) -> object:
+        return first_step_module(self.fetch_attr(target))(*args, **kwargs)
+
+    def call_function(self, target: Callable, args: tuple, kwargs: dict) -> object:
+        return first_step_call(target, args, kwargs)
+
+    def run_node(self, n: fx.Node) -> object:
+        with self._set_current_node(n):
+            args, kwargs = self.fetch_args_kwargs_from_env(n)
+            result = getattr(self, n.op)(n.target, args, kwargs)
+        site = self.sites.get(n.name)
+        if site is None or not isinstance(result, torch.Tensor):
+            return result
+        renorm = self._constants(n, site, result, args)
+        self.plan.append(renorm)
+        return result * renorm.scale + renorm.bias
+
+    def _constants(self, n: fx.Node, site: str, y: torch.Tensor, args: tuple) -> Renorm:
+        view = self.signal.view(n.name)
+        stats = tensor_stats(y, self.batch_size)
+        make = lambda target, scale, bias, source: Renorm(  # noqa: E731
+            n.name, view.module, site, target, float(scale), float(bias), source)
+        if site == "weighted":  # the shift needs a bias to live in
+            has_bias = getattr(self.module.get_submodule(n.target), "bias", None) is not None
+            shift = -stats.mean / stats.std if has_bias else 0.0
+            return make("mean 0, std 1" if has_bias else "std 1", 1 / stats.std, shift, "probe")
+        if site == "gate":
+            return make("mean 1", 1 / stats.mean, 0.0, "probe")
+        if site == "pool":
+            before = tensor_stats(args[0], self.batch_size).sample_std
+            scale = before / stats.sample_std
+            return make(f"across-sample std {before:.3g}, mean 0", scale, -scale * stats.mean, "probe")
+        module = self._activation_module(n, args, view)
+        if module is not None and is_elementwise(module):
+            moments = gaussian_moments(module)
+            return make("mean 0, std 1", moments.scale, moments.bias, "quadrature")
+        return make("mean 0, std 1", 1 / stats.std, -stats.mean / stats.std, "probe")
+
+    def _activation_module(self, n: fx.Node, args: tuple, view: NodeView) -> nn.Module | None:
+        """The module itself, or for ``torch.relu(x)``-style calls without options, its namesake."""
+        if n.op == "call_module":
+            return self.module.get_submodule(n.target)
+        if len(args) == 1 and not n.kwargs and view.kind.name in ACTIVATIONS:
+            return ACTIVATIONS[view.kind.name]()
+        return None
+
+
+def plan_renorm(
+    graph_module: fx.GraphModule, graph: SignalGraph, inputs: ProbeInputs,
+    overrides: Mapping[str | type, str] | None = None,
+) -> list[Renorm]:
+    """The constants of every site, in execution order."""
+    overrides = dict(overrides or {})
+    bad = {k: v for k, v in overrides.items() if v not in TARGETS}
+    if bad:
+        raise InitlintError(f"unknown renorm target(s) {bad}; use one of {', '.join(TARGETS)}.")
+    targets = {name: _override(view, overrides, graph_module) for name, view in graph.nodes.items()}
+    sites = {
+        name: site for name, view in graph.nodes.items()
+        if (site := site_of(view, graph, targets[name])) is not None
+    }
+    planner = _Planner(graph_module, sites, graph, inputs.batch_size)
+    with torch.no_grad():
+        planner.run(*inputs.tensors)
+    return planner.plan

@@ -1,0 +1,93 @@
+"""Apply a renorm plan to a copy of the traced model: renorm nodes, rescaled weights, a check.
+
+A renorm node is a tiny module whose constants are buffers, so they follow ``.to(device)`` and
+appear in the state dict as ``renorm_<node>.scale`` / ``renorm_<node>.bias``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from initlint.inputs import ProbeInputs
+from initlint.probe import STATS, probe
+from initlint.renorm import Renorm
+
+MEAN_TOLERANCE = 0.1
+STD_TOLERANCE = 0.1
+
+
+class RenormLayer(nn.Module):
+    """y = scale * x + bias, with constants fixed at fix time (buffers, not parameters)."""
+
+    def __init__(self, scale: float, bias: float) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.tensor(float(scale)))
+        self.register_buffer("bias", torch.tensor(float(bias)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.bias
+
+
+def renorm_node_name(node: str) -> str:
+    return f"renorm_{node}"
+
+
+@torch.no_grad()
+def rescale_weights(module: nn.Module, scale: float, shift: float) -> None:
+    """Make ``module``'s output ``scale * y + shift`` by changing its weight and bias in place."""
+    module.weight.mul_(scale)
+    if getattr(module, "bias", None) is not None:
+        module.bias.mul_(scale).add_(shift)
+
+
+def apply_plan(graph_module: fx.GraphModule, plan: list[Renorm]) -> fx.GraphModule:
+    """A patched deep copy of ``graph_module``; the original (and the user's model) is untouched."""
+    patched = copy.deepcopy(graph_module)
+    nodes = {n.name: n for n in patched.graph.nodes}
+    for renorm in plan:
+        node = nodes[renorm.node]
+        if renorm.site == "weighted":
+            rescale_weights(patched.get_submodule(node.target), renorm.scale, renorm.bias)
+            continue
+        name = renorm_node_name(renorm.node)
+        patched.add_submodule(name, RenormLayer(renorm.scale, renorm.bias))
+        with patched.graph.inserting_after(node):
+            inserted = patched.graph.call_module(name, (node,))
+        node.replace_all_uses_with(inserted, delete_user_cb=lambda user: user is not inserted)
+    patched.graph.lint()
+    patched.recompile()
+    return patched
+
+
+def _close(value: float, target: float, tolerance: float) -> bool:
+    return abs(value - target) <= tolerance
+
+
+def _reached(renorm: Renorm, node: fx.Node, stats) -> bool:
+    """Targets: gates mean 1; pools mean 0 and the pool's input's across-sample std; the rest
+    mean 0 (unless only scaled) and std 1. Std within 10 %, mean within 0.1."""
+    if renorm.site == "gate":
+        return _close(stats.mean, 1.0, MEAN_TOLERANCE)
+    if renorm.site == "pool":
+        pooled = node.args[0].args[0].meta.get(STATS)  # renorm node <- pool <- pool's input
+        return _close(stats.mean, 0.0, MEAN_TOLERANCE) and _close(
+            stats.sample_std, pooled.sample_std, STD_TOLERANCE * pooled.sample_std)
+    mean_ok = renorm.target == "std 1" or _close(stats.mean, 0.0, MEAN_TOLERANCE)
+    return mean_ok and _close(stats.std, 1.0, STD_TOLERANCE)
+
+
+def verify(patched: fx.GraphModule, plan: list[Renorm], inputs: ProbeInputs, seed: int) -> None:
+    """Probe the patched model afresh and record, on each Renorm, whether it met its target."""
+    probe(patched, inputs, seed)
+    nodes = {n.name: n for n in patched.graph.nodes}
+    for renorm in plan:
+        checked = renorm.node if renorm.site == "weighted" else renorm_node_name(renorm.node)
+        stats = nodes[checked].meta.get(STATS)
+        if stats is None:
+            continue
+        renorm.measured_mean, renorm.measured_std = stats.mean, stats.std
+        renorm.verified = _reached(renorm, nodes[checked], stats)
