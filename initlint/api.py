@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from initlint.errors import InitlintError
 from initlint.graph import SignalGraph
-from initlint.inputs import InputSpec, ProbeInputs, draw, specs_for
+from initlint.inputs import DEFAULT_BATCH, InputSpec, ProbeInputs, draw, specs_for
 from initlint.locations import SourceLocation, definition_of, module_definition_sites
 from initlint.probe import probe
 from initlint.report import Report
@@ -41,6 +41,8 @@ class CheckOptions:
     """Extra module classes that tracing treats as opaque layers."""
     target: str | None = None
     """The name the report uses for this model."""
+    batch_size: int = DEFAULT_BATCH
+    """Probe batch when shapes are inferred (``fix`` uses more: its constants are estimates)."""
 
 
 @dataclass
@@ -90,7 +92,7 @@ def _probe_inputs(graph_module, example_inputs, options, device, dtype) -> Probe
         specs = [InputSpec(f"input_{i}", tuple(t.shape)) for i, t in enumerate(example_inputs)]
         return ProbeInputs(specs, [t.to(device) for t in example_inputs])
     shapes = [tuple(s) for s in options.input_shapes] if options.input_shapes else None
-    return draw(specs_for(graph_module, shapes), options.seed, device, dtype)
+    return draw(specs_for(graph_module, shapes, options.batch_size), options.seed, device, dtype)
 
 
 @dataclass

@@ -114,3 +114,33 @@ def gain(activation: str, depth: int, width: int, output_format: str) -> None:
 
     measured = measure_gains(activation, depth, width)
     click.echo(gain_json(measured) if output_format == "json" else gain_text(measured), nl=False)
+
+
+@main.command()
+@click.argument("target")
+@click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False),
+              help="Folder to write: model.py, weights.pt, renorm.json (and folded_state_dict.pt with --fold).")
+@click.option("--fold", is_flag=True, help="Also fold the constants into your model's own weights.")
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="8,3,224,224",
+              help="Shape of one model input, batch first; repeat once per input.")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "mps", "auto"]), default="cpu", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@reports_errors
+def fix(target: str, output: str, fold: bool, force: bool, input_shapes: tuple[str, ...], device: str,
+        seed: int) -> None:
+    """Write TARGET with renorm constants after each nonlinearity (or folded into its weights)."""
+    from initlint.api import CheckOptions, ModelSource
+    from initlint.export import write_fix
+    from initlint.fixer import run_fix
+    from initlint.inputs import parse_shape
+    from initlint.load import load_target
+    from initlint.output import refuse_existing
+
+    shapes = [parse_shape(s) for s in input_shapes]
+    refuse_existing(output, force)
+    loaded = load_target(target)
+    options = CheckOptions(input_shapes=shapes, device=device, seed=seed, target=target)
+    result = run_fix(loaded.model, (), options, ModelSource(loaded.construction_sites, loaded.factory_location), fold)
+    write_fix(output, result, target, force)
+    click.echo(result.summary(output), err=True)

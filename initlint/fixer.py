@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.fx as fx
@@ -14,7 +15,7 @@ from initlint import __version__
 from initlint.api import Analysed, CheckOptions, ModelSource, analyse
 from initlint.errors import InitlintError
 from initlint.fold import FoldResult, fold_plan
-from initlint.inputs import ProbeInputs, draw
+from initlint.inputs import ProbeInputs
 from initlint.renorm import Renorm, plan_renorm
 from initlint.rewrite import apply_plan, verify
 
@@ -27,6 +28,21 @@ class FixResult:
     folded: FoldResult | None = None
     fold_error: float | None = None
     """max |folded output - renorm-node output| / std(renorm-node output) on the probe batch."""
+
+    def summary(self, folder: str) -> str:
+        sites = Counter(r.site for r in self.plan)
+        parts = ", ".join(f"{count} {site}" for site, count in sorted(sites.items()))
+        lines = [f"initlint: wrote {folder}: {len(self.plan)} renorm constants ({parts or 'none needed'})"]
+        unverified = [r.node for r in self.plan if r.verified is False]
+        if unverified:
+            lines.append(f"  {len(unverified)} missed their target on the re-probe: {', '.join(unverified)}")
+        if self.folded is not None:
+            lines.append(f"  folded into your model's weights: output differs from the renorm-node model by "
+                         f"{self.fold_error:.2g} of its std" + (" (the constants below are missing)"
+                                                                  if self.folded.unfolded else ""))
+            for item in self.folded.unfolded:
+                lines.append(f"  not folded: {item['node']} (x{item['scale']:.4g} {item['bias']:+.4g}): {item['reason']}")
+        return "\n".join(lines)
 
     def plan_document(self, target: str) -> dict:
         return {
@@ -42,8 +58,8 @@ class FixResult:
         }
 
 
-def _fresh_inputs(inputs: ProbeInputs, seed: int, device: torch.device, dtype: torch.dtype) -> ProbeInputs:
-    return draw(inputs.specs, seed, device, dtype)
+FIX_BATCH = 64
+"""Probe batch for planning when shapes are inferred: each constant is a batch estimate."""
 
 
 @torch.no_grad()
@@ -60,14 +76,11 @@ def run_fix(
     model: nn.Module, example_inputs: Sequence[torch.Tensor], options: CheckOptions, source: ModelSource,
     fold: bool = False, overrides: Mapping[str | type, str] | None = None,
 ) -> FixResult:
-    analysed = analyse(model, example_inputs, options, source)
+    analysed = analyse(model, example_inputs, replace(options, batch_size=FIX_BATCH), source)
     graph_module = analysed.traced.graph_module
     plan = plan_renorm(graph_module, analysed.graph, analysed.inputs, overrides)
     patched = apply_plan(graph_module, plan)
-    dtype = next((t.dtype for t in analysed.inputs.tensors if t.is_floating_point()), torch.float32)
-    fresh = _fresh_inputs(analysed.inputs, options.seed + 1, analysed.device, dtype) if not example_inputs \
-        else analysed.inputs
-    verify(patched, plan, fresh, options.seed + 1)
+    verify(patched, plan, analysed.inputs, options.seed)
     result = FixResult(patched, plan, analysed)
     if fold:
         result.folded = fold_plan(analysed.model, graph_module, plan)

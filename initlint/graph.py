@@ -56,6 +56,14 @@ class NodeView:
         return std / self.gaussian_std if self.gaussian_std else std
 
     @property
+    def signal_grad_std(self) -> float | None:
+        """The gradient std in the units of ``signal_std``: a value measured in units of s has
+        its gradient in units of 1 / s."""
+        if self.stats is None or self.stats.grad_std is None:
+            return None
+        return self.stats.grad_std * (self.gaussian_std or 1.0)
+
+    @property
     def weight(self) -> int:
         """1 for a node that computes something (a layer step), 0 for plumbing."""
         computes = self.op.startswith("call_")

@@ -129,7 +129,7 @@ def _first_layer(node: fx.Node, root: nn.Module) -> _FirstLayer | None:
     return None
 
 
-def infer_spec(node: fx.Node, root: nn.Module) -> InputSpec:
+def infer_spec(node: fx.Node, root: nn.Module, batch: int = DEFAULT_BATCH) -> InputSpec:
     layer = _first_layer(node, root)
     if layer is None:
         raise InitlintError(
@@ -138,20 +138,22 @@ def infer_spec(node: fx.Node, root: nn.Module) -> InputSpec:
             "--input-shape 8,3,224,224; once per input), or input_shapes=[...] in Python."
         )
     if layer.family == "linear":
-        return InputSpec(node.name, (DEFAULT_BATCH, layer.size), inferred_from=layer.description)
+        return InputSpec(node.name, (batch, layer.size), inferred_from=layer.description)
     if layer.family == "conv":
         spatial = (DEFAULT_SPATIAL[layer.spatial_dims],) * layer.spatial_dims
-        return InputSpec(node.name, (DEFAULT_BATCH, layer.size, *spatial), inferred_from=layer.description)
+        return InputSpec(node.name, (batch, layer.size, *spatial), inferred_from=layer.description)
     return InputSpec(
-        node.name, (DEFAULT_BATCH, DEFAULT_TOKENS), integer_high=layer.size, inferred_from=layer.description
+        node.name, (batch, DEFAULT_TOKENS), integer_high=layer.size, inferred_from=layer.description
     )
 
 
-def specs_for(graph_module: fx.GraphModule, shapes: list[tuple[int, ...]] | None) -> list[InputSpec]:
-    """One spec per required input: from the given shapes, else inferred."""
+def specs_for(
+    graph_module: fx.GraphModule, shapes: list[tuple[int, ...]] | None, batch: int = DEFAULT_BATCH
+) -> list[InputSpec]:
+    """One spec per required input: from the given shapes, else inferred with ``batch`` samples."""
     nodes = required_inputs(graph_module)
     if not shapes:
-        return [infer_spec(node, graph_module) for node in nodes]
+        return [infer_spec(node, graph_module, batch) for node in nodes]
     if len(shapes) != len(nodes):
         names = ", ".join(n.name for n in nodes)
         raise InitlintError(

@@ -128,8 +128,25 @@ def _factory_from(module: ModuleType, name: str, where: str) -> Callable[[], obj
     return factory
 
 
+FIX_CODE, FIX_PLAN = "model.py", "renorm.json"  # what `initlint fix` writes
+
+
+def _fix_folder_target(folder: Path) -> str:
+    if not ((folder / FIX_CODE).is_file() and (folder / FIX_PLAN).is_file()):
+        raise InitlintError(
+            f"{str(folder)!r} is a folder but not one written by `initlint fix` (it lacks "
+            f"{FIX_CODE} or {FIX_PLAN}); give path/to/file.py:factory instead."
+        )
+    return f"{folder / FIX_CODE}:build"
+
+
 def load_target(target: str) -> LoadedTarget:
-    """Import the factory named by ``target``, call it, and record where its layers are built."""
+    """Import the factory named by ``target``, call it, and record where its layers are built.
+    A folder written by ``initlint fix`` stands for its generated ``model.py:build``."""
+    if Path(target).is_dir():
+        loaded = load_target(_fix_folder_target(Path(target)))
+        loaded.target = target
+        return loaded
     source, name = split_target(target)
     if _is_file_source(source):
         path = Path(source)

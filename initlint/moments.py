@@ -88,10 +88,10 @@ def _cache_key(module: nn.Module) -> tuple:
     return type(module), repr(module), values
 
 
-def gaussian_moments(activation: str | nn.Module) -> Moments:
-    """Mean and std of f(x) for x ~ N(0, 1), by quadrature; cached per module configuration."""
+def gaussian_moments(activation: str | nn.Module, loc: float = 0.0, spread: float = 1.0) -> Moments:
+    """Mean and std of f(x) for x ~ N(loc, spread^2), by quadrature; cached per module configuration."""
     module = _in_float64(activation_module(activation))
-    key = _cache_key(module)
+    key = (*_cache_key(module), loc, spread)
     if key not in _cache:
         if not is_elementwise(module):
             raise InitlintError(
@@ -105,7 +105,7 @@ def gaussian_moments(activation: str | nn.Module) -> Moments:
         weights[0] = weights[-1] = 1.0
         weights *= step / 3 * torch.exp(-x * x / 2) / math.sqrt(2 * math.pi)
         with torch.no_grad():
-            y = module(x)
+            y = module(loc + spread * x)
         mean = (weights * y).sum().item()
         variance = (weights * (y - mean) ** 2).sum().item()
         if not variance > 0:

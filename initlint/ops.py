@@ -15,6 +15,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.fx import Node
 
+from initlint.renorm_layer import RenormLayer
+
 ACTIVATION = "activation"
 NORM = "norm"
 POOL = "pool"
@@ -73,6 +75,7 @@ _MODULES: dict[type, OpKind] = {
     nn.Unflatten: OpKind(STRUCTURAL, "unflatten"),
     nn.Identity: OpKind(STRUCTURAL, "identity"),
 }
+_MODULES[RenormLayer] = OpKind(OTHER, "renorm")
 if hasattr(nn, "RMSNorm"):
     _MODULES[nn.RMSNorm] = OpKind(NORM, "rms_norm")
 

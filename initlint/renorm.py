@@ -15,6 +15,7 @@ running value before the next site is measured, so every site sees its corrected
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
@@ -26,11 +27,14 @@ from initlint import ops
 from initlint.errors import InitlintError
 from initlint.graph import GATE, OUTPUT, SQUEEZE, NodeView, SignalGraph
 from initlint.inputs import ProbeInputs
-from initlint.moments import ACTIVATIONS, gaussian_moments, is_elementwise
+from initlint.moments import ACTIVATIONS, Moments, gaussian_moments, is_elementwise
 from initlint.probe import first_step_call, first_step_module
 from initlint.stats import tensor_stats
 
 GAUSSIAN, GATE_TARGET, NONE = "gaussian", "gate", "none"
+MEAN_TOLERANCE = 0.1
+STD_TOLERANCE = 0.1
+"""A value counts as at its target when its mean is within 0.1 and its std within 10 %."""
 TARGETS = (GAUSSIAN, GATE_TARGET, NONE)
 
 
@@ -51,7 +55,7 @@ class Renorm:
     measured_mean: float | None = None
     measured_std: float | None = None
     verified: bool | None = None
-    """Whether a fresh probe of the fixed model met the target (std within 10 %, mean within 0.1)."""
+    """Whether a re-probe of the fixed model met the target (std within 10 %, mean within 0.1)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,13 +74,23 @@ def _override(view: NodeView, overrides: Mapping[str | type, str], root: nn.Modu
     return None
 
 
+def _feeds_norm(view: NodeView, graph: SignalGraph) -> bool:
+    """True when every use goes into a norm, directly or through one linear layer."""
+    users = graph.through_plumbing(view.name, "users")
+    return bool(users) and all(
+        u.kind.family == ops.NORM
+        or (u.kind.family == ops.WEIGHTED and u.users and all(
+            w.kind.family == ops.NORM for w in graph.through_plumbing(u.name, "users")))
+        for u in users
+    )
+
+
 def site_of(view: NodeView, graph: SignalGraph, target: str | None) -> str | None:
     """Which kind of renorm site ``view`` is, or None when it needs no constants."""
     if view.stats is None or OUTPUT in view.roles or target == NONE:
         return None
-    users = graph.through_plumbing(view.name, "users")
-    if users and all(u.kind.family == ops.NORM for u in users):
-        return None  # the normalization layer sets the scale anyway
+    if _feeds_norm(view, graph):
+        return None  # the normalization layer sets scale and shift anyway
     if target == GATE_TARGET or GATE in view.roles:
         return "gate"
     if target == GAUSSIAN and view.kind.family != ops.WEIGHTED:
@@ -120,6 +134,8 @@ class _Planner(fx.Interpreter):
     def _constants(self, n: fx.Node, site: str, y: torch.Tensor, args: tuple) -> Renorm:
         view = self.signal.view(n.name)
         stats = tensor_stats(y, self.batch_size)
+        if not (math.isfinite(stats.std) and stats.std > 0):
+            return Renorm(n.name, view.module, site, "none: constant or non-finite value", 1.0, 0.0, "probe")
         make = lambda target, scale, bias, source: Renorm(  # noqa: E731
             n.name, view.module, site, target, float(scale), float(bias), source)
         if site == "weighted":  # the shift needs a bias to live in
@@ -134,9 +150,19 @@ class _Planner(fx.Interpreter):
             return make(f"across-sample std {before:.3g}, mean 0", scale, -scale * stats.mean, "probe")
         module = self._activation_module(n, args, view)
         if module is not None and is_elementwise(module):
-            moments = gaussian_moments(module)
-            return make("mean 0, std 1", moments.scale, moments.bias, "quadrature")
+            moments, source = self._input_moments(module, args[0])
+            return make("mean 0, std 1", moments.scale, moments.bias, source)
         return make("mean 0, std 1", 1 / stats.std, -stats.mean / stats.std, "probe")
+
+    def _input_moments(self, module: nn.Module, x: torch.Tensor) -> tuple[Moments, str]:
+        """Exact constants for N(0, 1) inputs when the input is that (within the verification
+        tolerances), else for a Gaussian with the input's measured mean and std (after a
+        residual add, say)."""
+        seen = tensor_stats(x, self.batch_size)
+        if abs(seen.mean) <= MEAN_TOLERANCE and abs(seen.std - 1) <= STD_TOLERANCE:
+            return gaussian_moments(module), "quadrature"
+        loc, spread = round(seen.mean, 4), round(seen.std, 4)
+        return gaussian_moments(module, loc, spread), f"quadrature, input N({loc:g}, {spread:g}^2)"
 
     def _activation_module(self, n: fx.Node, args: tuple, view: NodeView) -> nn.Module | None:
         """The module itself, or for ``torch.relu(x)``-style calls without options, its namesake."""

@@ -14,22 +14,9 @@ import torch.nn as nn
 
 from initlint.inputs import ProbeInputs
 from initlint.probe import STATS, probe
-from initlint.renorm import Renorm
+from initlint.renorm import MEAN_TOLERANCE, STD_TOLERANCE, Renorm
+from initlint.renorm_layer import RenormLayer
 
-MEAN_TOLERANCE = 0.1
-STD_TOLERANCE = 0.1
-
-
-class RenormLayer(nn.Module):
-    """y = scale * x + bias, with constants fixed at fix time (buffers, not parameters)."""
-
-    def __init__(self, scale: float, bias: float) -> None:
-        super().__init__()
-        self.register_buffer("scale", torch.tensor(float(scale)))
-        self.register_buffer("bias", torch.tensor(float(bias)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.scale + self.bias
 
 
 def renorm_node_name(node: str) -> str:
@@ -81,7 +68,11 @@ def _reached(renorm: Renorm, node: fx.Node, stats) -> bool:
 
 
 def verify(patched: fx.GraphModule, plan: list[Renorm], inputs: ProbeInputs, seed: int) -> None:
-    """Probe the patched model afresh and record, on each Renorm, whether it met its target."""
+    """Probe the patched model and record, on each Renorm, whether it met its target.
+
+    With the plan's own probe batch this proves the rewrite does what the plan measured (the
+    constants are batch estimates: on other inputs deep statistics vary by the batch's
+    sampling error)."""
     probe(patched, inputs, seed)
     nodes = {n.name: n for n in patched.graph.nodes}
     for renorm in plan:

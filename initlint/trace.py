@@ -1,7 +1,7 @@
 """Trace a model into a torch.fx GraphModule and tag each node with its module and source line.
 
-Standard ``torch.nn`` layers stay leaves (fx's default); callers can add their own leaf classes
-for blocks that fx cannot see into. The GraphModule shares parameters with the model, so later
+Standard ``torch.nn`` layers and initlint's renorm layers stay leaves; callers can add their
+own leaf classes for blocks that fx cannot see into. The GraphModule shares parameters with the model, so later
 stages must treat it as read-only.
 """
 
@@ -15,6 +15,7 @@ import torch.nn as nn
 
 from initlint.errors import InitlintError
 from initlint.locations import SourceLocation, user_frame_in_stack_trace
+from initlint.renorm_layer import RenormLayer
 
 MODULE = "initlint_module"
 LOCATION = "initlint_location"
@@ -31,7 +32,7 @@ class _Tracer(fx.Tracer):
     def __init__(self, leaf_modules: Sequence[type[nn.Module]]) -> None:
         super().__init__()
         self.record_stack_traces = True
-        self._extra_leaves = tuple(leaf_modules)
+        self._extra_leaves = (RenormLayer, *leaf_modules)
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
         return isinstance(module, self._extra_leaves) or super().is_leaf_module(module, qualified_name)

@@ -53,6 +53,8 @@ def se_net_after_lsuv() -> nn.Module:
                 handle = activation.register_forward_hook(lambda m, i, o: seen.append(o))
                 model(probe)
                 handle.remove()
+                if not seen[0].std() > 0:  # a dead ReLU: LSUV implementations stop there
+                    break
                 layer.bias -= seen[0].mean()
                 layer.weight /= seen[0].std()
     return model

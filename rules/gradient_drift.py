@@ -27,7 +27,8 @@ class GradientDrift(Rule):
 
     What it does:
     Sends a Gaussian cotangent (std 1) back from every output and follows the gradient std along
-    the body of the main path (up to the head, as IL101), from its output end back to the first
+    the body of the main path (up to the head, as IL101; an activation's gradient in the units
+    of its Gaussian std, as there), from its output end back to the first
     layer's output (the input's own gradient trains nothing). Flags it when the gradient there is more than ``band`` times larger or smaller
     than at the output end, and reports where the drift starts and how far it goes.
 
@@ -58,7 +59,7 @@ class GradientDrift(Rule):
     def check(self, graph: SignalGraph) -> Iterator[Finding]:
         body = graph.body()
         trained = [v for v in body if INPUT not in v.roles]  # no weight sees the input's gradient
-        drift = drift_along(trained[::-1], lambda v: v.stats.grad_std, self.limits["band"])
+        drift = drift_along(trained[::-1], lambda v: v.signal_grad_std, self.limits["band"])
         if drift is None or not outside(drift.end_ratio, self.limits["band"]):
             return
         yield self.finding(

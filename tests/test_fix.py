@@ -1,0 +1,146 @@
+"""initlint fix: renorm nodes, folding, the output folder, and checks of the fixed models."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+import initlint
+from initlint.api import CheckOptions, ModelSource
+from initlint.fixer import run_fix
+from initlint.renorm_layer import RenormLayer
+from initlint.rules.degenerate_gate import se_net, se_net_after_lsuv
+
+
+def default_mlp(activation, depth=20, width=64, seed=0):
+    torch.manual_seed(seed)
+    layers = []
+    for _ in range(depth):
+        layers += [nn.Linear(width, width), activation()]
+    return nn.Sequential(*layers, nn.Linear(width, 10))
+
+
+@pytest.mark.parametrize("activation", [nn.Sigmoid, nn.ReLU, nn.GELU])
+@pytest.mark.parametrize("fold", [False, True])
+def test_fixed_deep_mlp_checks_clean(activation, fold):
+    model = default_mlp(activation)
+    assert {"IL101"} <= set(initlint.check(model).codes())  # broken before
+    fixed = initlint.fix(model, fold=fold)
+    codes = initlint.check(fixed, input_shapes=[(8, 64)]).codes()
+    assert "IL101" not in codes and "IL201" not in codes, codes
+
+
+def test_renorm_constants_are_buffers_with_clear_names_and_the_exact_values():
+    fixed = initlint.fix(default_mlp(nn.Sigmoid, depth=3))
+    state = fixed.state_dict()
+    assert state["renorm__1.scale"].item() == pytest.approx(4.801313, abs=1e-6)
+    assert state["renorm__1.bias"].item() == pytest.approx(-2.400657, abs=1e-6)
+    assert all(isinstance(m, RenormLayer) for n, m in fixed.named_children() if n.startswith("renorm_"))
+    assert "renorm__1.scale" not in dict(fixed.named_parameters())  # constants, not trained
+
+
+def test_fix_leaves_the_model_alone():
+    model = default_mlp(nn.Tanh, depth=4)
+    before = copy.deepcopy(model.state_dict())
+    initlint.fix(model)
+    initlint.fix(model, fold=True)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_every_constant_is_verified_on_the_re_probe():
+    result = run_fix(default_mlp(nn.ReLU), (), CheckOptions(), ModelSource())
+    assert result.plan and all(r.verified for r in result.plan), [
+        (r.node, r.measured_mean, r.measured_std) for r in result.plan if not r.verified]
+    assert {r.source for r in result.plan if r.site == "activation"} == {"quadrature"}
+
+
+@pytest.mark.parametrize("build", [se_net, se_net_after_lsuv])
+def test_gates_become_mean_one_gates(build):
+    options = CheckOptions(input_shapes=[(16, 3, 16, 16)])
+    result = run_fix(build(), (), options, ModelSource())
+    gates = [r for r in result.plan if r.site == "gate"]
+    assert len(gates) == 2 and all(r.scale > 0 and r.bias == 0 for r in gates)  # non-negative gates
+    report = initlint.check(result.patched, input_shapes=[(16, 3, 16, 16)], seed=5)
+    nodes = {n["name"]: n for n in report.to_dict()["nodes"]}
+    for gate in gates:
+        assert 0.5 <= nodes[f"renorm_{gate.node}"]["mean"] <= 2
+    assert "IL401" not in report.codes()
+
+
+def test_override_turns_renorm_off_inside_a_module():
+    model = default_mlp(nn.Sigmoid, depth=3)
+    result = run_fix(model, (), CheckOptions(), ModelSource(), overrides={"1": "none"})
+    assert "_1" not in {r.node for r in result.plan} and "_3" in {r.node for r in result.plan}
+
+
+def test_fold_is_exact_for_linear_and_measured_for_padded_convs():
+    linear = run_fix(default_mlp(nn.Tanh, depth=4), (), CheckOptions(), ModelSource(), fold=True)
+    assert linear.fold_error < 1e-4 and not linear.folded.unfolded
+
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.SiLU(), nn.Conv2d(8, 8, 3, padding=1), nn.SiLU(),
+                         nn.Conv2d(8, 4, 3, padding=1))
+    padded = run_fix(conv, (), CheckOptions(input_shapes=[(4, 3, 12, 12)]), ModelSource(), fold=True)
+    assert not padded.folded.unfolded
+    assert padded.fold_error > 1e-3  # the bias is wrong at the zero-padded border, and we say so
+
+
+def test_unfoldable_constants_are_listed_not_dropped():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.GELU(), nn.Linear(8, 8, bias=False), nn.GELU(), nn.Linear(8, 2))
+    result = run_fix(model, (), CheckOptions(), ModelSource(), fold=True)
+    (unfolded,) = result.folded.unfolded
+    assert unfolded["node"] == "_1" and "needs a bias" in unfolded["reason"]
+
+
+def test_fix_folder_round_trip(run_cli, tmp_path, model_file):
+    path = model_file(
+        """
+        import torch
+        from torch import nn
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.body = nn.Sequential(*[m for _ in range(12) for m in (nn.Linear(32, 32), nn.Sigmoid())])
+                self.head = nn.Linear(32, 4)
+
+            def forward(self, x):
+                return self.head(self.body(x))
+
+        def build():
+            torch.manual_seed(0)
+            return Net()
+        """
+    )
+    out = tmp_path / "fixed"
+    result = run_cli("fix", f"{path}:build", "-o", str(out), "--fold")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["folded_state_dict.pt", "model.py", "renorm.json", "weights.pt"]
+    plan = json.loads((out / "renorm.json").read_text())
+    assert len(plan["constants"]) == 24 and plan["folded"] and plan["unfolded"] == []
+    torch.load(out / "weights.pt", weights_only=True)  # a plain state dict
+    assert run_cli("check", str(out)).exit_code == 0
+    assert run_cli("check", f"{path}:build").exit_code == 1
+
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("user_model", path)
+    user = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(user)
+    model = user.build()
+    model.load_state_dict(torch.load(out / "folded_state_dict.pt", weights_only=True), strict=True)
+    assert initlint.check(model).codes() == []
+
+    again = run_cli("fix", f"{path}:build", "-o", str(out))
+    assert again.exit_code == 2 and "--force" in again.stderr
+    assert run_cli("fix", f"{path}:build", "-o", str(out), "--force").exit_code == 0
+    assert not (out / "folded_state_dict.pt").exists()
+
+
+def test_a_folder_that_is_not_a_fix_output(run_cli, tmp_path):
+    result = run_cli("check", str(tmp_path))
+    assert result.exit_code == 2 and "not one written by `initlint fix`" in result.stderr
