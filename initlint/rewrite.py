@@ -56,7 +56,7 @@ def _close(value: float, target: float, tolerance: float) -> bool:
 
 def _reached(renorm: Renorm, node: fx.Node, stats) -> bool:
     """Targets: gates mean 1; pools mean 0 and the pool's input's across-sample std; the rest
-    mean 0 (unless only scaled) and std 1. Std within 10 %, mean within 0.1."""
+    std 1, and mean 0 where the target says so. Std within 10 %, mean within 0.1."""
     if renorm.site == "gate":
         return _close(stats.mean, 1.0, MEAN_TOLERANCE)
     if renorm.site == "pool":
