@@ -85,7 +85,17 @@ def saturated_fraction(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
     return (_slope(fn, x) < SATURATION_SLOPE * max_slope).float().mean().item()
 
 
-class Probe(fx.Interpreter):
+class FirstStepInterpreter(fx.Interpreter):
+    """Runs a graph as a first training step would, without side effects on the model."""
+
+    def call_module(self, target: str, args: tuple, kwargs: dict) -> object:
+        return first_step_module(self.fetch_attr(target))(*args, **kwargs)
+
+    def call_function(self, target: Callable, args: tuple, kwargs: dict) -> object:
+        return first_step_call(target, args, kwargs)
+
+
+class Probe(FirstStepInterpreter):
     """Runs the graph once, writing a ``NodeStats`` into ``node.meta[STATS]`` for each float tensor."""
 
     def __init__(self, graph_module: fx.GraphModule, batch_size: int | None) -> None:
@@ -105,12 +115,6 @@ class Probe(fx.Interpreter):
             if result.requires_grad:
                 result.register_hook(functools.partial(_record_grad, stats))
         return result
-
-    def call_module(self, target: str, args: tuple, kwargs: dict) -> object:
-        return first_step_module(self.fetch_attr(target))(*args, **kwargs)
-
-    def call_function(self, target: Callable, args: tuple, kwargs: dict) -> object:
-        return first_step_call(target, args, kwargs)
 
     def _elementwise(self, n: fx.Node, args: tuple, kwargs: dict) -> Callable[[torch.Tensor], torch.Tensor]:
         """The node's own operation as a function of its first input."""

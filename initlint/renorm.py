@@ -17,7 +17,7 @@ running value before the next site is measured, so every site sees its corrected
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import torch
@@ -29,8 +29,8 @@ from initlint.errors import InitlintError
 from initlint.graph import GATE, OUTPUT, SQUEEZE, NodeView, SignalGraph
 from initlint.inputs import ProbeInputs
 from initlint.moments import ACTIVATIONS, Moments, gaussian_moments, is_elementwise
-from initlint.probe import first_step_call, first_step_module
-from initlint.stats import tensor_stats
+from initlint.probe import FirstStepInterpreter
+from initlint.stats import NodeStats, tensor_stats
 
 GAUSSIAN, GATE_TARGET, NONE = "gaussian", "gate", "none"
 MEAN_TOLERANCE = 0.1
@@ -109,7 +109,18 @@ def site_of(view: NodeView, graph: SignalGraph, target: str | None) -> str | Non
     return None
 
 
-class _Planner(fx.Interpreter):
+def _centers(moments: Moments) -> bool:
+    return abs(moments.bias) > CENTER_ABOVE
+
+
+def _reaches_target(constants: Moments, measured: NodeStats) -> bool:
+    """Whether ``constants`` bring the measured value to std 1 (and mean 0 if they center)."""
+    std_ok = abs(measured.std * constants.scale - 1) <= STD_TOLERANCE
+    mean = measured.mean * constants.scale + constants.bias
+    return std_ok and (not _centers(constants) or abs(mean) <= MEAN_TOLERANCE)
+
+
+class _Planner(FirstStepInterpreter):
     """Runs the graph once (first-training-step semantics), deciding and applying each site's
     constants as it goes."""
 
@@ -118,12 +129,6 @@ class _Planner(fx.Interpreter):
         super().__init__(graph_module)
         self.sites, self.signal, self.batch_size = sites, graph, batch_size
         self.plan: list[Renorm] = []
-
-    def call_module(self, target: str, args: tuple, kwargs: dict) -> object:
-        return first_step_module(self.fetch_attr(target))(*args, **kwargs)
-
-    def call_function(self, target: Callable, args: tuple, kwargs: dict) -> object:
-        return first_step_call(target, args, kwargs)
 
     def run_node(self, n: fx.Node) -> object:
         with self._set_current_node(n):
@@ -146,6 +151,8 @@ class _Planner(fx.Interpreter):
         if site == "weighted":
             return make("std 1", 1 / stats.std, 0.0, "probe")
         if site == "gate":
+            if not stats.mean > 0:
+                return make("none: the gate is closed for every probe", 1.0, 0.0, "probe")
             return make("mean 1", 1 / stats.mean, 0.0, "probe")
         if site == "pool":
             before = tensor_stats(args[0], self.batch_size).sample_std
@@ -155,9 +162,9 @@ class _Planner(fx.Interpreter):
         moments, source = Moments(stats.mean, stats.std), "probe"
         if module is not None and is_elementwise(module):
             exact, how = self._input_moments(module, args[0])
-            if abs(stats.std * exact.scale - 1) <= STD_TOLERANCE:  # else the input is no Gaussian
+            if _reaches_target(exact, stats):  # else the input is not the Gaussian assumed
                 moments, source = exact, how
-        if abs(moments.bias) > CENTER_ABOVE:
+        if _centers(moments):
             return make("mean 0, std 1", moments.scale, moments.bias, source)
         return make("std 1", moments.scale, 0.0, source)
 
