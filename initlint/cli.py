@@ -29,6 +29,8 @@ def reports_errors(command: Callable) -> Callable:
 
         try:
             return command(*args, **kwargs)
+        except click.ClickException:
+            raise  # usage errors: click prints them and exits 2
         except InitlintError as error:
             if debug:
                 traceback.print_exc()
@@ -144,3 +146,16 @@ def fix(target: str, output: str, fold: bool, force: bool, input_shapes: tuple[s
     result = run_fix(loaded.model, (), options, ModelSource(loaded.construction_sites, loaded.factory_location), fold)
     write_fix(output, result, target, force)
     click.echo(result.summary(output), err=True)
+
+
+@main.command()
+@click.argument("code", required=False)
+@click.option("--all", "list_all", is_flag=True, help="List every rule: code, name and summary.")
+@reports_errors
+def rule(code: str | None, list_all: bool) -> None:
+    """Print the documentation of rule CODE (a code such as IL201, or a name such as saturated-activation)."""
+    from initlint.rule_docs import rule_documentation, rules_listing
+
+    if list_all == (code is not None):
+        raise click.UsageError("give either a rule CODE or --all.")
+    click.echo(rules_listing() if list_all else rule_documentation(code), nl=False)

@@ -85,10 +85,8 @@ class Rule:
 
     @classmethod
     def summary(cls) -> str:
-        """The first line of the docstring's *What it does* section."""
-        doc = inspect.getdoc(cls) or ""
-        body = doc.split("What it does", 1)[-1].lstrip(":#* \n")
-        return body.split("\n", 1)[0].strip()
+        """The docstring's first line: what the rule flags, in one sentence."""
+        return (inspect.getdoc(cls) or "").split("\n", 1)[0].strip()
 
     def check(self, graph: SignalGraph) -> Iterator[Finding]:
         raise NotImplementedError

@@ -26,7 +26,7 @@ def kaiming_relu_mlp() -> nn.Module:
 
 
 class VarianceDrift(Rule):
-    """Activation std on the main path drifts away from the input's with depth.
+    """The signal std on the main path drifts away from the input's with depth.
 
     What it does:
     Follows the body of the main path (the input-to-output path through the fewest layers, so
