@@ -12,7 +12,7 @@ import click
 from initlint import __version__
 
 SEVERITY_LEVELS = ("info", "warning", "error")
-FORMATS = ("text", "json")
+FORMATS = ("text", "concise", "json", "github")
 
 
 def _fail(message: str) -> None:
@@ -78,7 +78,7 @@ def check(
     from initlint.inputs import parse_shape
     from initlint.load import load_target
     from initlint.output import refuse_existing, write_text_atomically
-    from initlint.report import to_json, to_text
+    from initlint.report import RENDERERS
     from initlint.selection import select_rules
 
     shapes = [parse_shape(s) for s in input_shapes]
@@ -93,7 +93,7 @@ def check(
         )
         source = ModelSource(loaded.construction_sites, loaded.factory_location)
         reports.append(run_check(loaded.model, (), options, source))
-    rendered = to_json(reports) if output_format == "json" else to_text(reports)
+    rendered = RENDERERS[output_format](reports)
     if output:
         write_text_atomically(output, rendered, force)
     else:

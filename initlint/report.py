@@ -12,6 +12,7 @@ from typing import Any
 from initlint import __version__
 from initlint.graph import NodeView, SignalGraph
 from initlint.inputs import InputSpec
+from initlint.locations import SourceLocation
 from initlint.rule import Finding, severity_rank
 
 
@@ -84,12 +85,16 @@ def to_json(reports: list[Report]) -> str:
     return json.dumps(_strict_json(document), indent=2, allow_nan=False) + "\n"
 
 
+def _display_file(location: SourceLocation) -> str:
+    """Relative to the working folder when inside it (as CI annotations want), else absolute."""
+    file = Path(location.file)
+    return str(file.relative_to(Path.cwd()) if file.is_relative_to(Path.cwd()) else file)
+
+
 def _where(finding: Finding) -> str:
     if finding.location is None:
         return "<unknown>"
-    file = Path(finding.location.file)
-    shown = file.relative_to(Path.cwd()) if file.is_relative_to(Path.cwd()) else file
-    return f"{shown}:{finding.location.line}"
+    return f"{_display_file(finding.location)}:{finding.location.line}"
 
 
 def to_text(reports: list[Report]) -> str:
@@ -114,3 +119,36 @@ def to_text(reports: list[Report]) -> str:
             if note:
                 lines.append(f"  note: {note}")
     return "\n".join(lines) + "\n"
+
+
+def to_concise(reports: list[Report]) -> str:
+    """One line per finding, nothing else: ``file:line: CODE message``."""
+    return "".join(f"{_where(f)}: {f.code} {f.message}\n" for r in reports for f in r.findings)
+
+
+_GITHUB_LEVELS = {"error": "error", "warning": "warning", "info": "notice"}
+
+
+def _github_escape(text: str, property_value: bool = False) -> str:
+    """GitHub workflow commands escape %, CR and LF, and in properties also ':' and ','."""
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if property_value else text
+
+
+def to_github(reports: list[Report]) -> str:
+    """Workflow commands (``::warning file=...,line=...::...``) that annotate a pull request."""
+    lines = []
+    for report in reports:
+        for f in report.findings:
+            properties = [f"title={_github_escape(f'{f.code} {f.name}', True)}"]
+            if f.location is not None:
+                file = _github_escape(_display_file(f.location), True)
+                properties[:0] = [f"file={file}", f"line={f.location.line}"]
+            module = f" [{f.module}]" if f.module else ""
+            lines.append(f"::{_GITHUB_LEVELS[f.severity]} {','.join(properties)}::"
+                         f"{_github_escape(f.message + module)}\n")
+    return "".join(lines)
+
+
+RENDERERS = {"text": to_text, "concise": to_concise, "json": to_json, "github": to_github}
+"""Every ``--output-format``: a function of the reports that returns the whole output."""

@@ -120,3 +120,21 @@ def test_same_seed_same_report_other_seed_other_numbers(run_cli):
 def test_cuda_without_a_gpu_exits_2(run_cli):
     result = run_cli("check", HEALTHY, "--device", "cuda")
     assert result.exit_code == 2 and "--device cpu" in result.stderr
+
+
+def test_concise_is_one_line_per_finding(run_cli):
+    text = run_cli("check", BROKEN).stdout.splitlines()
+    concise = run_cli("check", BROKEN, "--output-format", "concise").stdout.splitlines()
+    assert len(concise) == len(text) - 1  # the text format adds a summary line
+    assert all(line.split(": ")[1].split()[0] in ("IL101", "IL501") for line in concise)
+
+
+def test_github_annotations(run_cli, monkeypatch):
+    monkeypatch.chdir(EXAMPLES.parent)
+    result = run_cli("check", "examples/deep_sigmoid_mlp.py:build", "--output-format", "github")
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines and all(line.startswith(("::error file=examples/deep_sigmoid_mlp.py,line=",
+                                          "::warning file=examples/deep_sigmoid_mlp.py,line=")) for line in lines)
+    assert ",title=IL101 variance-drift::" in result.stdout
+    assert "\n" not in lines[0] and "%" not in lines[0].split("::")[2].replace("%25", "")
