@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -21,7 +21,7 @@ from initlint.inputs import DEFAULT_BATCH, InputSpec, ProbeInputs, draw, specs_f
 from initlint.locations import SourceLocation, definition_of, module_definition_sites
 from initlint.probe import probe
 from initlint.report import Report
-from initlint.selection import select_rules
+from initlint.selection import ignored_in_module, select_rules
 from initlint.trace import Traced, trace
 
 
@@ -39,6 +39,11 @@ class CheckOptions:
     """Per-rule overrides: ``{"IL101": {"band": 8.0}}``."""
     leaf_modules: Sequence[type[nn.Module]] = ()
     """Extra module classes that tracing treats as opaque layers."""
+    wrap_functions: Sequence[Callable] = ()
+    """Functions that tracing records as single calls instead of tracing through."""
+    extend_select: Sequence[str] = ()
+    per_module_ignores: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    """Module-path glob -> rule codes ignored for findings in matching modules."""
     target: str | None = None
     """The name the report uses for this model."""
     batch_size: int = DEFAULT_BATCH
@@ -114,7 +119,8 @@ def analyse(
     device = resolve_device(options.device, model)
     model = _on_device(model, device)
     sites = module_definition_sites(model, source.construction_sites)
-    traced = trace(model, options.leaf_modules, sites, source.factory or definition_of(type(model)))
+    traced = trace(model, options.leaf_modules, sites, source.factory or definition_of(type(model)),
+                   options.wrap_functions)
     inputs = _probe_inputs(traced.graph_module, example_inputs, options, device, _float_dtype(model))
     try:
         probe_note = probe(traced.graph_module, inputs, options.seed)
@@ -135,9 +141,12 @@ def run_check(
 ) -> Report:
     """The pipeline behind ``check`` and the CLI."""
     started = time.perf_counter()
-    rules = select_rules(options.select, options.ignore, options.thresholds)
+    rules = select_rules(options.select, options.ignore, options.thresholds, options.extend_select)
     analysed = analyse(model, example_inputs, options, source)
-    findings = [finding for rule in rules for finding in rule.check(analysed.graph)]
+    findings = [
+        finding for rule in rules for finding in rule.check(analysed.graph)
+        if not ignored_in_module(finding, options.per_module_ignores)
+    ]
     return Report(
         target=options.target or type(model).__name__,
         trace_mode=analysed.traced.mode,

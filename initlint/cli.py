@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import functools
 import sys
+from dataclasses import replace
 import traceback
 from collections.abc import Callable
 
 import click
 
 from initlint import __version__
+from initlint.choices import DEVICES, OUTPUT_FORMATS, SEVERITIES
 
-SEVERITY_LEVELS = ("info", "warning", "error")
-FORMATS = ("text", "concise", "json", "github")
 
 
 def _fail(message: str) -> None:
@@ -53,52 +53,72 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("targets", nargs=-1, required=True)
+@click.argument("targets", nargs=-1)
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="8,3,224,224",
               help="Shape of one model input, batch first; repeat once per input. Inferred from the first layer when absent.")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "mps", "auto"]), default="cpu", show_default=True,
-              help="Where to run the probe.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the probe inputs and cotangents.")
+@click.option("--device", type=click.Choice(DEVICES), help="Where to run the probe.  [default: cpu]")
+@click.option("--seed", type=int, help="Seed of the probe inputs and cotangents.  [default: 0]")
 @click.option("--select", multiple=True, metavar="CODES", help="Only these rules (codes, prefixes such as IL1, names; comma-separated).")
 @click.option("--ignore", multiple=True, metavar="CODES", help="Skip these rules.")
-@click.option("--output-format", type=click.Choice(FORMATS), default="text", show_default=True)
+@click.option("--output-format", type=click.Choice(OUTPUT_FORMATS), help="[default: text]")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the report to FILE instead of stdout.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --output file.")
-@click.option("--fail-level", type=click.Choice(SEVERITY_LEVELS), default="warning", show_default=True,
-              help="Exit 1 when a finding is at least this severe.")
+@click.option("--fail-level", type=click.Choice(SEVERITIES),
+              help="Exit 1 when a finding is at least this severe.  [default: warning]")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when there are findings (bad input still exits 2).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="A pyproject.toml to read [tool.initlint] from (default: the nearest one).")
 @reports_errors
 def check(
-    targets: tuple[str, ...], input_shapes: tuple[str, ...], device: str, seed: int,
-    select: tuple[str, ...], ignore: tuple[str, ...], output_format: str, output: str | None,
-    force: bool, fail_level: str, exit_zero: bool,
+    targets: tuple[str, ...], input_shapes: tuple[str, ...], device: str | None, seed: int | None,
+    select: tuple[str, ...], ignore: tuple[str, ...], output_format: str | None, output: str | None,
+    force: bool, fail_level: str | None, exit_zero: bool, config_path: str | None,
 ) -> None:
-    """Check TARGET (path/to/file.py:factory or package.module:factory)."""
+    """Check TARGET (path/to/file.py:factory, package.module:factory, or a folder written by
+    `initlint fix`). Without TARGET, check the targets of [tool.initlint] in pyproject.toml."""
     from initlint.api import CheckOptions, ModelSource, run_check
+    from initlint.config import TargetConfig, load_config
+    from initlint.errors import InitlintError
     from initlint.inputs import parse_shape
     from initlint.load import load_target
     from initlint.output import refuse_existing, write_text_atomically
     from initlint.report import RENDERERS
     from initlint.selection import select_rules
 
+    config = load_config(config_path)
     shapes = [parse_shape(s) for s in input_shapes]
-    select_rules(select, ignore)  # reject unknown codes before any model is built
+    jobs = [TargetConfig(t, shapes) for t in targets] or config.targets
+    if not jobs:
+        raise InitlintError(
+            "no TARGET given and no targets in [tool.initlint] of "
+            f"{config.path or 'a pyproject.toml'}; pass path/to/model.py:factory."
+        )
+    options = CheckOptions(
+        device=device or config.device or "cpu",
+        seed=seed if seed is not None else (config.seed or 0),
+        select=list(select) or config.select,
+        extend_select=config.extend_select,
+        ignore=list(ignore) or config.ignore,
+        thresholds=config.rules,
+        leaf_modules=config.leaf_modules,
+        wrap_functions=config.wrap_functions,
+        per_module_ignores=config.per_module_ignores,
+    )
+    select_rules(options.select, options.ignore, options.thresholds, options.extend_select)  # fail early
     if output:
         refuse_existing(output, force)
     reports = []
-    for target in targets:
-        loaded = load_target(target)
-        options = CheckOptions(
-            input_shapes=shapes, device=device, seed=seed, select=select, ignore=ignore, target=target,
-        )
+    for job in jobs:
+        loaded = load_target(job.target)
+        job_options = replace(options, input_shapes=job.input_shapes or None, target=job.target)
         source = ModelSource(loaded.construction_sites, loaded.factory_location)
-        reports.append(run_check(loaded.model, (), options, source))
-    rendered = RENDERERS[output_format](reports)
+        reports.append(run_check(loaded.model, (), job_options, source))
+    rendered = RENDERERS[output_format or config.output_format or "text"](reports)
     if output:
         write_text_atomically(output, rendered, force)
     else:
         click.echo(rendered, nl=False)
-    failing = any(report.at_or_above(fail_level) for report in reports)
+    failing = any(report.at_or_above(fail_level or config.fail_level or "warning") for report in reports)
     sys.exit(1 if failing and not exit_zero else 0)
 
 
@@ -126,7 +146,7 @@ def gain(activation: str, depth: int, width: int, output_format: str) -> None:
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="8,3,224,224",
               help="Shape of one model input, batch first; repeat once per input.")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "mps", "auto"]), default="cpu", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @reports_errors
 def fix(target: str, output: str, fold: bool, force: bool, input_shapes: tuple[str, ...], device: str,

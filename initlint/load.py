@@ -45,7 +45,7 @@ def split_target(target: str) -> tuple[str, str]:
     return source, factory
 
 
-def _is_file_source(source: str) -> bool:
+def is_file_source(source: str) -> bool:
     return source.endswith(".py") or "/" in source or "\\" in source
 
 
@@ -148,7 +148,7 @@ def load_target(target: str) -> LoadedTarget:
         loaded.target = target
         return loaded
     source, name = split_target(target)
-    if _is_file_source(source):
+    if is_file_source(source):
         path = Path(source)
         with _on_sys_path(str(path.resolve().parent)):
             factory = _factory_from(_import_file(path), name, source)

@@ -14,11 +14,11 @@ from typing import Any, ClassVar
 
 import torch.nn as nn
 
+from initlint.choices import SEVERITIES
 from initlint.errors import InitlintError
 from initlint.graph import NodeView, SignalGraph
 from initlint.locations import SourceLocation
 
-SEVERITIES = ("info", "warning", "error")
 
 
 def severity_rank(severity: str) -> int:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Iterable, Mapping
 
 from initlint.errors import InitlintError
-from initlint.rule import Rule
+from initlint.rule import Finding, Rule
 from initlint.rules import ALL_RULES
 
 
@@ -32,9 +33,12 @@ def select_rules(
     select: Iterable[str] | None = None,
     ignore: Iterable[str] | None = None,
     thresholds: Mapping[str, Mapping[str, float]] | None = None,
+    extend_select: Iterable[str] | None = None,
 ) -> list[Rule]:
-    """Instantiate the selected rules (all by default) minus the ignored, with threshold overrides."""
+    """Instantiate the selected rules (all by default, plus ``extend_select``) minus the
+    ignored, with threshold overrides."""
     selected = {r for s in split_codes(select) for r in _matching(s)} if select else set(ALL_RULES)
+    selected |= {r for s in split_codes(extend_select) for r in _matching(s)}
     ignored = {r for s in split_codes(ignore) for r in _matching(s)}
     overrides = dict(thresholds or {})
     for code in overrides:
@@ -44,3 +48,12 @@ def select_rules(
         rule(**{k: v for c, t in overrides.items() if rule in _matching(c) for k, v in t.items()})
         for rule in chosen
     ]
+
+
+def ignored_in_module(finding: Finding, per_module_ignores: Mapping[str, Iterable[str]]) -> bool:
+    """Whether a ``per-module-ignores`` glob matching the finding's module path names its rule."""
+    module = finding.module or ""
+    return any(
+        fnmatch.fnmatchcase(module, glob) and any(finding.code in {r.code for r in _matching(c)} for c in codes)
+        for glob, codes in per_module_ignores.items()
+    )

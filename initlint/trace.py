@@ -7,7 +7,7 @@ stages must treat it as read-only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch.fx as fx
@@ -29,8 +29,8 @@ class Traced:
 
 
 class _Tracer(fx.Tracer):
-    def __init__(self, leaf_modules: Sequence[type[nn.Module]]) -> None:
-        super().__init__()
+    def __init__(self, leaf_modules: Sequence[type[nn.Module]], wrap_functions: Sequence[Callable]) -> None:
+        super().__init__(autowrap_functions=tuple(wrap_functions))
         self.record_stack_traces = True
         self._extra_leaves = (RenormLayer, *leaf_modules)
 
@@ -54,13 +54,14 @@ def trace(
     leaf_modules: Sequence[type[nn.Module]] = (),
     module_sites: dict[str, SourceLocation] | None = None,
     fallback: SourceLocation | None = None,
+    wrap_functions: Sequence[Callable] = (),
 ) -> Traced:
     """Symbolically trace ``model``; tag nodes with ``MODULE`` and ``LOCATION`` metadata.
 
     A node's location is where the user's code calls it, else where its module was defined
     (``module_sites``), else ``fallback`` (typically the factory).
     """
-    tracer = _Tracer(leaf_modules)
+    tracer = _Tracer(leaf_modules, wrap_functions)
     try:
         graph = tracer.trace(model)
     except Exception as error:

@@ -1,0 +1,6 @@
+"""The fixed vocabularies that the CLI, the config file and the reports share (no torch here,
+so the CLI can build its options without importing the engine)."""
+
+SEVERITIES = ("info", "warning", "error")
+DEVICES = ("cpu", "cuda", "mps", "auto")
+OUTPUT_FORMATS = ("text", "concise", "json", "github")

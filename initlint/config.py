@@ -1,0 +1,180 @@
+"""``[tool.initlint]`` in the nearest pyproject.toml (or ``--config PATH``): defaults for the CLI.
+
+Keys use kebab-case, as in ruff. The command line overrides the file; an unknown key or a bad
+value is an error that names the key and the file. Relative target paths are relative to the
+file's folder, so the same config works from any working folder (and in pre-commit).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from initlint.errors import InitlintError
+from initlint.load import is_file_source
+from initlint.choices import DEVICES, OUTPUT_FORMATS, SEVERITIES
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+
+
+@dataclass
+class TargetConfig:
+    target: str
+    input_shapes: list[tuple[int, ...]] = field(default_factory=list)
+
+
+@dataclass
+class Config:
+    path: Path | None = None
+    targets: list[TargetConfig] = field(default_factory=list)
+    select: list[str] | None = None
+    extend_select: list[str] = field(default_factory=list)
+    ignore: list[str] = field(default_factory=list)
+    per_module_ignores: dict[str, list[str]] = field(default_factory=dict)
+    fail_level: str | None = None
+    output_format: str | None = None
+    device: str | None = None
+    seed: int | None = None
+    rules: dict[str, dict[str, float]] = field(default_factory=dict)
+    leaf_modules: list[type] = field(default_factory=list)
+    wrap_functions: list[Callable] = field(default_factory=list)
+
+
+def find_pyproject(start: Path) -> Path | None:
+    """The nearest pyproject.toml at or above ``start``."""
+    for folder in (start, *start.parents):
+        if (folder / "pyproject.toml").is_file():
+            return folder / "pyproject.toml"
+    return None
+
+
+class _Reader:
+    """Validates one [tool.initlint] table, naming the key and the file in every error."""
+
+    def __init__(self, path: Path, table: dict) -> None:
+        self.path, self.table = path, table
+
+    def fail(self, key: str, problem: str) -> InitlintError:
+        return InitlintError(f"{self.path}: [tool.initlint] {key}: {problem}")
+
+    def strings(self, key: str) -> list[str] | None:
+        value = self.table.get(key)
+        if value is None:
+            return None
+        if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise self.fail(key, "must be a list of strings, e.g. [\"IL101\", \"IL5\"]")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str | None:
+        value = self.table.get(key)
+        if value is not None and value not in choices:
+            raise self.fail(key, f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def target(self, index: int, entry: object) -> TargetConfig:
+        key = f"targets[{index}]"
+        if isinstance(entry, str):
+            return TargetConfig(self.relative(entry))
+        if not isinstance(entry, dict) or not isinstance(entry.get("target"), str):
+            raise self.fail(key, "must be a TARGET string or a table with a 'target' string")
+        unknown = set(entry) - {"target", "input-shapes"}
+        if unknown:
+            raise self.fail(key, f"unknown key(s) {', '.join(sorted(unknown))}; use target, input-shapes")
+        shapes = entry.get("input-shapes", [])
+        if not (isinstance(shapes, list) and all(
+            isinstance(s, list) and s and all(isinstance(d, int) and d > 0 for d in s) for s in shapes
+        )):
+            raise self.fail(key, "input-shapes must be a list of shapes such as [[8, 3, 224, 224]]")
+        return TargetConfig(self.relative(entry["target"]), [tuple(s) for s in shapes])
+
+    def relative(self, target: str) -> str:
+        """A relative file or folder target is relative to the config's folder."""
+        source, sep, factory = target.rpartition(":")
+        if not sep:
+            source = target  # a folder written by `initlint fix`
+        elif not is_file_source(source):
+            return target  # package.module:factory
+        if Path(source).is_absolute():
+            return target
+        resolved = str(self.path.parent / source)
+        return f"{resolved}:{factory}" if sep else resolved
+
+    def thresholds(self) -> dict[str, dict[str, float]]:
+        rules = self.table.get("rules", {})
+        if not isinstance(rules, dict):
+            raise self.fail("rules", "must be a table of rule tables, e.g. [tool.initlint.rules.IL101]")
+        for code, values in rules.items():
+            if not isinstance(values, dict) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()
+            ):
+                raise self.fail(f"rules.{code}", "must be a table of numbers, e.g. band = 8.0")
+        return {code: dict(values) for code, values in rules.items()}
+
+    def imported(self, key: str) -> list:
+        found = []
+        for name in self.strings(key) or []:
+            module, _, attribute = name.rpartition(".")
+            try:
+                found.append(getattr(importlib.import_module(module), attribute))
+            except (ImportError, AttributeError, ValueError) as error:
+                raise self.fail(key, f"cannot import {name!r} ({error}); give module.QualifiedName") from None
+        return found
+
+
+KEYS = (
+    "targets", "select", "extend-select", "ignore", "per-module-ignores", "fail-level",
+    "output-format", "device", "seed", "rules", "leaf-modules", "wrap-functions",
+)
+
+
+def load_config(explicit: str | None = None, start: Path | None = None) -> Config:
+    """Read ``explicit`` or the nearest pyproject.toml; no file or no table gives the defaults."""
+    path = Path(explicit) if explicit else find_pyproject(start or Path.cwd())
+    if path is None:
+        return Config()
+    try:
+        document = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise InitlintError(f"config file {str(path)!r} does not exist; check --config.") from None
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise InitlintError(f"cannot read {path}: {error}; fix the TOML.") from None
+    table = document.get("tool", {}).get("initlint")
+    if table is None:
+        return Config(path=path)
+    reader = _Reader(path, table)
+    unknown = sorted(set(table) - set(KEYS))
+    if unknown:
+        raise reader.fail(unknown[0], f"unknown key; the keys are: {', '.join(KEYS)}")
+    targets = table.get("targets", [])
+    if not isinstance(targets, list):
+        raise reader.fail("targets", "must be a list of TARGET strings or tables")
+    ignores = table.get("per-module-ignores", {})
+    if not isinstance(ignores, dict) or not all(
+        isinstance(v, list) and all(isinstance(c, str) for c in v) for v in ignores.values()
+    ):
+        raise reader.fail("per-module-ignores", 'must map module-path globs to code lists, e.g. "head.*" = ["IL101"]')
+    seed = table.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise reader.fail("seed", "must be an integer")
+    return Config(
+        path=path,
+        targets=[reader.target(i, t) for i, t in enumerate(targets)],
+        select=reader.strings("select"),
+        extend_select=reader.strings("extend-select") or [],
+        ignore=reader.strings("ignore") or [],
+        per_module_ignores={glob: list(codes) for glob, codes in ignores.items()},
+        fail_level=reader.choice("fail-level", SEVERITIES),
+        output_format=reader.choice("output-format", OUTPUT_FORMATS),
+        device=reader.choice("device", DEVICES),
+        seed=seed,
+        rules=reader.thresholds(),
+        leaf_modules=reader.imported("leaf-modules"),
+        wrap_functions=reader.imported("wrap-functions"),
+    )
