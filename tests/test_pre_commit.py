@@ -1,0 +1,77 @@
+"""The published pre-commit hook, run by the real pre-commit tool in a throwaway repository."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+MODEL = """
+import torch
+from torch import nn
+
+def build():
+    torch.manual_seed(0)
+    layers = []
+    for _ in range(12):
+        linear = nn.Linear(32, 32)
+        {init}
+        layers += [linear, nn.ReLU()]
+    return nn.Sequential(*layers)
+"""
+HEALTHY = 'nn.init.kaiming_normal_(linear.weight, nonlinearity="relu"); nn.init.zeros_(linear.bias)'
+
+
+def _git(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+                          cwd=cwd, capture_output=True, text=True)
+
+
+@pytest.fixture
+def repository(tmp_path, monkeypatch):
+    head = _git("rev-parse", "HEAD", cwd=ROOT)
+    if head.returncode or _git("ls-files", "--error-unmatch", ".pre-commit-hooks.yaml", cwd=ROOT).returncode:
+        pytest.skip("needs initlint's own git checkout with .pre-commit-hooks.yaml committed")
+    monkeypatch.setenv("PRE_COMMIT_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    repo = tmp_path / "project"
+    repo.mkdir()
+    _git("init", "-q", cwd=repo)
+    (repo / "pyproject.toml").write_text('[tool.initlint]\ntargets = ["model.py:build"]\n')
+    (repo / ".pre-commit-config.yaml").write_text(textwrap.dedent(f"""
+        repos:
+          - repo: {ROOT}
+            rev: {head.stdout.strip()}
+            hooks:
+              - id: initlint
+    """))
+    return repo
+
+
+def _commit_with_model(repo: Path, init: str) -> subprocess.CompletedProcess:
+    (repo / "model.py").write_text(textwrap.dedent(MODEL).format(init=init))
+    _git("add", "-A", cwd=repo)
+    return _git("commit", "-q", "-m", "model", cwd=repo)
+
+
+def test_broken_model_blocks_the_commit_and_a_healthy_one_passes(repository):
+    pre_commit = [sys.executable, "-m", "pre_commit"]
+    assert shutil.which("git")
+    subprocess.run([*pre_commit, "install"], cwd=repository, check=True, capture_output=True)
+
+    blocked = _commit_with_model(repository, "pass  # PyTorch's default init")
+    assert blocked.returncode != 0
+    assert "IL101 variance-drift" in blocked.stdout + blocked.stderr
+    assert _git("rev-parse", "HEAD", cwd=repository).returncode != 0  # nothing was committed
+
+    passed = _commit_with_model(repository, HEALTHY)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    run = subprocess.run([*pre_commit, "run", "--all-files"], cwd=repository, capture_output=True, text=True)
+    assert run.returncode == 0 and "initlint" in run.stdout
