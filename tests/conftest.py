@@ -11,6 +11,26 @@ from click.testing import CliRunner
 from initlint.cli import main
 
 
+DEEP_SIGMOID_NET = """
+import torch
+from torch import nn
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(*[m for _ in range(12) for m in (nn.Linear(32, 32), nn.Sigmoid())])
+        self.head = nn.Linear(32, 4)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+def build():
+    torch.manual_seed(0)
+    return Net()
+"""
+"""A model file with a broken init (default-init sigmoid stack): IL101 and IL501 fire on it."""
+
+
 @pytest.fixture
 def run_cli():
     """Invoke ``initlint ARGS...`` in-process; returns click's Result (exit_code, stdout, stderr)."""

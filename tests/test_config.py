@@ -6,31 +6,13 @@ import json
 import textwrap
 
 import pytest
-
-BROKEN_MODEL = """
-import torch
-from torch import nn
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Sequential(*[m for _ in range(10) for m in (nn.Linear(32, 32), nn.Sigmoid())])
-        self.head = nn.Linear(32, 4)
-
-    def forward(self, x):
-        return self.head(self.body(x))
-
-def build():
-    torch.manual_seed(0)
-    return Net()
-"""
-
+from conftest import DEEP_SIGMOID_NET
 
 @pytest.fixture
 def project(tmp_path, model_file, monkeypatch):
     """A project folder with models/net.py and a pyproject.toml whose [tool.initlint] is given."""
     (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "net.py").write_text(textwrap.dedent(BROKEN_MODEL))
+    (tmp_path / "models" / "net.py").write_text(DEEP_SIGMOID_NET)
     (tmp_path / "src").mkdir()
     monkeypatch.chdir(tmp_path / "src")  # run from a subfolder: the config is found walking up
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 import initlint
+from conftest import DEEP_SIGMOID_NET
 from initlint.api import CheckOptions, ModelSource
 from initlint.fixer import run_fix
 from initlint.renorm_layer import RenormLayer
@@ -102,25 +103,7 @@ def test_unfoldable_constants_are_listed_not_dropped():
 
 
 def test_fix_folder_round_trip(run_cli, tmp_path, model_file):
-    path = model_file(
-        """
-        import torch
-        from torch import nn
-
-        class Net(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.body = nn.Sequential(*[m for _ in range(12) for m in (nn.Linear(32, 32), nn.Sigmoid())])
-                self.head = nn.Linear(32, 4)
-
-            def forward(self, x):
-                return self.head(self.body(x))
-
-        def build():
-            torch.manual_seed(0)
-            return Net()
-        """
-    )
+    path = model_file(DEEP_SIGMOID_NET)
     out = tmp_path / "fixed"
     result = run_cli("fix", f"{path}:build", "-o", str(out), "--fold")
     assert result.exit_code == 0, result.stderr
