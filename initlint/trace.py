@@ -67,8 +67,9 @@ def trace(
     except Exception as error:
         raise InitlintError(
             f"torch.fx could not trace {type(model).__name__}: {type(error).__name__}: {error}. "
-            "Data-dependent control flow cannot be traced symbolically; pass the block that "
-            "contains it as a leaf module (initlint.check(..., leaf_modules=[Block]))."
+            "Data-dependent control flow cannot be traced symbolically; declare the block that "
+            "contains it a leaf module: leaf-modules = [\"package.module.Block\"] in "
+            "[tool.initlint], or initlint.check(..., leaf_modules=[Block])."
         ) from error
     graph_module = fx.GraphModule(tracer.root, graph, type(model).__name__)
     sites = module_sites or {}
