@@ -166,8 +166,12 @@ def check(model: nn.Module, *example_inputs: torch.Tensor, **options: object) ->
     ``example_inputs``, when given, are the probe batch (dim 0 is the batch); otherwise inputs
     are N(0, 1) of ``input_shapes`` or of shapes inferred from the first layer.
     """
+    return run_check(model, example_inputs, parse_options(options), ModelSource())
+
+
+def parse_options(options: Mapping[str, object]) -> CheckOptions:
+    """Keyword options of the Python API as ``CheckOptions``; an unknown one is bad input."""
     try:
-        parsed = CheckOptions(**options)
+        return CheckOptions(**options)
     except TypeError as error:
         raise InitlintError(f"{error}; see initlint.CheckOptions for the options.") from None
-    return run_check(model, example_inputs, parsed, ModelSource())

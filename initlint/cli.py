@@ -46,6 +46,12 @@ def reports_errors(command: Callable) -> Callable:
     return click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")(wrapper)
 
 
+input_shape_option = click.option(
+    "--input-shape", "input_shapes", multiple=True, metavar="8,3,224,224",
+    help="Shape of one model input, batch first; repeat once per input. Inferred from the first layer when absent.",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="initlint")
 def main() -> None:
@@ -54,8 +60,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("targets", nargs=-1)
-@click.option("--input-shape", "input_shapes", multiple=True, metavar="8,3,224,224",
-              help="Shape of one model input, batch first; repeat once per input. Inferred from the first layer when absent.")
+@input_shape_option
 @click.option("--device", type=click.Choice(DEVICES), help="Where to run the probe.  [default: cpu]")
 @click.option("--seed", type=int, help="Seed of the probe inputs and cotangents.  [default: 0]")
 @click.option("--select", multiple=True, metavar="CODES", help="Only these rules (codes, prefixes such as IL1, names; comma-separated).")
@@ -144,8 +149,7 @@ def gain(activation: str, depth: int, width: int, output_format: str) -> None:
               help="Folder to write: model.py, weights.pt, renorm.json (and folded_state_dict.pt with --fold).")
 @click.option("--fold", is_flag=True, help="Also fold the constants into your model's own weights.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
-@click.option("--input-shape", "input_shapes", multiple=True, metavar="8,3,224,224",
-              help="Shape of one model input, batch first; repeat once per input.")
+@input_shape_option
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @reports_errors

@@ -9,20 +9,17 @@ loads with ``torch.load(..., weights_only=True)``: no pickled code anywhere.
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import os
-import shutil
-import tempfile
 import textwrap
 import types
-from pathlib import Path
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
 
 from initlint.errors import InitlintError
+from initlint.output import write_folder_atomically
 from initlint.renorm_layer import RenormLayer
 
 CODE_FILE, WEIGHTS_FILE, PLAN_FILE, FOLDED_FILE = "model.py", "weights.pt", "renorm.json", "folded_state_dict.pt"
@@ -125,38 +122,17 @@ def build() -> nn.Module:
 '''
 
 
-def write_folder(folder: str | os.PathLike, files: dict[str, object], force: bool) -> None:
-    """Write ``files`` (name -> text, dict for JSON, or state dict) into a fresh folder, atomically:
-    everything goes into a temporary sibling folder that is renamed into place at the end."""
-    target = Path(folder)
-    if target.exists() and not force:
-        raise InitlintError(f"{str(target)!r} already exists; pass --force to replace it.")
-    if not target.parent.is_dir():
-        raise InitlintError(f"cannot write {str(target)!r}: folder {str(target.parent)!r} does not exist.")
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
-        for name, content in files.items():
-            if isinstance(content, str):
-                (staging / name).write_text(content)
-            elif isinstance(content, dict) and name.endswith(".json"):
-                (staging / name).write_text(json.dumps(content, indent=2) + "\n")
-            else:
-                torch.save(content, staging / name)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except OSError as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise InitlintError(f"cannot write {str(target)!r}: {error.strerror or error}.") from error
+def _plain(state_dict: dict) -> dict:
+    return {k: v.detach().cpu() for k, v in state_dict.items()}
 
 
 def write_fix(folder: str | os.PathLike, result, target: str, force: bool) -> None:
     """The folder ``initlint fix`` writes; ``initlint check FOLDER`` loads it back."""
     files: dict[str, object] = {
         CODE_FILE: generate_code(result.patched, target),
-        WEIGHTS_FILE: {k: v.detach().cpu() for k, v in result.patched.state_dict().items()},
+        WEIGHTS_FILE: _plain(result.patched.state_dict()),
         PLAN_FILE: result.plan_document(target),
     }
     if result.folded is not None:
-        files[FOLDED_FILE] = {k: v.detach().cpu() for k, v in result.folded.model.state_dict().items()}
-    write_folder(folder, files, force)
+        files[FOLDED_FILE] = _plain(result.folded.model.state_dict())
+    write_folder_atomically(folder, files, force)

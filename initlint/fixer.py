@@ -12,8 +12,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from initlint import __version__
-from initlint.api import Analysed, CheckOptions, ModelSource, analyse
-from initlint.errors import InitlintError
+from initlint.api import Analysed, CheckOptions, ModelSource, analyse, parse_options
 from initlint.fold import FoldResult, fold_plan
 from initlint.inputs import ProbeInputs
 from initlint.renorm import Renorm, plan_renorm
@@ -29,13 +28,18 @@ class FixResult:
     fold_error: float | None = None
     """max |folded output - renorm-node output| / std(renorm-node output) on the probe batch."""
 
+    @property
+    def unverified(self) -> list[str]:
+        """Nodes whose constants missed their target on the re-probe."""
+        return [r.node for r in self.plan if r.verified is False]
+
     def summary(self, folder: str) -> str:
         sites = Counter(r.site for r in self.plan)
         parts = ", ".join(f"{count} {site}" for site, count in sorted(sites.items()))
         lines = [f"initlint: wrote {folder}: {len(self.plan)} renorm constants ({parts or 'none needed'})"]
-        unverified = [r.node for r in self.plan if r.verified is False]
-        if unverified:
-            lines.append(f"  {len(unverified)} missed their target on the re-probe: {', '.join(unverified)}")
+        if self.unverified:
+            lines.append(f"  {len(self.unverified)} missed their target on the re-probe: "
+                         f"{', '.join(self.unverified)}")
         if self.folded is not None:
             lines.append(f"  folded into your model's weights: output differs from the renorm-node model by "
                          f"{self.fold_error:.2g} of its std" + (" (the constants below are missing)"
@@ -51,7 +55,7 @@ class FixResult:
             "inputs": [spec.to_dict() for spec in self.analysed.inputs.specs],
             "device": str(self.analysed.device),
             "constants": [renorm.to_dict() for renorm in self.plan],
-            "unverified": [r.node for r in self.plan if r.verified is False],
+            "unverified": self.unverified,
             "folded": self.folded is not None,
             "unfolded": self.folded.unfolded if self.folded else [],
             "fold_error": self.fold_error,
@@ -93,9 +97,5 @@ def fix(model: nn.Module, *example_inputs: torch.Tensor, fold: bool = False,
     """A fixed copy of ``model``: renorm nodes in a GraphModule, or with ``fold=True`` the
     user's own class with the constants folded into its weights. ``overrides`` maps a module
     path or class to a target ("gaussian", "gate" or "none") for everything inside it."""
-    try:
-        parsed = CheckOptions(**options)
-    except TypeError as error:
-        raise InitlintError(f"{error}; see initlint.CheckOptions for the options.") from None
-    result = run_fix(model, example_inputs, parsed, ModelSource(), fold, overrides)
+    result = run_fix(model, example_inputs, parse_options(options), ModelSource(), fold, overrides)
     return result.folded.model if fold else result.patched

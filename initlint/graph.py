@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 import torch.fx as fx
+import torch.nn as nn
 
 from initlint import ops
 from initlint.errors import InitlintError
@@ -76,11 +77,21 @@ def _target_name(node: fx.Node) -> str:
     return str(node.target)
 
 
-def _gaussian_std(node: fx.Node, root: fx.GraphModule) -> float | None:
-    if ops.node_kind(node, root).family != ops.ACTIVATION:
+def activation_module_of(node: fx.Node, root: fx.GraphModule) -> nn.Module | None:
+    """The module an activation node computes: its own, or for a ``torch.relu(x)``-style call
+    without options, its namesake from ``moments.ACTIVATIONS``."""
+    kind = ops.node_kind(node, root)
+    if kind.family != ops.ACTIVATION:
         return None
-    name = ops.node_kind(node, root).name
-    module = root.get_submodule(node.target) if node.op == "call_module" else ACTIVATIONS.get(name, lambda: None)()
+    if node.op == "call_module":
+        return root.get_submodule(node.target)
+    if len(node.args) == 1 and not node.kwargs and kind.name in ACTIVATIONS:
+        return ACTIVATIONS[kind.name]()
+    return None
+
+
+def _gaussian_std(node: fx.Node, root: fx.GraphModule) -> float | None:
+    module = activation_module_of(node, root)
     try:
         return gaussian_moments(module).std if module is not None else None
     except InitlintError:  # not elementwise

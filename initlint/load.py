@@ -128,16 +128,15 @@ def _factory_from(module: ModuleType, name: str, where: str) -> Callable[[], obj
     return factory
 
 
-FIX_CODE, FIX_PLAN = "model.py", "renorm.json"  # what `initlint fix` writes
-
-
 def _fix_folder_target(folder: Path) -> str:
-    if not ((folder / FIX_CODE).is_file() and (folder / FIX_PLAN).is_file()):
+    from initlint.export import CODE_FILE, PLAN_FILE  # the layout `initlint fix` writes
+
+    if not ((folder / CODE_FILE).is_file() and (folder / PLAN_FILE).is_file()):
         raise InitlintError(
             f"{str(folder)!r} is a folder but not one written by `initlint fix` (it lacks "
-            f"{FIX_CODE} or {FIX_PLAN}); give path/to/file.py:factory instead."
+            f"{CODE_FILE} or {PLAN_FILE}); give path/to/file.py:factory instead."
         )
-    return f"{folder / FIX_CODE}:build"
+    return f"{folder / CODE_FILE}:build"
 
 
 def load_target(target: str) -> LoadedTarget:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
+
+import torch
 
 from initlint.errors import InitlintError
 
@@ -15,16 +19,42 @@ def refuse_existing(path: str | os.PathLike, force: bool) -> None:
         raise InitlintError(f"{str(path)!r} already exists; pass --force to overwrite it.")
 
 
-def write_text_atomically(path: str | os.PathLike, text: str, force: bool = False) -> None:
-    """Write to a temporary file beside ``path``, then rename it into place in one step."""
+def _writable(path: str | os.PathLike, force: bool) -> Path:
     target = Path(path)
     refuse_existing(target, force)
     if not target.parent.is_dir():
         raise InitlintError(f"cannot write {str(target)!r}: folder {str(target.parent)!r} does not exist.")
+    return target
+
+
+def write_text_atomically(path: str | os.PathLike, text: str, force: bool = False) -> None:
+    """Write to a temporary file beside ``path``, then rename it into place in one step."""
+    target = _writable(path, force)
     try:
         handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
         os.replace(temporary, target)
     except OSError as error:
+        raise InitlintError(f"cannot write {str(target)!r}: {error.strerror or error}.") from error
+
+
+def write_folder_atomically(folder: str | os.PathLike, files: dict[str, object], force: bool) -> None:
+    """Write ``files`` (name -> text, dict for JSON, or anything ``torch.save`` takes) into a
+    temporary sibling folder, then rename it into place."""
+    target = _writable(folder, force)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        for name, content in files.items():
+            if isinstance(content, str):
+                (staging / name).write_text(content)
+            elif isinstance(content, dict) and name.endswith(".json"):
+                (staging / name).write_text(json.dumps(content, indent=2) + "\n")
+            else:
+                torch.save(content, staging / name)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
         raise InitlintError(f"cannot write {str(target)!r}: {error.strerror or error}.") from error

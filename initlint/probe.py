@@ -86,7 +86,18 @@ def saturated_fraction(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
 
 
 class FirstStepInterpreter(fx.Interpreter):
-    """Runs a graph as a first training step would, without side effects on the model."""
+    """Runs a graph as a first training step would, without side effects on the model.
+    Subclasses see every node's inputs and output through ``observe``."""
+
+    def run_node(self, n: fx.Node) -> object:
+        with self._set_current_node(n):
+            args, kwargs = self.fetch_args_kwargs_from_env(n)
+            result = getattr(self, n.op)(n.target, args, kwargs)
+        return self.observe(n, args, kwargs, result)
+
+    def observe(self, n: fx.Node, args: tuple, kwargs: dict, result: object) -> object:
+        """Called with each node's result; what it returns flows on to the node's users."""
+        return result
 
     def call_module(self, target: str, args: tuple, kwargs: dict) -> object:
         return first_step_module(self.fetch_attr(target))(*args, **kwargs)
@@ -101,12 +112,8 @@ class Probe(FirstStepInterpreter):
     def __init__(self, graph_module: fx.GraphModule, batch_size: int | None) -> None:
         super().__init__(graph_module)
         self.batch_size = batch_size
-        self.hooked: list[torch.Tensor] = []
 
-    def run_node(self, n: fx.Node) -> object:
-        with self._set_current_node(n):
-            args, kwargs = self.fetch_args_kwargs_from_env(n)
-            result = getattr(self, n.op)(n.target, args, kwargs)
+    def observe(self, n: fx.Node, args: tuple, kwargs: dict, result: object) -> object:
         if isinstance(result, torch.Tensor) and result.is_floating_point():
             stats = tensor_stats(result, self.batch_size)
             if ops.node_kind(n, self.module).name in ops.SATURATING and isinstance(args[0], torch.Tensor):

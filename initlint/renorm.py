@@ -26,9 +26,9 @@ import torch.nn as nn
 
 from initlint import ops
 from initlint.errors import InitlintError
-from initlint.graph import GATE, OUTPUT, SQUEEZE, NodeView, SignalGraph
+from initlint.graph import GATE, OUTPUT, SQUEEZE, NodeView, SignalGraph, activation_module_of
 from initlint.inputs import ProbeInputs
-from initlint.moments import ACTIVATIONS, Moments, gaussian_moments, is_elementwise
+from initlint.moments import Moments, gaussian_moments, is_elementwise
 from initlint.probe import FirstStepInterpreter
 from initlint.stats import NodeStats, tensor_stats
 
@@ -130,10 +130,7 @@ class _Planner(FirstStepInterpreter):
         self.sites, self.signal, self.batch_size = sites, graph, batch_size
         self.plan: list[Renorm] = []
 
-    def run_node(self, n: fx.Node) -> object:
-        with self._set_current_node(n):
-            args, kwargs = self.fetch_args_kwargs_from_env(n)
-            result = getattr(self, n.op)(n.target, args, kwargs)
+    def observe(self, n: fx.Node, args: tuple, kwargs: dict, result: object) -> object:
         site = self.sites.get(n.name)
         if site is None or not isinstance(result, torch.Tensor):
             return result
@@ -158,7 +155,7 @@ class _Planner(FirstStepInterpreter):
             before = tensor_stats(args[0], self.batch_size).sample_std
             scale = before / stats.sample_std
             return make(f"across-sample std {before:.3g}, mean 0", scale, -scale * stats.mean, "probe")
-        module = self._activation_module(n, args, view)
+        module = activation_module_of(n, self.module)
         moments, source = Moments(stats.mean, stats.std), "probe"
         if module is not None and is_elementwise(module):
             exact, how = self._input_moments(module, args[0])
@@ -177,14 +174,6 @@ class _Planner(FirstStepInterpreter):
             return gaussian_moments(module), "quadrature"
         loc, spread = round(seen.mean, 4), round(seen.std, 4)
         return gaussian_moments(module, loc, spread), f"quadrature, input N({loc:g}, {spread:g}^2)"
-
-    def _activation_module(self, n: fx.Node, args: tuple, view: NodeView) -> nn.Module | None:
-        """The module itself, or for ``torch.relu(x)``-style calls without options, its namesake."""
-        if n.op == "call_module":
-            return self.module.get_submodule(n.target)
-        if len(args) == 1 and not n.kwargs and view.kind.name in ACTIVATIONS:
-            return ACTIVATIONS[view.kind.name]()
-        return None
 
 
 def plan_renorm(

@@ -18,7 +18,6 @@ from initlint.renorm import MEAN_TOLERANCE, STD_TOLERANCE, Renorm
 from initlint.renorm_layer import RenormLayer
 
 
-
 def renorm_node_name(node: str) -> str:
     return f"renorm_{node}"
 
