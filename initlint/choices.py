@@ -3,4 +3,4 @@ so the CLI can build its options without importing the engine)."""
 
 SEVERITIES = ("info", "warning", "error")
 DEVICES = ("cpu", "cuda", "mps", "auto")
-OUTPUT_FORMATS = ("text", "concise", "json", "github")
+OUTPUT_FORMATS = ("text", "concise", "json", "sarif", "github")

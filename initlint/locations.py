@@ -34,6 +34,11 @@ class SourceLocation:
     def to_dict(self) -> dict:
         return {"file": self.file, "line": self.line}
 
+    def display_path(self) -> Path:
+        """Relative to the working folder when inside it (as CI annotations want), else absolute."""
+        file, here = Path(self.file), Path.cwd()
+        return file.relative_to(here) if file.is_relative_to(here) else file
+
 
 def _is_user_file(filename: str) -> bool:
     if filename.startswith("<"):

@@ -6,13 +6,11 @@ import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from initlint import __version__
 from initlint.graph import NodeView, SignalGraph
 from initlint.inputs import InputSpec
-from initlint.locations import SourceLocation
 from initlint.rule import Finding, severity_rank
 
 
@@ -80,21 +78,19 @@ def _strict_json(value: object) -> object:
     return value
 
 
-def to_json(reports: list[Report]) -> str:
-    document = {"initlint": __version__, "reports": [r.to_dict() for r in reports]}
+def json_document(document: dict[str, Any]) -> str:
+    """Strict, indented JSON text (what every machine format writes)."""
     return json.dumps(_strict_json(document), indent=2, allow_nan=False) + "\n"
 
 
-def _display_file(location: SourceLocation) -> str:
-    """Relative to the working folder when inside it (as CI annotations want), else absolute."""
-    file = Path(location.file)
-    return str(file.relative_to(Path.cwd()) if file.is_relative_to(Path.cwd()) else file)
+def to_json(reports: list[Report]) -> str:
+    return json_document({"initlint": __version__, "reports": [r.to_dict() for r in reports]})
 
 
 def _where(finding: Finding) -> str:
     if finding.location is None:
         return "<unknown>"
-    return f"{_display_file(finding.location)}:{finding.location.line}"
+    return f"{finding.location.display_path()}:{finding.location.line}"
 
 
 def to_text(reports: list[Report]) -> str:
@@ -142,7 +138,7 @@ def to_github(reports: list[Report]) -> str:
         for f in report.findings:
             properties = [f"title={_github_escape(f'{f.code} {f.name}', True)}"]
             if f.location is not None:
-                file = _github_escape(_display_file(f.location), True)
+                file = _github_escape(str(f.location.display_path()), True)
                 properties[:0] = [f"file={file}", f"line={f.location.line}"]
             module = f" [{f.module}]" if f.module else ""
             lines.append(f"::{_GITHUB_LEVELS[f.severity]} {','.join(properties)}::"
@@ -150,5 +146,11 @@ def to_github(reports: list[Report]) -> str:
     return "".join(lines)
 
 
-RENDERERS = {"text": to_text, "concise": to_concise, "json": to_json, "github": to_github}
+def to_sarif(reports: list[Report]) -> str:
+    from initlint.sarif import sarif_log  # the rule registry is only needed here
+
+    return json_document(sarif_log(reports))
+
+
+RENDERERS = {"text": to_text, "concise": to_concise, "json": to_json, "github": to_github, "sarif": to_sarif}
 """Every ``--output-format``: a function of the reports that returns the whole output."""
