@@ -67,7 +67,9 @@ def main() -> None:
 @click.option("--ignore", multiple=True, metavar="CODES", help="Skip these rules.")
 @click.option("--output-format", type=click.Choice(OUTPUT_FORMATS), help="[default: text]")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the report to FILE instead of stdout.")
-@click.option("--force", is_flag=True, help="Overwrite an existing --output file.")
+@click.option("--force", is_flag=True, help="Overwrite an existing --output or --plot file.")
+@click.option("--plot", type=click.Path(dir_okay=False), metavar="FILE.png",
+              help="Also draw the signal-propagation plot (needs the extra initlint[plot]).")
 @click.option("--fail-level", type=click.Choice(SEVERITIES),
               help="Exit 1 when a finding is at least this severe.  [default: warning]")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when there are findings (bad input still exits 2).")
@@ -77,7 +79,7 @@ def main() -> None:
 def check(
     targets: tuple[str, ...], input_shapes: tuple[str, ...], device: str | None, seed: int | None,
     select: tuple[str, ...], ignore: tuple[str, ...], output_format: str | None, output: str | None,
-    force: bool, fail_level: str | None, exit_zero: bool, config_path: str | None,
+    force: bool, plot: str | None, fail_level: str | None, exit_zero: bool, config_path: str | None,
 ) -> None:
     """Check TARGET (path/to/file.py:factory, package.module:factory, or a folder written by
     `initlint fix`). Without TARGET, check the targets of [tool.initlint] in pyproject.toml."""
@@ -87,6 +89,7 @@ def check(
     from initlint.inputs import parse_shape
     from initlint.load import load_target
     from initlint.output import refuse_existing, write_text_atomically
+    from initlint.plot import require_matplotlib, write_plot
     from initlint.report import RENDERERS
     from initlint.selection import select_rules
 
@@ -110,8 +113,10 @@ def check(
         per_module_ignores=config.per_module_ignores,
     )
     select_rules(options.select, options.ignore, options.thresholds, options.extend_select)  # fail early
-    if output:
-        refuse_existing(output, force)
+    for path in filter(None, (output, plot)):
+        refuse_existing(path, force)
+    if plot:
+        require_matplotlib()
     reports = []
     for job in jobs:
         loaded = load_target(job.target)
@@ -123,6 +128,8 @@ def check(
         write_text_atomically(output, rendered, force)
     else:
         click.echo(rendered, nl=False)
+    if plot:
+        write_plot(plot, reports, force)
     failing = any(report.at_or_above(fail_level or config.fail_level or "warning") for report in reports)
     sys.exit(1 if failing and not exit_zero else 0)
 

@@ -27,16 +27,28 @@ def _writable(path: str | os.PathLike, force: bool) -> Path:
     return target
 
 
-def write_text_atomically(path: str | os.PathLike, text: str, force: bool = False) -> None:
+def _permissions(base: int) -> int:
+    """The mode a plain ``open``/``mkdir`` would give: temporary files are private (0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return base & ~mask
+
+
+def write_bytes_atomically(path: str | os.PathLike, data: bytes, force: bool = False) -> None:
     """Write to a temporary file beside ``path``, then rename it into place in one step."""
     target = _writable(path, force)
     try:
         handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.chmod(temporary, _permissions(0o666))
         os.replace(temporary, target)
     except OSError as error:
         raise InitlintError(f"cannot write {str(target)!r}: {error.strerror or error}.") from error
+
+
+def write_text_atomically(path: str | os.PathLike, text: str, force: bool = False) -> None:
+    write_bytes_atomically(path, text.encode("utf-8"), force)
 
 
 def write_folder_atomically(folder: str | os.PathLike, files: dict[str, object], force: bool) -> None:
@@ -44,6 +56,7 @@ def write_folder_atomically(folder: str | os.PathLike, files: dict[str, object],
     temporary sibling folder, then rename it into place."""
     target = _writable(folder, force)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    staging.chmod(_permissions(0o777))
     try:
         for name, content in files.items():
             if isinstance(content, str):

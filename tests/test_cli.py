@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -92,6 +93,9 @@ def test_output_file_is_written_once_and_needs_force(run_cli, tmp_path):
     assert run_cli("check", HEALTHY, "--output-format", "json", "-o", str(out)).exit_code == 0
     first = out.read_text()
     assert json.loads(first)["reports"][0]["findings"] == []
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() would, not mkstemp's 0600
     again = run_cli("check", HEALTHY, "-o", str(out))
     assert again.exit_code == 2 and "--force" in again.stderr and out.read_text() == first
     assert run_cli("check", HEALTHY, "-o", str(out), "--force").exit_code == 0
