@@ -20,6 +20,7 @@ from initlint.graph import SignalGraph
 from initlint.inputs import DEFAULT_BATCH, InputSpec, ProbeInputs, draw, specs_for
 from initlint.locations import SourceLocation, definition_of, module_definition_sites
 from initlint.probe import probe
+from initlint.progress import for_model
 from initlint.report import Report
 from initlint.selection import ignored_in_module, select_rules
 from initlint.trace import Traced, trace
@@ -48,6 +49,8 @@ class CheckOptions:
     """The name the report uses for this model."""
     batch_size: int = DEFAULT_BATCH
     """Probe batch when shapes are inferred (``fix`` uses more: its constants are estimates)."""
+    show_progress: bool = False
+    """A progress bar on stderr while a large model is traced and probed (only on a terminal)."""
 
 
 @dataclass
@@ -119,11 +122,12 @@ def analyse(
     device = resolve_device(options.device, model)
     model = _on_device(model, device)
     sites = module_definition_sites(model, source.construction_sites)
+    progress = for_model(model, options.show_progress)
     traced = trace(model, options.leaf_modules, sites, source.factory or definition_of(type(model)),
-                   options.wrap_functions)
+                   options.wrap_functions, progress)
     inputs = _probe_inputs(traced.graph_module, example_inputs, options, device, _float_dtype(model))
     try:
-        probe_note = probe(traced.graph_module, inputs, options.seed)
+        probe_note = probe(traced.graph_module, inputs, options.seed, progress)
     except InitlintError:
         raise
     except Exception as error:

@@ -4,3 +4,5 @@ so the CLI can build its options without importing the engine)."""
 SEVERITIES = ("info", "warning", "error")
 DEVICES = ("cpu", "cuda", "mps", "auto")
 OUTPUT_FORMATS = ("text", "concise", "json", "sarif", "github")
+HUMAN_FORMATS = ("text", "concise")
+"""Formats people read; the others are for machines and get no progress bar."""

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import click
 
 from initlint import __version__
-from initlint.choices import DEVICES, OUTPUT_FORMATS, SEVERITIES
+from initlint.choices import DEVICES, HUMAN_FORMATS, OUTPUT_FORMATS, SEVERITIES
 
 
 
@@ -101,7 +101,9 @@ def check(
             "no TARGET given and no targets in [tool.initlint] of "
             f"{config.path or 'a pyproject.toml'}; pass path/to/model.py:factory."
         )
+    output_format = output_format or config.output_format or "text"
     options = CheckOptions(
+        show_progress=output_format in HUMAN_FORMATS,
         device=device or config.device or "cpu",
         seed=seed if seed is not None else (config.seed or 0),
         select=list(select) or config.select,
@@ -123,7 +125,7 @@ def check(
         job_options = replace(options, input_shapes=job.input_shapes or None, target=job.target)
         source = ModelSource(loaded.construction_sites, loaded.factory_location)
         reports.append(run_check(loaded.model, (), job_options, source))
-    rendered = RENDERERS[output_format or config.output_format or "text"](reports)
+    rendered = RENDERERS[output_format](reports)
     if output:
         write_text_atomically(output, rendered, force)
     else:
@@ -173,7 +175,7 @@ def fix(target: str, output: str, fold: bool, force: bool, input_shapes: tuple[s
     shapes = [parse_shape(s) for s in input_shapes]
     refuse_existing(output, force)
     loaded = load_target(target)
-    options = CheckOptions(input_shapes=shapes, device=device, seed=seed, target=target)
+    options = CheckOptions(input_shapes=shapes, device=device, seed=seed, target=target, show_progress=True)
     result = run_fix(loaded.model, (), options, ModelSource(loaded.construction_sites, loaded.factory_location), fold)
     write_fix(output, result, target, force)
     click.echo(result.summary(output), err=True)

@@ -22,6 +22,7 @@ from torch.fx.node import map_aggregate
 
 from initlint import ops
 from initlint.inputs import ProbeInputs
+from initlint.progress import Progress
 from initlint.stats import NodeStats, tensor_stats
 
 STATS = "initlint_stats"
@@ -109,18 +110,22 @@ class FirstStepInterpreter(fx.Interpreter):
 class Probe(FirstStepInterpreter):
     """Runs the graph once, writing a ``NodeStats`` into ``node.meta[STATS]`` for each float tensor."""
 
-    def __init__(self, graph_module: fx.GraphModule, batch_size: int | None) -> None:
+    def __init__(self, graph_module: fx.GraphModule, batch_size: int | None, progress: Progress) -> None:
         super().__init__(graph_module)
         self.batch_size = batch_size
+        self.progress = progress
+        self.gradients_awaited = 0
 
     def observe(self, n: fx.Node, args: tuple, kwargs: dict, result: object) -> object:
+        self.progress.advance()
         if isinstance(result, torch.Tensor) and result.is_floating_point():
             stats = tensor_stats(result, self.batch_size)
             if ops.node_kind(n, self.module).name in ops.SATURATING and isinstance(args[0], torch.Tensor):
                 stats.saturated_fraction = saturated_fraction(self._elementwise(n, args, kwargs), args[0])
             n.meta[STATS] = stats
             if result.requires_grad:
-                result.register_hook(functools.partial(_record_grad, stats))
+                result.register_hook(functools.partial(_record_grad, stats, self.progress))
+                self.gradients_awaited += 1
         return result
 
     def _elementwise(self, n: fx.Node, args: tuple, kwargs: dict) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -132,7 +137,8 @@ class Probe(FirstStepInterpreter):
         return lambda x: first_step_call(n.target, (x, *args[1:]), kwargs)
 
 
-def _record_grad(stats: NodeStats, grad: torch.Tensor) -> None:
+def _record_grad(stats: NodeStats, progress: Progress, grad: torch.Tensor) -> None:
+    progress.advance()
     stats.grad_std = grad.detach().float().std().item() if grad.numel() > 1 else None
 
 
@@ -142,12 +148,25 @@ def _floating_tensors(value: object) -> list[torch.Tensor]:
     return found
 
 
-def probe(graph_module: fx.GraphModule, inputs: ProbeInputs, seed: int) -> str | None:
+def probe(
+    graph_module: fx.GraphModule, inputs: ProbeInputs, seed: int, progress: Progress = Progress()
+) -> str | None:
     """Forward and backward through ``graph_module``; returns a note when no gradient could be taken."""
+    try:
+        return _forward_and_backward(graph_module, inputs, seed, progress)
+    finally:
+        progress.done()
+
+
+def _forward_and_backward(
+    graph_module: fx.GraphModule, inputs: ProbeInputs, seed: int, progress: Progress
+) -> str | None:
     leaves = [t.detach().requires_grad_(t.is_floating_point()) for t in inputs.tensors]
     devices = [t.device for t in leaves if t.device.type == "cuda"]
     with torch.random.fork_rng(devices=devices), torch.enable_grad():
-        outputs = _floating_tensors(Probe(graph_module, inputs.batch_size).run(*leaves))
+        progress.phase("forward", len(graph_module.graph.nodes))
+        forward = Probe(graph_module, inputs.batch_size, progress)
+        outputs = _floating_tensors(forward.run(*leaves))
         outputs = [o for o in outputs if o.requires_grad]
         wrt = [t for t in leaves if t.requires_grad] or [
             p for p in graph_module.parameters() if p.requires_grad
@@ -156,5 +175,6 @@ def probe(graph_module: fx.GraphModule, inputs: ProbeInputs, seed: int) -> str |
             return "no gradient: no floating-point output depends on a float input or a trainable parameter"
         generator = torch.Generator(device="cpu").manual_seed(seed + 1)
         cotangents = [torch.randn(o.shape, generator=generator).to(o) for o in outputs]
+        progress.phase("backward", forward.gradients_awaited)
         torch.autograd.grad(outputs, wrt, cotangents, allow_unused=True)
     return None

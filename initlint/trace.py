@@ -15,6 +15,7 @@ import torch.nn as nn
 
 from initlint.errors import InitlintError
 from initlint.locations import SourceLocation, user_frame_in_stack_trace
+from initlint.progress import Progress
 from initlint.renorm_layer import RenormLayer
 
 MODULE = "initlint_module"
@@ -29,13 +30,20 @@ class Traced:
 
 
 class _Tracer(fx.Tracer):
-    def __init__(self, leaf_modules: Sequence[type[nn.Module]], wrap_functions: Sequence[Callable]) -> None:
+    def __init__(
+        self, leaf_modules: Sequence[type[nn.Module]], wrap_functions: Sequence[Callable], progress: Progress
+    ) -> None:
         super().__init__(autowrap_functions=tuple(wrap_functions))
         self.record_stack_traces = True
         self._extra_leaves = (RenormLayer, *leaf_modules)
+        self._progress = progress
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
         return isinstance(module, self._extra_leaves) or super().is_leaf_module(module, qualified_name)
+
+    def call_module(self, module: nn.Module, forward: Callable, args: tuple, kwargs: dict) -> object:
+        self._progress.advance()  # once per module call: the model's modules are the total
+        return super().call_module(module, forward, args, kwargs)
 
 
 def owning_module(node: fx.Node) -> str | None:
@@ -55,13 +63,15 @@ def trace(
     module_sites: dict[str, SourceLocation] | None = None,
     fallback: SourceLocation | None = None,
     wrap_functions: Sequence[Callable] = (),
+    progress: Progress = Progress(),
 ) -> Traced:
     """Symbolically trace ``model``; tag nodes with ``MODULE`` and ``LOCATION`` metadata.
 
     A node's location is where the user's code calls it, else where its module was defined
     (``module_sites``), else ``fallback`` (typically the factory).
     """
-    tracer = _Tracer(leaf_modules, wrap_functions)
+    tracer = _Tracer(leaf_modules, wrap_functions, progress)
+    progress.phase("tracing", sum(1 for _ in model.modules()))
     try:
         graph = tracer.trace(model)
     except Exception as error:
@@ -71,6 +81,8 @@ def trace(
             "contains it a leaf module: leaf-modules = [\"package.module.Block\"] in "
             "[tool.initlint], or initlint.check(..., leaf_modules=[Block])."
         ) from error
+    finally:
+        progress.done()
     graph_module = fx.GraphModule(tracer.root, graph, type(model).__name__)
     sites = module_sites or {}
     for node in graph_module.graph.nodes:
