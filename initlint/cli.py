@@ -7,11 +7,16 @@ import sys
 from dataclasses import replace
 import traceback
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 
 from initlint import __version__
 from initlint.choices import DEVICES, HUMAN_FORMATS, OUTPUT_FORMATS, SEVERITIES
+
+if TYPE_CHECKING:
+    from initlint.api import CheckOptions
+    from initlint.config import Config
 
 
 
@@ -52,6 +57,32 @@ input_shape_option = click.option(
 )
 
 
+def probe_options(command: Callable) -> Callable:
+    """The options ``check`` and ``fix`` share: how to probe, and which config to read."""
+    for option in reversed((
+        input_shape_option,
+        click.option("--device", type=click.Choice(DEVICES), help="Where to run the probe.  [default: cpu]"),
+        click.option("--seed", type=int, help="Seed of the probe inputs and cotangents.  [default: 0]"),
+        click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                     help="A pyproject.toml to read [tool.initlint] from (default: the nearest one)."),
+    )):
+        command = option(command)
+    return command
+
+
+def _merged_options(config: Config, device: str | None, seed: int | None, **settings: object) -> CheckOptions:
+    """CheckOptions from the command line over [tool.initlint], over the defaults."""
+    from initlint.api import CheckOptions
+
+    return CheckOptions(
+        device=device or config.device or "cpu",
+        seed=seed if seed is not None else (config.seed or 0),
+        leaf_modules=config.leaf_modules,
+        wrap_functions=config.wrap_functions,
+        **settings,
+    )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="initlint")
 def main() -> None:
@@ -60,9 +91,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("targets", nargs=-1)
-@input_shape_option
-@click.option("--device", type=click.Choice(DEVICES), help="Where to run the probe.  [default: cpu]")
-@click.option("--seed", type=int, help="Seed of the probe inputs and cotangents.  [default: 0]")
+@probe_options
 @click.option("--select", multiple=True, metavar="CODES", help="Only these rules (codes, prefixes such as IL1, names; comma-separated).")
 @click.option("--ignore", multiple=True, metavar="CODES", help="Skip these rules.")
 @click.option("--output-format", type=click.Choice(OUTPUT_FORMATS), help="[default: text]")
@@ -73,17 +102,15 @@ def main() -> None:
 @click.option("--fail-level", type=click.Choice(SEVERITIES),
               help="Exit 1 when a finding is at least this severe.  [default: warning]")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when there are findings (bad input still exits 2).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="A pyproject.toml to read [tool.initlint] from (default: the nearest one).")
 @reports_errors
 def check(
     targets: tuple[str, ...], input_shapes: tuple[str, ...], device: str | None, seed: int | None,
-    select: tuple[str, ...], ignore: tuple[str, ...], output_format: str | None, output: str | None,
-    force: bool, plot: str | None, fail_level: str | None, exit_zero: bool, config_path: str | None,
+    config_path: str | None, select: tuple[str, ...], ignore: tuple[str, ...], output_format: str | None,
+    output: str | None, force: bool, plot: str | None, fail_level: str | None, exit_zero: bool,
 ) -> None:
     """Check TARGET (path/to/file.py:factory, package.module:factory, or a folder written by
     `initlint fix`). Without TARGET, check the targets of [tool.initlint] in pyproject.toml."""
-    from initlint.api import CheckOptions, ModelSource, run_check
+    from initlint.api import ModelSource, run_check
     from initlint.config import TargetConfig, load_config
     from initlint.errors import InitlintError
     from initlint.inputs import parse_shape
@@ -102,16 +129,13 @@ def check(
             f"{config.path or 'a pyproject.toml'}; pass path/to/model.py:factory."
         )
     output_format = output_format or config.output_format or "text"
-    options = CheckOptions(
+    options = _merged_options(
+        config, device, seed,
         show_progress=output_format in HUMAN_FORMATS,
-        device=device or config.device or "cpu",
-        seed=seed if seed is not None else (config.seed or 0),
         select=list(select) or config.select,
         extend_select=config.extend_select,
         ignore=list(ignore) or config.ignore,
         thresholds=config.rules,
-        leaf_modules=config.leaf_modules,
-        wrap_functions=config.wrap_functions,
         per_module_ignores=config.per_module_ignores,
     )
     select_rules(options.select, options.ignore, options.thresholds, options.extend_select)  # fail early
@@ -158,24 +182,25 @@ def gain(activation: str, depth: int, width: int, output_format: str) -> None:
               help="Folder to write: model.py, weights.pt, renorm.json (and folded_state_dict.pt with --fold).")
 @click.option("--fold", is_flag=True, help="Also fold the constants into your model's own weights.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
-@input_shape_option
-@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@probe_options
 @reports_errors
-def fix(target: str, output: str, fold: bool, force: bool, input_shapes: tuple[str, ...], device: str,
-        seed: int) -> None:
-    """Write TARGET with renorm constants after each nonlinearity (or folded into its weights)."""
-    from initlint.api import CheckOptions, ModelSource
+def fix(target: str, output: str, fold: bool, force: bool, input_shapes: tuple[str, ...], device: str | None,
+        seed: int | None, config_path: str | None) -> None:
+    """Write TARGET with renorm constants after each nonlinearity (or folded into its weights).
+    Device, seed, leaf-modules and wrap-functions come from [tool.initlint] unless given here."""
+    from initlint.api import ModelSource
+    from initlint.config import load_config
     from initlint.export import write_fix
     from initlint.fixer import run_fix
     from initlint.inputs import parse_shape
     from initlint.load import load_target
     from initlint.output import refuse_existing
 
+    config = load_config(config_path)
     shapes = [parse_shape(s) for s in input_shapes]
     refuse_existing(output, force)
     loaded = load_target(target)
-    options = CheckOptions(input_shapes=shapes, device=device, seed=seed, target=target, show_progress=True)
+    options = _merged_options(config, device, seed, input_shapes=shapes or None, target=target, show_progress=True)
     result = run_fix(loaded.model, (), options, ModelSource(loaded.construction_sites, loaded.factory_location), fold)
     write_fix(output, result, target, force)
     click.echo(result.summary(output), err=True)

@@ -100,3 +100,18 @@ def test_no_targets_anywhere(run_cli, project):
     project("")
     result = run_cli("check")
     assert result.exit_code == 2 and "no TARGET given" in result.stderr
+
+
+def test_fix_reads_probe_settings_from_the_config(run_cli, project, tmp_path):
+    """The configured seed picks the probe batch of `fix` too, and --seed overrides it."""
+    def constants(*args: str) -> list:
+        out = tmp_path / f"fixed{len(list(tmp_path.iterdir()))}"
+        assert run_cli("fix", "../models/net.py:build", "-o", str(out), *args).exit_code == 0
+        return [site["scale"] for site in json.loads((out / "renorm.json").read_text())["constants"]]
+
+    project("[tool.initlint]\nseed = 7\n")
+    from_config = constants()
+    assert from_config == constants("--seed", "7") != constants("--seed", "0")
+    project('[tool.initlint]\ndevice = "tpu"\n')
+    result = run_cli("fix", "../models/net.py:build", "-o", str(tmp_path / "never"))
+    assert result.exit_code == 2 and "device" in result.stderr and not (tmp_path / "never").exists()
