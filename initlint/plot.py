@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from initlint.report import Report
 
 _INSTALL = "--plot needs matplotlib: pip install 'initlint[plot]' (or pip install matplotlib)."
-_PANELS = ("forward std (log)", "forward mean", "gradient std (log)", "fraction of values")
+_PANELS = ("forward std (log)", "forward mean", "gradient std (log)", "fraction")
+_SIGNAL_STD = "signal std (what IL101 reads)"
 
 
 def require_matplotlib() -> None:
@@ -37,25 +38,39 @@ def _path_points(report: Report) -> list[NodeView]:
     return [v for v in report.graph.measured(report.graph.main_path) if v.weight or v.op == "placeholder"]
 
 
+def _across_sample_share(view: NodeView) -> float | None:
+    """The part of the variance that depends on the input (the rest is per-feature offsets)."""
+    sample, offset = view.stats.sample_std, view.stats.offset_std
+    if sample is None or offset is None or sample + offset == 0:
+        return None
+    return sample**2 / (sample**2 + offset**2)
+
+
+def _plot_series(axis, points: list[NodeView], read, style: str, **line) -> None:
+    """One line of ``read(view)`` by depth, skipping nodes where it is undefined."""
+    pairs = [(v.depth, value) for v in points if (value := read(v)) is not None]
+    if pairs:
+        axis.plot(*zip(*pairs), style, **line)
+
+
 def _draw_column(axes, report: Report) -> None:
     points = _path_points(report)
-    depth = [v.depth for v in points]
-
-    def series(read):
-        return [read(v.stats) for v in points]
-
     std_axis, mean_axis, grad_axis, fraction_axis = axes
-    std_axis.semilogy(depth, series(lambda s: s.std), "-o", ms=3, label="std")
-    std_axis.semilogy(depth, series(lambda s: s.sample_std), "-", alpha=0.8, label="across-sample std")
-    std_axis.axhline(1.0, color="grey", lw=0.8, ls=":")
-    mean_axis.plot(depth, series(lambda s: s.mean), "-o", ms=3, color="tab:green", label="mean")
+    _plot_series(std_axis, points, lambda v: v.signal_std, "-o", ms=3, lw=2, label=_SIGNAL_STD)
+    _plot_series(std_axis, points, lambda v: v.stats.std, "-", color="grey", lw=0.8, label="std")
+    _plot_series(mean_axis, points, lambda v: v.stats.mean, "-o", ms=3, color="tab:green", label="mean")
+    _plot_series(grad_axis, points, lambda v: v.signal_grad_std, "-o", ms=3, lw=2, color="tab:purple",
+                 label="gradient std in signal units (IL501)")
+    _plot_series(grad_axis, points, lambda v: v.stats.grad_std, "-", color="grey", lw=0.8, label="gradient std")
+    _plot_series(fraction_axis, points, _across_sample_share, "-", color="tab:blue",
+                 label="across-sample share of the variance")
+    _plot_series(fraction_axis, points, lambda v: v.stats.zero_fraction, "-", color="tab:brown", label="zeros")
+    _plot_series(fraction_axis, points, lambda v: v.stats.saturated_fraction, "s", ms=4, color="tab:red",
+                 label="saturated inputs")
+    for axis in (std_axis, grad_axis):
+        axis.set_yscale("log")
+        axis.axhline(1.0, color="grey", lw=0.8, ls=":")
     mean_axis.axhline(0.0, color="grey", lw=0.8, ls=":")
-    grad_axis.semilogy(depth, series(lambda s: s.grad_std), "-o", ms=3, color="tab:purple", label="gradient std")
-    fraction_axis.plot(depth, series(lambda s: s.zero_fraction), "-", color="tab:brown", label="zeros")
-    saturated = [(d, v.stats.saturated_fraction) for d, v in zip(depth, points)
-                 if v.stats.saturated_fraction is not None]
-    if saturated:
-        fraction_axis.plot(*zip(*saturated), "s", ms=4, color="tab:red", label="saturated")
     fraction_axis.set_ylim(-0.05, 1.05)
     _mark_findings(axes, report)
     for axis, label in zip(axes, _PANELS):
@@ -78,8 +93,8 @@ def _mark_findings(axes, report: Report) -> None:
     for row, (view, codes) in enumerate(flagged):
         for axis in axes:
             axis.axvline(view.depth, color="tab:red", lw=1, alpha=0.5)
-        if view.stats is not None:
-            axes[0].plot([view.depth], [view.stats.std], "x", color="tab:red", ms=9, mew=2)
+        if view.signal_std is not None:
+            axes[0].plot([view.depth], [view.signal_std], "x", color="tab:red", ms=9, mew=2)
         label = " ".join(sorted(set(codes))) + (f" {view.module}" if view.module else "")
         axes[0].annotate(label, (view.depth, 1.0), xycoords=("data", "axes fraction"),
                          xytext=(3, -3 - 11 * (row % 3)), textcoords="offset points", va="top",

@@ -29,10 +29,13 @@ def test_panels_show_the_main_path_statistics_and_mark_each_flagged_node(broken_
         std_axis, mean_axis, grad_axis, fraction_axis = figure.axes
         graph = broken_report.graph
         path = [v for v in graph.measured(graph.main_path) if v.weight or v.op == "placeholder"]
-        std_line = std_axis.get_lines()[0]
-        assert list(std_line.get_xdata()) == [v.depth for v in path]
+        signal_line, std_line = std_axis.get_lines()[:2]
+        assert list(signal_line.get_xdata()) == [v.depth for v in path]
+        assert list(signal_line.get_ydata()) == [v.signal_std for v in path]
         assert list(std_line.get_ydata()) == [v.stats.std for v in path]
-        assert list(grad_axis.get_lines()[0].get_ydata()) == [v.stats.grad_std for v in path]
+        assert list(grad_axis.get_lines()[0].get_ydata()) == [v.signal_grad_std for v in path]
+        shares = fraction_axis.get_lines()[0].get_ydata()
+        assert shares[0] > 0.9 and shares[-1] < 0.01  # the dead sigmoid stack keeps only offsets
         assert list(mean_axis.get_lines()[0].get_ydata()) == [v.stats.mean for v in path]
         flagged = {f.node for f in broken_report.findings}
         crosses = [line for line in std_axis.get_lines() if line.get_marker() == "x"]
