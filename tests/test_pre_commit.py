@@ -70,6 +70,8 @@ def test_broken_model_blocks_the_commit_and_a_healthy_one_passes(repository):
     assert blocked.returncode != 0
     assert "IL101 variance-drift" in blocked.stdout + blocked.stderr
     assert _git("rev-parse", "HEAD", cwd=repository).returncode != 0  # nothing was committed
+    run_all = subprocess.run([*pre_commit, "run", "--all-files"], cwd=repository, capture_output=True, text=True)
+    assert run_all.returncode == 1 and "IL101 variance-drift" in run_all.stdout
 
     passed = _commit_with_model(repository, HEALTHY)
     assert passed.returncode == 0, passed.stdout + passed.stderr
