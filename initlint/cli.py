@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 import sys
-from dataclasses import replace
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import click

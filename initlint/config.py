@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from initlint.choices import DEVICES, OUTPUT_FORMATS, SEVERITIES
 from initlint.errors import InitlintError
 from initlint.load import is_file_source
-from initlint.choices import DEVICES, OUTPUT_FORMATS, SEVERITIES
 
 if sys.version_info >= (3, 11):
     import tomllib

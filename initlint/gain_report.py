@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from initlint.gain import StackCurves, pytorch_gain, recommend_gain, stack_curves
 from initlint.moments import Moments, activation_module, gaussian_moments
 
-
 BAND = 4.0
 """The band of ``recommend_gain``, the same as rules IL101 / IL501 use."""
 

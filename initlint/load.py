@@ -22,7 +22,11 @@ from types import ModuleType
 import torch.nn as nn
 
 from initlint.errors import InitlintError
-from initlint.locations import SourceLocation, definition_of, recording_construction_sites
+from initlint.locations import (
+    SourceLocation,
+    definition_of,
+    recording_construction_sites,
+)
 
 _unique = itertools.count()
 
@@ -109,7 +113,8 @@ def _factory_from(module: ModuleType, name: str, where: str) -> Callable[[], obj
             if callable(value) and not attr.startswith("_")
             and getattr(value, "__module__", None) == module.__name__
         )
-        hint = f" Callables defined there: {', '.join(candidates)}." if candidates else ""
+        hint = (f" Callables defined there: {', '.join(candidates)}." if candidates
+                else " It defines no callables: write a function that returns the model.")
         raise InitlintError(f"{where} has no attribute {name!r}; name the factory after the colon.{hint}")
     if not callable(factory):
         raise InitlintError(
@@ -169,7 +174,12 @@ def _build(factory: Callable[[], object], target: str) -> tuple[nn.Module, dict]
             ) from error
     if not isinstance(model, nn.Module):
         raise InitlintError(
-            f"the factory {target} returned a {type(model).__name__}, not a torch.nn.Module; "
+            f"the factory {target} returned {_describe(model)}, not a torch.nn.Module; "
             "return the model itself."
         )
     return model, sites
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"

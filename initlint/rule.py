@@ -20,7 +20,6 @@ from initlint.graph import NodeView, SignalGraph
 from initlint.locations import SourceLocation
 
 
-
 def severity_rank(severity: str) -> int:
     return SEVERITIES.index(severity)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch.nn as nn
+from initlint.rules._models import gain_init, mlp
 
 from initlint.drift import drift_along, outside
 from initlint.graph import INPUT, SignalGraph
 from initlint.rule import Example, Finding, Rule
-from initlint.rules._models import gain_init, mlp
 
 
 def tanh_stack_gain_5_3() -> nn.Module:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch.nn as nn
+from initlint.rules._models import gain_init, mlp
 
 from initlint.graph import GATE, SignalGraph
 from initlint.probe import SATURATION_SLOPE
 from initlint.rule import Example, Finding, Rule
-from initlint.rules._models import gain_init, mlp
 
 
 def tanh_stack_unit_normal_weights() -> nn.Module:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch.nn as nn
+from initlint.rules._models import mlp
 
 from initlint.drift import drift_along
 from initlint.graph import SignalGraph
 from initlint.rule import Example, Finding, Rule
-from initlint.rules._models import mlp
 
 
 def default_relu_mlp() -> nn.Module:

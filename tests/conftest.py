@@ -10,7 +10,6 @@ from click.testing import CliRunner
 
 from initlint.cli import main
 
-
 DEEP_SIGMOID_NET = """
 import torch
 from torch import nn

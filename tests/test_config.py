@@ -8,6 +8,7 @@ import textwrap
 import pytest
 from conftest import DEEP_SIGMOID_NET
 
+
 @pytest.fixture
 def project(tmp_path, model_file, monkeypatch):
     """A project folder with models/net.py and a pyproject.toml whose [tool.initlint] is given."""

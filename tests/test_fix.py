@@ -8,13 +8,13 @@ import json
 import pytest
 import torch
 import torch.nn as nn
+from conftest import DEEP_SIGMOID_NET
+from initlint.rules.degenerate_gate import se_net, se_net_after_lsuv
 
 import initlint
-from conftest import DEEP_SIGMOID_NET
 from initlint.api import CheckOptions, ModelSource
 from initlint.fixer import run_fix
 from initlint.renorm_layer import RenormLayer
-from initlint.rules.degenerate_gate import se_net, se_net_after_lsuv
 
 
 def default_mlp(activation, depth=20, width=64, seed=0):

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from initlint.rules import ALL_RULES
 
 from initlint.rule_docs import rules_table
-from initlint.rules import ALL_RULES
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import inspect
 
 import pytest
+from initlint.rules import ALL_RULES
 
 import initlint
-from initlint.rules import ALL_RULES
 
 CASES = [
     pytest.param(rule, example, expected, id=f"{rule.code}-{example.build.__name__}")

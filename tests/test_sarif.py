@@ -10,7 +10,6 @@ import json
 from importlib import resources
 
 import pytest
-
 from initlint.rules import ALL_RULES
 
 jsonschema = pytest.importorskip("jsonschema")
