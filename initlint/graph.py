@@ -48,6 +48,11 @@ class NodeView:
     """For an elementwise activation: the std of its output for N(0, 1) inputs (relu: 0.58)."""
 
     @property
+    def op_name(self) -> str:
+        """What the node computes, for messages: its kind (linear, relu), else its target (log)."""
+        return self.target if self.kind is ops.UNKNOWN else self.kind.name
+
+    @property
     def signal_std(self) -> float | None:
         """The input-dependent std, in units of what a healthy layer of this kind gives:
         an activation's output is compared with its output for N(0, 1) inputs."""

@@ -5,13 +5,14 @@ from __future__ import annotations
 from initlint.rule import Rule
 from initlint.rules.degenerate_gate import DegenerateGate
 from initlint.rules.gradient_drift import GradientDrift
+from initlint.rules.non_finite import NonFinite
 from initlint.rules.pooling_shrinkage import PoolingShrinkage
 from initlint.rules.saturated_activation import SaturatedActivation
 from initlint.rules.variance_drift import VarianceDrift
 
 ALL_RULES: tuple[type[Rule], ...] = tuple(
     sorted(
-        (VarianceDrift, SaturatedActivation, PoolingShrinkage, DegenerateGate, GradientDrift),
+        (NonFinite, VarianceDrift, SaturatedActivation, PoolingShrinkage, DegenerateGate, GradientDrift),
         key=lambda rule: rule.code,
     )
 )
