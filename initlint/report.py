@@ -61,7 +61,7 @@ def _node_dict(view: NodeView, on_main_path: bool) -> dict[str, Any]:
         "on_main_path": on_main_path,
         **{key: stats.get(key) for key in (
             "shape", "dtype", "mean", "std", "zero_fraction", "saturated_fraction", "grad_std",
-            "sample_std", "offset_std", "nonfinite",
+            "sample_std", "offset_std", "nonfinite", "dead_fraction",
         )},
         "location": view.location.to_dict() if view.location else None,
     }

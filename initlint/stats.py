@@ -30,6 +30,8 @@ class NodeStats:
     """For a saturating activation: share of its inputs where its slope is under 10 % of its maximum."""
     grad_std: float | None = None
     """Std of d(loss)/d(this value) for a Gaussian cotangent at the outputs; set by the backward pass."""
+    dead_fraction: float | None = None
+    """Share of features (positions after the batch dim) that are exactly 0 for every sample."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,13 +53,14 @@ def tensor_stats(x: torch.Tensor, batch_size: int | None) -> NodeStats:
     mean = values.mean().item() if n else math.nan
     std = values.std().item() if n > 1 else math.nan
     zero = (x == 0).float().mean().item() if x.numel() else math.nan
-    sample_std = offset_std = None
+    sample_std = offset_std = dead_fraction = None
     if not nonfinite and batch_size and batch_size > 1 and x.dim() >= 1 and x.shape[0] == batch_size:
         flat = x.float().reshape(batch_size, -1)
         sample_var = flat.var(dim=0).mean()
         offset_var = flat.mean(dim=0).var(unbiased=False) - sample_var / batch_size
         sample_std = math.sqrt(sample_var.item())
         offset_std = math.sqrt(max(offset_var.item(), 0.0))
+        dead_fraction = (flat == 0).all(dim=0).float().mean().item()
     return NodeStats(
         shape=list(x.shape),
         dtype=str(x.dtype).removeprefix("torch."),
@@ -67,4 +70,5 @@ def tensor_stats(x: torch.Tensor, batch_size: int | None) -> NodeStats:
         nonfinite=nonfinite,
         sample_std=sample_std,
         offset_std=offset_std,
+        dead_fraction=dead_fraction,
     )

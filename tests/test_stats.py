@@ -55,3 +55,12 @@ def test_nonfinite_values_are_counted_and_excluded():
 
 def test_no_split_without_a_batch_dimension():
     assert tensor_stats(torch.randn(5), batch_size=8).sample_std is None
+
+
+def test_dead_fraction_counts_features_that_are_zero_for_every_sample():
+    """ReLU of 3 features with bias -100 (dead) out of 8; the rest are active in some sample."""
+    x = torch.randn(16, 8, generator=torch.Generator().manual_seed(2))
+    x[:, :3] -= 100
+    stats = tensor_stats(torch.relu(x), batch_size=16)
+    a = torch.relu(x).numpy()
+    assert stats.dead_fraction == pytest.approx((a == 0).all(axis=0).mean()) == pytest.approx(3 / 8)
