@@ -17,13 +17,15 @@ import torch.nn as nn
 
 from initlint.errors import InitlintError
 from initlint.graph import SignalGraph
-from initlint.inputs import DEFAULT_BATCH, InputSpec, ProbeInputs, draw, specs_for
+from initlint.inputs import DEFAULT_BATCH, InputSpec, ProbeInputs, draw, specs_for, specs_without_graph
 from initlint.locations import SourceLocation, definition_of, module_definition_sites
 from initlint.probe import probe
 from initlint.progress import for_model
 from initlint.report import Report
 from initlint.selection import ignored_in_module, select_rules
-from initlint.trace import Traced, trace
+from initlint.hooks import probe_with_hooks
+from initlint.known_leaves import known_leaves
+from initlint.trace import TraceFailure, Traced, trace
 
 
 @dataclass
@@ -95,12 +97,31 @@ def _float_dtype(model: nn.Module) -> torch.dtype:
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
-def _probe_inputs(graph_module, example_inputs, options, device, dtype) -> ProbeInputs:
+def _probe_inputs(graph_module, example_inputs, options, device, dtype, model) -> ProbeInputs:
+    """The probe batch: the caller's tensors, else drawn for the given or inferred shapes
+    (from the traced graph, or from the model itself when fx failed)."""
     if example_inputs:
         specs = [InputSpec(f"input_{i}", tuple(t.shape)) for i, t in enumerate(example_inputs)]
         return ProbeInputs(specs, [t.to(device) for t in example_inputs])
     shapes = [tuple(s) for s in options.input_shapes] if options.input_shapes else None
-    return draw(specs_for(graph_module, shapes, options.batch_size), options.seed, device, dtype)
+    specs = (specs_for(graph_module, shapes, options.batch_size) if graph_module is not None
+             else specs_without_graph(model, shapes, options.batch_size))
+    return draw(specs, options.seed, device, dtype)
+
+
+def _probing(run: Callable[[], object], inputs: ProbeInputs) -> object:
+    """Run a probe; a failure inside the model becomes bad input that names the shapes."""
+    try:
+        return run()
+    except InitlintError:
+        raise
+    except Exception as error:
+        shapes = ", ".join(str(tuple(s.shape)) for s in inputs.specs)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise InitlintError(
+            f"probing the model with inputs of shape {shapes} failed: {type(error).__name__}: "
+            f"{reason}. Check the input shapes (--input-shape, batch first) and the device."
+        ) from error
 
 
 @dataclass
@@ -123,20 +144,21 @@ def analyse(
     model = _on_device(model, device)
     sites = module_definition_sites(model, source.construction_sites)
     progress = for_model(model, options.show_progress)
-    traced = trace(model, options.leaf_modules, sites, source.factory or definition_of(type(model)),
-                   options.wrap_functions, progress)
-    inputs = _probe_inputs(traced.graph_module, example_inputs, options, device, _float_dtype(model))
+    fallback = source.factory or definition_of(type(model))
+    dtype = _float_dtype(model)
+    library_leaves, library_functions = known_leaves()
+    leaf_modules = [*options.leaf_modules, *library_leaves]
     try:
-        probe_note = probe(traced.graph_module, inputs, options.seed, progress)
-    except InitlintError:
-        raise
-    except Exception as error:
-        shapes = ", ".join(str(tuple(s.shape)) for s in inputs.specs)
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise InitlintError(
-            f"probing the model with inputs of shape {shapes} failed: {type(error).__name__}: "
-            f"{reason}. Check the input shapes (--input-shape, batch first) and the device."
-        ) from error
+        traced = trace(model, leaf_modules, sites, fallback, [*options.wrap_functions, *library_functions],
+                       progress)
+    except TraceFailure as failure:
+        inputs = _probe_inputs(None, example_inputs, options, device, dtype, model)
+        traced, probe_note = _probing(lambda: probe_with_hooks(
+            model, inputs, options.seed, leaf_modules, sites, fallback, failure.reason, progress,
+        ), inputs)
+    else:
+        inputs = _probe_inputs(traced.graph_module, example_inputs, options, device, dtype, model)
+        probe_note = _probing(lambda: probe(traced.graph_module, inputs, options.seed, progress), inputs)
     return Analysed(model, traced, inputs, SignalGraph(traced.graph_module), device, probe_note)
 
 
@@ -147,14 +169,16 @@ def run_check(
     started = time.perf_counter()
     rules = select_rules(options.select, options.ignore, options.thresholds, options.extend_select)
     analysed = analyse(model, example_inputs, options, source)
+    skipped = [r for r in rules if r.needs_structure and analysed.traced.mode == "hooks"]
     findings = [
-        finding for rule in rules for finding in rule.check(analysed.graph)
+        finding for rule in rules if rule not in skipped for finding in rule.check(analysed.graph)
         if not ignored_in_module(finding, options.per_module_ignores)
     ]
     return Report(
         target=options.target or type(model).__name__,
         trace_mode=analysed.traced.mode,
         trace_note=analysed.traced.note,
+        skipped_rules=[rule.code for rule in skipped],
         graph=analysed.graph,
         inputs=analysed.inputs.specs,
         device=str(analysed.device),

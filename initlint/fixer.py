@@ -12,6 +12,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from initlint import __version__
+from initlint.errors import InitlintError
 from initlint.api import Analysed, CheckOptions, ModelSource, analyse, parse_options
 from initlint.fold import FoldResult, fold_plan
 from initlint.inputs import ProbeInputs
@@ -81,6 +82,12 @@ def run_fix(
     fold: bool = False, overrides: Mapping[str | type, str] | None = None,
 ) -> FixResult:
     analysed = analyse(model, example_inputs, replace(options, batch_size=FIX_BATCH), source)
+    if analysed.traced.mode != "fx":
+        raise InitlintError(
+            f"{analysed.traced.note}. `initlint fix` rewrites the traced graph, so it needs a model "
+            "torch.fx can trace: declare the block with data-dependent control flow a leaf module "
+            "(leaf-modules in [tool.initlint], or leaf_modules=[Block] in Python)."
+        )
     graph_module = analysed.traced.graph_module
     plan = plan_renorm(graph_module, analysed.graph, analysed.inputs, overrides)
     patched = apply_plan(graph_module, plan)

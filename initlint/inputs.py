@@ -8,7 +8,8 @@ are documented in the README.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import inspect
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.fx as fx
@@ -130,21 +131,30 @@ def _first_layer(node: fx.Node, root: nn.Module) -> _FirstLayer | None:
 
 
 def infer_spec(node: fx.Node, root: nn.Module, batch: int = DEFAULT_BATCH) -> InputSpec:
-    layer = _first_layer(node, root)
+    return _spec_from(node.name, _first_layer(node, root), batch)
+
+
+def _spec_from(name: str, layer: _FirstLayer | None, batch: int) -> InputSpec:
     if layer is None:
         raise InitlintError(
-            f"cannot infer the shape of input {node.name!r}: no Linear, Conv or Embedding layer "
+            f"cannot infer the shape of input {name!r}: no Linear, Conv or Embedding layer "
             "consumes it directly. Pass its shape with --input-shape (batch first, e.g. "
             "--input-shape 8,3,224,224; once per input), or input_shapes=[...] in Python."
         )
     if layer.family == "linear":
-        return InputSpec(node.name, (batch, layer.size), inferred_from=layer.description)
+        return InputSpec(name, (batch, layer.size), inferred_from=layer.description)
     if layer.family == "conv":
         spatial = (DEFAULT_SPATIAL[layer.spatial_dims],) * layer.spatial_dims
-        return InputSpec(node.name, (batch, layer.size, *spatial), inferred_from=layer.description)
-    return InputSpec(
-        node.name, (batch, DEFAULT_TOKENS), integer_high=layer.size, inferred_from=layer.description
-    )
+        return InputSpec(name, (batch, layer.size, *spatial), inferred_from=layer.description)
+    return InputSpec(name, (batch, DEFAULT_TOKENS), integer_high=layer.size, inferred_from=layer.description)
+
+
+def _checked_count(names: list[str], shapes: list[tuple[int, ...]]) -> None:
+    if len(shapes) != len(names):
+        raise InitlintError(
+            f"the model takes {len(names)} input(s) ({', '.join(names)}) but {len(shapes)} "
+            "--input-shape value(s) were given; pass one --input-shape per input, in order."
+        )
 
 
 def specs_for(
@@ -154,18 +164,38 @@ def specs_for(
     nodes = required_inputs(graph_module)
     if not shapes:
         return [infer_spec(node, graph_module, batch) for node in nodes]
-    if len(shapes) != len(nodes):
-        names = ", ".join(n.name for n in nodes)
-        raise InitlintError(
-            f"the model takes {len(nodes)} input(s) ({names}) but {len(shapes)} --input-shape "
-            "value(s) were given; pass one --input-shape per input, in order."
-        )
+    _checked_count([n.name for n in nodes], shapes)
     specs = []
     for node, shape in zip(nodes, shapes):
         layer = _first_layer(node, graph_module)
         high = layer.size if layer is not None and layer.family == "embedding" else None
         specs.append(InputSpec(node.name, shape, integer_high=high))
     return specs
+
+
+def specs_without_graph(
+    model: nn.Module, shapes: list[tuple[int, ...]] | None, batch: int = DEFAULT_BATCH
+) -> list[InputSpec]:
+    """Specs for a model fx could not trace: its inputs are ``forward``'s required parameters,
+    and with one input and no shape given, the first Linear/Conv/Embedding *registered* stands
+    in for the first one called."""
+    names = [
+        p.name for p in inspect.signature(model.forward).parameters.values()
+        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    first = next((layer for m in model.modules() if (layer := _from_module(m)) is not None), None)
+    if first is not None:
+        first = replace(first, description=first.description.replace("first layer", "first registered layer"))
+    if shapes:
+        _checked_count(names, shapes)
+        high = first.size if first is not None and first.family == "embedding" and len(names) == 1 else None
+        return [InputSpec(name, tuple(shape), integer_high=high) for name, shape in zip(names, shapes)]
+    if len(names) != 1:
+        raise InitlintError(
+            f"cannot infer the shapes of {len(names)} inputs ({', '.join(names)}) of a model that "
+            "torch.fx cannot trace; pass one --input-shape per input, in order."
+        )
+    return [_spec_from(names[0], first, batch)]
 
 
 def draw(specs: list[InputSpec], seed: int, device: torch.device, dtype: torch.dtype) -> ProbeInputs:

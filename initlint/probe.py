@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.fx as fx
@@ -107,25 +107,52 @@ class FirstStepInterpreter(fx.Interpreter):
         return first_step_call(target, args, kwargs)
 
 
+class GradientWatch:
+    """Writes each watched tensor's gradient std into its NodeStats during the backward pass,
+    and counts the tensors, so that progress knows the backward pass's length."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.count = 0
+
+    def watch(self, tensor: torch.Tensor, stats: NodeStats) -> None:
+        if tensor.requires_grad:
+            tensor.register_hook(functools.partial(self._record, stats))
+            self.count += 1
+
+    def _record(self, stats: NodeStats, grad: torch.Tensor) -> None:
+        self.progress.advance()
+        stats.grad_std = grad.detach().float().std().item() if grad.numel() > 1 else None
+
+
+def measure(
+    value: torch.Tensor, batch_size: int | None, watch: GradientWatch,
+    saturating: tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor] | None = None,
+) -> NodeStats:
+    """The statistics of one value: forward now, its gradient during the backward pass.
+    ``saturating`` is (the activation as a function, its input) for saturating activations."""
+    stats = tensor_stats(value, batch_size)
+    if saturating is not None:
+        stats.saturated_fraction = saturated_fraction(*saturating)
+    watch.watch(value, stats)
+    return stats
+
+
 class Probe(FirstStepInterpreter):
     """Runs the graph once, writing a ``NodeStats`` into ``node.meta[STATS]`` for each float tensor."""
 
-    def __init__(self, graph_module: fx.GraphModule, batch_size: int | None, progress: Progress) -> None:
+    def __init__(self, graph_module: fx.GraphModule, batch_size: int | None, watch: GradientWatch) -> None:
         super().__init__(graph_module)
         self.batch_size = batch_size
-        self.progress = progress
-        self.gradients_awaited = 0
+        self.watch = watch
 
     def observe(self, n: fx.Node, args: tuple, kwargs: dict, result: object) -> object:
-        self.progress.advance()
+        self.watch.progress.advance()
         if isinstance(result, torch.Tensor) and result.is_floating_point():
-            stats = tensor_stats(result, self.batch_size)
+            saturating = None
             if ops.node_kind(n, self.module).name in ops.SATURATING and isinstance(args[0], torch.Tensor):
-                stats.saturated_fraction = saturated_fraction(self._elementwise(n, args, kwargs), args[0])
-            n.meta[STATS] = stats
-            if result.requires_grad:
-                result.register_hook(functools.partial(_record_grad, stats, self.progress))
-                self.gradients_awaited += 1
+                saturating = (self._elementwise(n, args, kwargs), args[0])
+            n.meta[STATS] = measure(result, self.batch_size, self.watch, saturating)
         return result
 
     def _elementwise(self, n: fx.Node, args: tuple, kwargs: dict) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -137,44 +164,47 @@ class Probe(FirstStepInterpreter):
         return lambda x: first_step_call(n.target, (x, *args[1:]), kwargs)
 
 
-def _record_grad(stats: NodeStats, progress: Progress, grad: torch.Tensor) -> None:
-    progress.advance()
-    stats.grad_std = grad.detach().float().std().item() if grad.numel() > 1 else None
-
-
-def _floating_tensors(value: object) -> list[torch.Tensor]:
+def floating_tensors(value: object) -> list[torch.Tensor]:
+    """The floating-point tensors in a (nested) output: backward starts from each of them."""
     found: list[torch.Tensor] = []
     map_aggregate(value, lambda v: found.append(v) if isinstance(v, torch.Tensor) and v.is_floating_point() else None)
     return found
 
 
+def run_first_step(
+    forward: Callable[[list[torch.Tensor], GradientWatch], object],
+    inputs: ProbeInputs, seed: int, progress: Progress, forward_steps: int,
+    parameters: Iterable[nn.Parameter],
+) -> str | None:
+    """One forward (``forward(leaves, watch)``, which measures as it goes) and one backward pass
+    from a Gaussian cotangent at every floating-point output, without side effects: the RNG is
+    restored and gradients come from ``autograd.grad``, never into ``.grad``. Returns a note
+    when no gradient could be taken."""
+    watch = GradientWatch(progress)
+    leaves = [t.detach().requires_grad_(t.is_floating_point()) for t in inputs.tensors]
+    devices = [t.device for t in leaves if t.device.type == "cuda"]
+    try:
+        with torch.random.fork_rng(devices=devices), torch.enable_grad():
+            progress.phase("forward", forward_steps)
+            outputs = [o for o in floating_tensors(forward(leaves, watch)) if o.requires_grad]
+            wrt = [t for t in leaves if t.requires_grad] or [p for p in parameters if p.requires_grad]
+            if not outputs or not wrt:
+                return "no gradient: no floating-point output depends on a float input or a trainable parameter"
+            generator = torch.Generator(device="cpu").manual_seed(seed + 1)
+            cotangents = [torch.randn(o.shape, generator=generator).to(o) for o in outputs]
+            progress.phase("backward", watch.count)
+            torch.autograd.grad(outputs, wrt, cotangents, allow_unused=True)
+    finally:
+        progress.done()
+    return None
+
+
 def probe(
     graph_module: fx.GraphModule, inputs: ProbeInputs, seed: int, progress: Progress = Progress()
 ) -> str | None:
-    """Forward and backward through ``graph_module``; returns a note when no gradient could be taken."""
-    try:
-        return _forward_and_backward(graph_module, inputs, seed, progress)
-    finally:
-        progress.done()
+    """Forward and backward through ``graph_module``, statistics into each node's meta."""
+    def forward(leaves: list[torch.Tensor], watch: GradientWatch) -> object:
+        return Probe(graph_module, inputs.batch_size, watch).run(*leaves)
 
-
-def _forward_and_backward(
-    graph_module: fx.GraphModule, inputs: ProbeInputs, seed: int, progress: Progress
-) -> str | None:
-    leaves = [t.detach().requires_grad_(t.is_floating_point()) for t in inputs.tensors]
-    devices = [t.device for t in leaves if t.device.type == "cuda"]
-    with torch.random.fork_rng(devices=devices), torch.enable_grad():
-        progress.phase("forward", len(graph_module.graph.nodes))
-        forward = Probe(graph_module, inputs.batch_size, progress)
-        outputs = _floating_tensors(forward.run(*leaves))
-        outputs = [o for o in outputs if o.requires_grad]
-        wrt = [t for t in leaves if t.requires_grad] or [
-            p for p in graph_module.parameters() if p.requires_grad
-        ]
-        if not outputs or not wrt:
-            return "no gradient: no floating-point output depends on a float input or a trainable parameter"
-        generator = torch.Generator(device="cpu").manual_seed(seed + 1)
-        cotangents = [torch.randn(o.shape, generator=generator).to(o) for o in outputs]
-        progress.phase("backward", forward.gradients_awaited)
-        torch.autograd.grad(outputs, wrt, cotangents, allow_unused=True)
-    return None
+    return run_first_step(forward, inputs, seed, progress, len(graph_module.graph.nodes),
+                          graph_module.parameters())

@@ -25,6 +25,8 @@ class Report:
     findings: list[Finding] = field(default_factory=list)
     probe_note: str | None = None
     seconds: float = 0.0
+    skipped_rules: list[str] = field(default_factory=list)
+    """Selected rules that could not run: in hooks mode, those that need the graph's structure."""
 
     def at_or_above(self, level: str) -> list[Finding]:
         return [f for f in self.findings if severity_rank(f.severity) >= severity_rank(level)]
@@ -36,7 +38,8 @@ class Report:
         main_path = set(self.graph.main_path)
         return {
             "target": self.target,
-            "trace": {"mode": self.trace_mode, "nodes": len(self.graph.nodes), "note": self.trace_note},
+            "trace": {"mode": self.trace_mode, "nodes": len(self.graph.nodes), "note": self.trace_note,
+                      "skipped_rules": self.skipped_rules},
             "inputs": [spec.to_dict() for spec in self.inputs],
             "device": self.device,
             "probe_note": self.probe_note,
@@ -111,6 +114,9 @@ def to_text(reports: list[Report]) -> str:
             + f"; traced with {report.trace_mode}, {len(report.graph.nodes)} nodes; probed on "
             f"{report.device} with {shapes} in {report.seconds:.2f} s"
         )
+        if report.skipped_rules:
+            lines.append(f"  note: skipped {', '.join(report.skipped_rules)}: they need the graph's "
+                         "structure, which module hooks do not give")
         for note in (report.trace_note, report.probe_note):
             if note:
                 lines.append(f"  note: {note}")

@@ -70,6 +70,9 @@ class Rule:
     code: ClassVar[str]
     name: ClassVar[str]
     thresholds: ClassVar[dict[str, float]] = {}
+    needs_structure: ClassVar[bool] = False
+    """True when the rule reads the graph's structure (main path, roles between layers), which a
+    model probed through hooks lacks; such rules are skipped in ``hooks`` mode."""
     flagged: ClassVar[list[Example]] = []
     clean: ClassVar[list[Example]] = []
 

@@ -14,6 +14,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from initlint.errors import InitlintError
+from initlint.inplace import functionalize_inplace
 from initlint.locations import SourceLocation, user_frame_in_stack_trace
 from initlint.progress import Progress
 from initlint.renorm_layer import RenormLayer
@@ -26,7 +27,21 @@ LOCATION = "initlint_location"
 class Traced:
     graph_module: fx.GraphModule
     mode: str
+    """"fx", or "hooks" when fx could not trace the model (see ``initlint.hooks``)."""
     note: str | None
+
+
+class TraceFailure(InitlintError):
+    """torch.fx could not trace the model; ``reason`` says why, in one line."""
+
+    def __init__(self, model: nn.Module, error: Exception) -> None:
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        self.reason = f"torch.fx could not trace {type(model).__name__}: {type(error).__name__}: {first_line}"
+        super().__init__(
+            f"{self.reason}. Data-dependent control flow cannot be traced symbolically; declare the "
+            "block that contains it a leaf module: leaf-modules = [\"package.module.Block\"] in "
+            "[tool.initlint], or initlint.check(..., leaf_modules=[Block])."
+        )
 
 
 class _Tracer(fx.Tracer):
@@ -75,25 +90,41 @@ def trace(
     try:
         graph = tracer.trace(model)
     except Exception as error:
-        raise InitlintError(
-            f"torch.fx could not trace {type(model).__name__}: {type(error).__name__}: {error}. "
-            "Data-dependent control flow cannot be traced symbolically; declare the block that "
-            "contains it a leaf module: leaf-modules = [\"package.module.Block\"] in "
-            "[tool.initlint], or initlint.check(..., leaf_modules=[Block])."
-        ) from error
+        raise TraceFailure(model, error) from error
     finally:
         progress.done()
+    functionalize_inplace(graph)
     graph_module = fx.GraphModule(tracer.root, graph, type(model).__name__)
-    sites = module_sites or {}
+    tag_nodes(graph_module, module_sites or {}, fallback)
+    return Traced(graph_module, "fx", None)
+
+
+def tag_nodes(
+    graph_module: fx.GraphModule, module_sites: dict[str, SourceLocation], fallback: SourceLocation | None
+) -> None:
+    """Give each node its module path (``MODULE``) and source location (``LOCATION``)."""
     for node in graph_module.graph.nodes:
         module = owning_module(node)
         node.meta[MODULE] = module
         node.meta[LOCATION] = (
             user_frame_in_stack_trace(node.stack_trace)
-            or _nearest_site(module, sites)
+            or _nearest_site(module, module_sites)
             or fallback
         )
-    return Traced(graph_module, "fx", None)
+
+
+def outermost_leaves(model: nn.Module, leaf_modules: Sequence[type[nn.Module]]) -> list[tuple[str, nn.Module]]:
+    """The modules tracing would keep whole (standard layers, declared leaves, modules without
+    submodules), leaving out those inside another such module; in registration order."""
+    tracer = _Tracer(leaf_modules, (), Progress())
+    found: list[tuple[str, nn.Module]] = []
+    for path, module in model.named_modules():
+        if not path or any(path.startswith(f"{outer}.") for outer, _ in found):
+            continue
+        container = isinstance(module, (nn.Sequential, nn.ModuleList, nn.ModuleDict))
+        if not container and (tracer.is_leaf_module(module, path) or next(module.children(), None) is None):
+            found.append((path, module))
+    return found
 
 
 def _nearest_site(path: str | None, sites: dict[str, SourceLocation]) -> SourceLocation | None:

@@ -94,6 +94,7 @@ class DegenerateGate(Rule):
     code = "IL401"
     name = "degenerate-gate"
     thresholds = {"max_stuck_fraction": 0.5, "bias_ratio": 3.0, "extreme_mean": 0.1}
+    needs_structure = True
     flagged = [Example(se_net_after_lsuv, ((8, 3, 16, 16),))]
     clean = [Example(se_net, ((8, 3, 16, 16),))]
 

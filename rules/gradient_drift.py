@@ -53,6 +53,7 @@ class GradientDrift(Rule):
     code = "IL501"
     name = "gradient-drift"
     thresholds = {"band": 4.0, "error_band": 100.0}
+    needs_structure = True
     flagged = [Example(tanh_stack_gain_5_3)]
     clean = [Example(tanh_stack_gain_1_1)]
 

@@ -63,6 +63,7 @@ class PoolingShrinkage(Rule):
     code = "IL301"
     name = "pooling-shrinkage"
     thresholds = {"min_std_ratio": 0.25}
+    needs_structure = True
     flagged = [Example(global_pool_head, ((8, 3, 16, 16),))]
     clean = [Example(two_by_two_pool, ((8, 3, 16, 16),))]
 

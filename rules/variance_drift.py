@@ -62,6 +62,7 @@ class VarianceDrift(Rule):
     code = "IL101"
     name = "variance-drift"
     thresholds = {"band": 4.0, "error_band": 100.0}
+    needs_structure = True
     flagged = [Example(default_relu_mlp)]
     clean = [Example(kaiming_relu_mlp)]
 
