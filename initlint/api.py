@@ -18,6 +18,7 @@ import torch.nn as nn
 from initlint.errors import InitlintError
 from initlint.graph import SignalGraph
 from initlint.inputs import DEFAULT_BATCH, InputSpec, ProbeInputs, draw, specs_for, specs_without_graph
+from initlint.memory import check_probe_fits
 from initlint.locations import SourceLocation, definition_of, module_definition_sites
 from initlint.probe import probe
 from initlint.progress import for_model
@@ -104,8 +105,11 @@ def _probe_inputs(graph_module, example_inputs, options, device, dtype, model) -
         specs = [InputSpec(f"input_{i}", tuple(t.shape)) for i, t in enumerate(example_inputs)]
         return ProbeInputs(specs, [t.to(device) for t in example_inputs])
     shapes = [tuple(s) for s in options.input_shapes] if options.input_shapes else None
-    specs = (specs_for(graph_module, shapes, options.batch_size) if graph_module is not None
-             else specs_without_graph(model, shapes, options.batch_size))
+    if graph_module is None:
+        specs = specs_without_graph(model, shapes, options.batch_size)
+    else:
+        specs = specs_for(graph_module, shapes, options.batch_size)
+        check_probe_fits(graph_module, specs, dtype, device)
     return draw(specs, options.seed, device, dtype)
 
 
