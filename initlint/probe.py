@@ -187,7 +187,9 @@ def run_first_step(
         with torch.random.fork_rng(devices=devices), torch.enable_grad():
             progress.phase("forward", forward_steps)
             outputs = [o for o in floating_tensors(forward(leaves, watch)) if o.requires_grad]
-            wrt = [t for t in leaves if t.requires_grad] or [p for p in parameters if p.requires_grad]
+            # the parameters too: values that depend on no float input (an embedding of token
+            # ids, a learned position table) get their gradient only on a path to them
+            wrt = [t for t in leaves if t.requires_grad] + [p for p in parameters if p.requires_grad]
             if not outputs or not wrt:
                 return "no gradient: no floating-point output depends on a float input or a trainable parameter"
             generator = torch.Generator(device="cpu").manual_seed(seed + 1)

@@ -97,3 +97,40 @@ def test_model_on_another_device_is_copied_not_moved():
     original = copy.deepcopy(model)
     initlint.check(model, device="cpu")
     assert torch.equal(model.weight, original.weight)
+
+
+class FeaturesAndTokens(nn.Module):
+    """Two inputs (features and token ids) and a dict of a tensor and a list of outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Linear(8, 16)
+        self.tokens = nn.Embedding(50, 16)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor, ids: torch.Tensor) -> dict[str, object]:
+        h = self.features(x) + self.tokens(ids).mean(1)
+        return {"logits": self.head(torch.relu(h)), "aux": [h, h.pow(2)]}
+
+
+def test_several_inputs_token_ids_and_nested_outputs():
+    report = initlint.check(FeaturesAndTokens())
+    inputs = {spec.name: spec for spec in report.inputs}
+    assert inputs["x"].shape == (8, 8) and inputs["x"].integer_high is None
+    assert inputs["ids"].shape == (8, 32) and inputs["ids"].integer_high == 50
+    nodes = {n["name"]: n for n in report.to_dict()["nodes"]}
+    # every float value gets a gradient, the token branch too (it reaches no float input)
+    assert all(n["grad_std"] > 0 for n in nodes.values() if n["dtype"] and n["dtype"].startswith("float"))
+    # h feeds both outputs: its gradient is the cotangent through 'add' plus the ones from pow and head
+    assert nodes["pow_1"]["grad_std"] == pytest.approx(1.0, rel=0.1)  # an output's own cotangent, N(0, 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_models_are_probed_in_their_dtype(dtype):
+    report = initlint.check(FeaturesAndTokens().to(dtype))
+    nodes = {n["name"]: n for n in report.to_dict()["nodes"]}
+    assert nodes["x"]["dtype"] == nodes["head"]["dtype"] == str(dtype).removeprefix("torch.")
+    full = {n["name"]: n for n in initlint.check(FeaturesAndTokens()).to_dict()["nodes"]}
+    # the same probe in reduced precision: statistics agree to its resolution (8 bits for bf16)
+    assert nodes["head"]["std"] == pytest.approx(full["head"]["std"], rel=0.02)
