@@ -21,7 +21,7 @@ from initlint.inputs import DEFAULT_BATCH, InputSpec, ProbeInputs, draw, specs_f
 from initlint.memory import check_probe_fits
 from initlint.locations import SourceLocation, definition_of, module_definition_sites
 from initlint.probe import probe
-from initlint.progress import for_model
+from initlint.progress import Progress, for_model
 from initlint.report import Report
 from initlint.selection import ignored_in_module, select_rules
 from initlint.hooks import probe_with_hooks
@@ -128,6 +128,22 @@ def _probing(run: Callable[[], object], inputs: ProbeInputs) -> object:
         ) from error
 
 
+def _traced(model: nn.Module, options: CheckOptions, sites: dict, fallback: SourceLocation | None,
+            progress: Progress) -> Traced:
+    """fx with the configured leaves; failing that, also with the modules and functions that
+    imported libraries declare untraceable (kept whole, so less of the model is seen)."""
+    try:
+        return trace(model, options.leaf_modules, sites, fallback, options.wrap_functions, progress)
+    except TraceFailure:
+        library_leaves, library_functions = known_leaves()
+        if not (library_leaves or library_functions):
+            raise
+    traced = trace(model, [*options.leaf_modules, *library_leaves], sites, fallback,
+                   [*options.wrap_functions, *library_functions], progress)
+    traced.note = "traced with the modules that imported libraries declare untraceable kept whole"
+    return traced
+
+
 @dataclass
 class Analysed:
     """What the probe learned about a model: the stages up to the rules and the renorm plan."""
@@ -150,15 +166,12 @@ def analyse(
     progress = for_model(model, options.show_progress)
     fallback = source.factory or definition_of(type(model))
     dtype = _float_dtype(model)
-    library_leaves, library_functions = known_leaves()
-    leaf_modules = [*options.leaf_modules, *library_leaves]
     try:
-        traced = trace(model, leaf_modules, sites, fallback, [*options.wrap_functions, *library_functions],
-                       progress)
+        traced = _traced(model, options, sites, fallback, progress)
     except TraceFailure as failure:
         inputs = _probe_inputs(None, example_inputs, options, device, dtype, model)
         traced, probe_note = _probing(lambda: probe_with_hooks(
-            model, inputs, options.seed, leaf_modules, sites, fallback, failure.reason, progress,
+            model, inputs, options.seed, options.leaf_modules, sites, fallback, failure.reason, progress,
         ), inputs)
     else:
         inputs = _probe_inputs(traced.graph_module, example_inputs, options, device, dtype, model)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,3 +25,24 @@ def test_train_digits_quick():
     assert runs["default"] < 0.3
     assert runs["initlint fix"] > 0.7 and runs["initlint fix --fold"] > 0.7
     assert "| initlint fix |" in result.stderr
+
+
+def test_zoo_sweep_quick():
+    """Real torchvision and timm architectures: no crash, fully traced, plausible reports."""
+    if importlib.util.find_spec("timm") is None or importlib.util.find_spec("torchvision") is None:
+        pytest.skip("the zoo needs torchvision and timm (the test extra installs them)")
+    from initlint.rules import ALL_RULES
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "zoo_sweep.py"), "--quick"],
+        capture_output=True, text=True, check=True, timeout=600,
+    )
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {row["library"] for row in rows} == {"torchvision", "timm"} and len(rows) >= 8
+    codes = {rule.code for rule in ALL_RULES}
+    for row in rows:
+        assert row["error"] is None, row
+        assert row["trace_mode"] == "fx" and row["nodes"] > 50, row
+        assert set(row["findings"]) <= codes and "IL001" not in row["findings"], row  # random init is finite
+        # the probe input is N(0, 1) with 8*3*64*64 values: its std is 1 within a few 1e-3
+        assert abs(row["input_std"] - 1) < 0.02, row
