@@ -9,6 +9,7 @@ nearest user-written module class or of the factory itself.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import os
 import re
@@ -84,6 +85,16 @@ def recording_construction_sites() -> Iterator[dict[nn.Module, SourceLocation]]:
 
 def definition_of(obj: type | Callable) -> SourceLocation | None:
     """The file and first line of a class or function, when its source is known."""
+    return _class_definition(obj) if isinstance(obj, type) else _definition(obj)
+
+
+@functools.lru_cache(maxsize=None)
+def _class_definition(cls: type) -> SourceLocation | None:
+    """Cached: finding a class's source parses its whole file; once per class is enough."""
+    return _definition(cls)
+
+
+def _definition(obj: type | Callable) -> SourceLocation | None:
     try:
         file = inspect.getsourcefile(obj)
         _, line = inspect.getsourcelines(obj)
