@@ -20,7 +20,7 @@ from initlint import ops
 from initlint.errors import InitlintError
 from initlint.locations import SourceLocation
 from initlint.moments import ACTIVATIONS, gaussian_moments
-from initlint.probe import STATS
+from initlint.probe import CARRIES_TENSOR, STATS
 from initlint.stats import NodeStats
 from initlint.trace import LOCATION, MODULE
 
@@ -133,12 +133,22 @@ class SignalGraph:
             self.dag.add_node(node.name)
             self.dag.add_edges_from((n.name, node.name) for n in node.all_input_nodes)
         self.inputs = [v.name for v in self.nodes.values() if v.op == "placeholder"]
-        self.input_dependent = set(self.inputs).union(*(nx.descendants(self.dag, n) for n in self.inputs))
+        carries = self._tensor_edges(graph_module)
+        self.input_dependent = set(self.inputs).union(*(nx.descendants(carries, n) for n in self.inputs))
         self._assign_depths()
         self._assign_roles()
         self.signal_dag = self._without_gate_edges()
         self._mark_squeezes()
         self.main_path = self._main_path()
+
+    def _tensor_edges(self, graph_module: fx.GraphModule) -> nx.DiGraph:
+        """The dataflow along which the input's signal travels: only out of nodes whose value
+        holds a tensor. ``x.shape[1]`` depends on the input, but a slice of a parameter by that
+        size carries no signal."""
+        silent = [n.name for n in graph_module.graph.nodes if not n.meta.get(CARRIES_TENSOR, True)]
+        carries = self.dag.copy()
+        carries.remove_edges_from([edge for name in silent for edge in self.dag.out_edges(name)])
+        return carries
 
     def view(self, name: str) -> NodeView:
         return self.nodes[name]

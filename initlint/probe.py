@@ -26,6 +26,8 @@ from initlint.progress import Progress
 from initlint.stats import NodeStats, tensor_stats
 
 STATS = "initlint_stats"
+CARRIES_TENSOR = "initlint_carries_tensor"
+"""Node meta: whether the value holds a tensor; sizes and dtypes carry no signal."""
 SATURATION_SLOPE = 0.1
 """An activation input counts as saturated where the slope is below this fraction of its maximum."""
 _SLOPE_GRID = (-20.0, 20.0, 8001)
@@ -148,6 +150,7 @@ class Probe(FirstStepInterpreter):
 
     def observe(self, n: fx.Node, args: tuple, kwargs: dict, result: object) -> object:
         self.watch.progress.advance()
+        n.meta[CARRIES_TENSOR] = _holds_tensor(result)
         if isinstance(result, torch.Tensor) and result.is_floating_point():
             saturating = None
             if ops.node_kind(n, self.module).name in ops.SATURATING and isinstance(args[0], torch.Tensor):
@@ -162,6 +165,12 @@ class Probe(FirstStepInterpreter):
         if n.op == "call_method":
             return lambda x: getattr(x, n.target)(*args[1:], **kwargs)
         return lambda x: first_step_call(n.target, (x, *args[1:]), kwargs)
+
+
+def _holds_tensor(value: object) -> bool:
+    found: list[bool] = []
+    map_aggregate(value, lambda v: found.append(True) if isinstance(v, torch.Tensor) else None)
+    return bool(found)
 
 
 def floating_tensors(value: object) -> list[torch.Tensor]:

@@ -68,3 +68,28 @@ def test_findings_point_at_the_line_that_calls_the_layer():
     assert (location.file, location.line) == (__file__, source_line)
     assert report.graph.view("fc1").module == "fc1"
     assert report.graph.view("sigmoid").module == ""
+
+
+class TokensWithPositions(nn.Module):
+    """An embedding plus a learned position table sliced by the input's length."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Embedding(100, 16)
+        self.positions = nn.Parameter(torch.randn(1, 64, 16))
+        self.head = nn.Linear(16, 100)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(ids) + self.positions[:, : ids.shape[1]])
+
+
+def test_sizes_taken_from_the_input_carry_no_signal():
+    """``ids.shape[1]`` depends on the input, but the position slice it selects is a constant:
+    the main path runs through the embedding, not through the shape."""
+    report = initlint.check(TokensWithPositions())
+    graph = report.graph
+    assert [graph.view(n).op_name for n in graph.main_path] == ["ids", "embedding", "add", "linear"]
+    slice_of_table = [v for v in graph.nodes.values() if v.op == "call_function" and v.op_name == "getitem"]
+    assert slice_of_table and all(v.name not in graph.input_dependent for v in slice_of_table)
+    assert not report.findings, [f.message for f in report.findings]
