@@ -25,9 +25,9 @@ from initlint.stats import NodeStats
 from initlint.trace import LOCATION, MODULE
 
 INPUT, OUTPUT, GATE, RESIDUAL_ADD = "input", "output", "gate", "residual_add"
-SQUEEZE, GLOBAL_POOL = "squeeze", "global_pool"
+SQUEEZE, GLOBAL_POOL, NORM = "squeeze", "global_pool", "norm"
 _FAMILY_ROLES = {
-    ops.POOL: "pool", ops.NORM: "norm", ops.ACTIVATION: "activation", ops.WEIGHTED: "weighted",
+    ops.POOL: "pool", ops.NORM: NORM, ops.ACTIVATION: "activation", ops.WEIGHTED: "weighted",
 }
 
 

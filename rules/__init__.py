@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from initlint.rule import Rule
+from initlint.rules.dead_units import DeadUnits
 from initlint.rules.degenerate_gate import DegenerateGate
+from initlint.rules.embedding_scale import EmbeddingScale
 from initlint.rules.gradient_drift import GradientDrift
+from initlint.rules.mean_drift import MeanDrift
 from initlint.rules.non_finite import NonFinite
 from initlint.rules.pooling_shrinkage import PoolingShrinkage
 from initlint.rules.saturated_activation import SaturatedActivation
@@ -12,7 +15,10 @@ from initlint.rules.variance_drift import VarianceDrift
 
 ALL_RULES: tuple[type[Rule], ...] = tuple(
     sorted(
-        (NonFinite, VarianceDrift, SaturatedActivation, PoolingShrinkage, DegenerateGate, GradientDrift),
+        (
+            NonFinite, VarianceDrift, MeanDrift, EmbeddingScale, SaturatedActivation, DeadUnits,
+            PoolingShrinkage, DegenerateGate, GradientDrift,
+        ),
         key=lambda rule: rule.code,
     )
 )
