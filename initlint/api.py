@@ -169,9 +169,10 @@ def analyse(
     try:
         traced = _traced(model, options, sites, fallback, progress)
     except TraceFailure as failure:
+        reason = failure.reason
         inputs = _probe_inputs(None, example_inputs, options, device, dtype, model)
         traced, probe_note = _probing(lambda: probe_with_hooks(
-            model, inputs, options.seed, options.leaf_modules, sites, fallback, failure.reason, progress,
+            model, inputs, options.seed, options.leaf_modules, sites, fallback, reason, progress,
         ), inputs)
     else:
         inputs = _probe_inputs(traced.graph_module, example_inputs, options, device, dtype, model)

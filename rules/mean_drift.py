@@ -119,8 +119,10 @@ class MeanDrift(Rule):
         ratios = [(v, r) for v in body if (r := _mean_ratio(v, input_std)) is not None]
         band = self.limits["band"]
         above = [(v, r) for v, r in ratios if r > band]
+        if not above:
+            return
         end, end_ratio = ratios[-1]
-        if not above or end_ratio <= band or end.depth - above[0][0].depth < 2:
+        if end_ratio <= band or end.depth - above[0][0].depth < 2:
             return
         (start, start_ratio), (worst, worst_ratio) = above[0], max(above, key=lambda item: item[1])
         yield self.finding(
