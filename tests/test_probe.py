@@ -134,3 +134,16 @@ def test_half_precision_models_are_probed_in_their_dtype(dtype):
     full = {n["name"]: n for n in initlint.check(FeaturesAndTokens()).to_dict()["nodes"]}
     # the same probe in reduced precision: statistics agree to its resolution (8 bits for bf16)
     assert nodes["head"]["std"] == pytest.approx(full["head"]["std"], rel=0.02)
+
+
+def test_an_embedding_transformer_is_traced_and_reported():
+    """Token ids into nn.TransformerEncoder (kept whole: its fast path branches on the data)."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True, norm_first=True)
+    model = nn.Sequential(nn.Embedding(200, 32), nn.TransformerEncoder(layer, 2, enable_nested_tensor=False),
+                          nn.Linear(32, 200))
+    report = initlint.check(model)
+    assert report.trace_mode == "fx" and report.inputs[0].integer_high == 200
+    nodes = {n["name"]: n for n in report.to_dict()["nodes"]}
+    assert nodes["_1"]["grad_std"] > 0 and math.isfinite(nodes["_2"]["std"])
+    assert "IL001" not in report.codes()
