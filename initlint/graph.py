@@ -26,6 +26,9 @@ from initlint.trace import LOCATION, MODULE
 
 INPUT, OUTPUT, GATE, RESIDUAL_ADD = "input", "output", "gate", "residual_add"
 SQUEEZE, GLOBAL_POOL, NORM = "squeeze", "global_pool", "norm"
+_LINEAR_IN_SCALE = (ops.STRUCTURAL, ops.DROPOUT, ops.WEIGHTED, ops.ADD, ops.MUL, ops.POOL)
+"""Families whose output scales with the input's scale (average pools only: max pools too,
+but the registry has none)."""
 _FAMILY_ROLES = {
     ops.POOL: "pool", ops.NORM: NORM, ops.ACTIVATION: "activation", ops.WEIGHTED: "weighted",
 }
@@ -167,6 +170,32 @@ class SignalGraph:
                 return path[:index]
         weighted = [i for i, view in enumerate(path) if "weighted" in view.roles]
         return path[: weighted[-1]] if len(weighted) > 1 else path
+
+    def scaled_body(self) -> list[NodeView]:
+        """The body without the values whose scale does not matter: normalization layers'
+        outputs (the norm sets it) and values that reach a norm before any nonlinearity (the
+        norm cancels it). What IL101 and IL501 follow."""
+        return [v for v in self.body() if NORM not in v.roles and not self.normalized_before_nonlinearity(v.name)]
+
+    def normalized_before_nonlinearity(self, name: str) -> bool:
+        """Whether every path from ``name`` meets a normalization layer before an activation or
+        the output, through steps that are linear in it (layers, adds, multiplies, average
+        pools, reshapes, dropout): its scale then cancels in the norm, as a pre-LayerNorm
+        residual stream's does. Values that are not floating-point (sizes) read no scale."""
+        frontier, seen = list(self.nodes[name].users), set()
+        if not frontier:
+            return False
+        while frontier:
+            user = self.nodes[frontier.pop()]
+            if user.name in seen or NORM in user.roles:
+                continue
+            seen.add(user.name)
+            if user.stats is None and user.op != "output":
+                continue
+            if user.op == "output" or user.kind.family not in _LINEAR_IN_SCALE:
+                return False
+            frontier.extend(user.users)
+        return True
 
     def with_role(self, role: str) -> list[NodeView]:
         return [v for v in self.nodes.values() if role in v.roles]

@@ -16,8 +16,6 @@ _VOCAB, _WIDTH = 1000, 64
 _ONWARD = frozenset({ops.MUL, ops.DROPOUT, ops.ADD})
 """Ops applied straight to an embedding whose result, not the embedding's own output, is what the
 next layers read: a scale (``* sqrt(d)``), dropout, a sum with other tables (token + position)."""
-_PASS_THROUGH = frozenset({ops.STRUCTURAL, ops.DROPOUT, ops.MUL, ops.ADD})
-"""Ops that carry a value on without normalizing it or computing with its scale."""
 
 
 class _TokenMLP(nn.Module):
@@ -114,21 +112,6 @@ def _scaled(graph: SignalGraph, view: NodeView) -> NodeView:
     return view
 
 
-def _normalized_before_use(graph: SignalGraph, view: NodeView) -> bool:
-    """Whether every path from ``view`` meets a normalization layer before a layer that computes
-    with its scale (or the network's output): plumbing, scaling and adds are followed through."""
-    frontier, seen = list(view.users), set()
-    while frontier:
-        user = graph.view(frontier.pop())
-        if user.name in seen or user.kind.family == ops.NORM or (user.stats is None and user.op != "output"):
-            continue  # normalized, or no float value (a size, a shape): nothing reads the scale
-        seen.add(user.name)
-        if user.op == "output" or user.kind.family not in _PASS_THROUGH:
-            return False
-        frontier.extend(user.users)
-    return True
-
-
 class EmbeddingScale(Rule):
     """An embedding's output std is far from 1 and no normalization layer corrects it.
 
@@ -136,10 +119,11 @@ class EmbeddingScale(Rule):
     For each embedding, measures the std of its output for uniformly drawn ids, after any
     multiply or sum applied straight to it (the Transformer's ``* sqrt(d_model)``, token plus
     position tables: the sum is judged once, so a zero-initialised position table is fine), and
-    flags it when that std lies outside [1/band, band]. An embedding whose every use passes a normalization
-    layer before a layer that computes with its scale (through adds, dropout and reshapes, as
-    on a pre-LayerNorm transformer's residual stream, or BERT's embedding LayerNorm) is skipped:
-    the normalization sets the scale there, so GPT-2's N(0, 0.02^2) tables are fine.
+    flags it when that std lies outside [1/band, band]. An embedding whose every use reaches a
+    normalization layer before any nonlinearity (through linear steps: layers, adds, dropout,
+    reshapes; as on a pre-LayerNorm transformer's residual stream, or BERT's embedding
+    LayerNorm) is skipped: the normalization cancels its scale, so GPT-2's N(0, 0.02^2) tables
+    are fine.
 
     Why is this bad?
     For token models the embedding is where the signal starts: every layer after it is
@@ -184,7 +168,7 @@ class EmbeddingScale(Rule):
                 continue
             judged.add(scaled.name)
             factor = max(std, 1 / std) if std > 0 else math.inf
-            if factor <= self.limits["band"] or _normalized_before_use(graph, scaled):
+            if factor <= self.limits["band"] or graph.normalized_before_nonlinearity(scaled.name):
                 continue
             onward = f" at {scaled.name}, where it is scaled or summed (its own: {view.stats.std:.3g})"
             yield self.finding(

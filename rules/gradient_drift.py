@@ -8,7 +8,7 @@ import torch.nn as nn
 from initlint.rules._models import gain_init, mlp
 
 from initlint.drift import drift_along, outside
-from initlint.graph import INPUT, NORM, SignalGraph
+from initlint.graph import INPUT, SignalGraph
 from initlint.rule import Example, Finding, Rule
 
 
@@ -28,7 +28,7 @@ class GradientDrift(Rule):
     What it does:
     Sends a Gaussian cotangent (std 1) back from every output and follows the gradient std along
     the body of the main path (up to the head, as IL101; an activation's gradient in the units
-    of its Gaussian std, as there; normalization layers' outputs left out, as there), from its
+    of its Gaussian std, and values whose scale a norm sets or ignores left out, as there), from its
     output end back to the first layer's output (the input's own gradient trains nothing). Flags it when the gradient there is more than ``band`` times larger or smaller
     than at the output end, and reports where the drift starts and how far it goes.
 
@@ -58,9 +58,9 @@ class GradientDrift(Rule):
     clean = [Example(tanh_stack_gain_1_1)]
 
     def check(self, graph: SignalGraph) -> Iterator[Finding]:
-        body = graph.body()
-        # no weight sees the input's gradient; a norm's output has the scale the norm sets (IL101)
-        trained = [v for v in body if INPUT not in v.roles and NORM not in v.roles]
+        # as IL101, without values whose scale a norm sets or ignores; and no weight sees the
+        # input's own gradient
+        trained = [v for v in graph.scaled_body() if INPUT not in v.roles]
         drift = drift_along(trained[::-1], lambda v: v.signal_grad_std, self.limits["band"])
         if drift is None or not outside(drift.end_ratio, self.limits["band"]):
             return

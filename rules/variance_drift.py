@@ -8,7 +8,7 @@ import torch.nn as nn
 from initlint.rules._models import mlp
 
 from initlint.drift import drift_along
-from initlint.graph import NORM, SignalGraph
+from initlint.graph import SignalGraph
 from initlint.rule import Example, Finding, Rule
 
 
@@ -37,9 +37,10 @@ class VarianceDrift(Rule):
     signal), and an activation's output is measured in units of its std for N(0, 1) inputs
     (0.21 for sigmoid, 0.58 for relu), so a well-scaled network reads 1 throughout. Flags the path
     when the ratio leaves [1/band, band], naming the node where it starts and the farthest it goes. A global pool's
-    shrinkage is IL301's to report. Normalization layers' outputs are left out: they reset the
-    scale by construction (a pre-LayerNorm transformer's final LayerNorm lifts GPT-2's 0.02
-    stream to 1, which is no drift), and what flows between them is what drifts.
+    shrinkage is IL301's to report. Values whose scale does not matter are left out:
+    normalization layers' outputs (a pre-LayerNorm transformer's final LayerNorm lifts GPT-2's
+    0.02 stream to 1, which is no drift) and values that only a normalization layer reads (a
+    ConvNeXt stem initialised with std 0.02 feeds a LayerNorm).
 
     Why is this bad?
     A signal that shrinks layer after layer reaches the output as noise-free constants: every
@@ -69,7 +70,7 @@ class VarianceDrift(Rule):
     clean = [Example(kaiming_relu_mlp)]
 
     def check(self, graph: SignalGraph) -> Iterator[Finding]:
-        body = [view for view in graph.body() if NORM not in view.roles]
+        body = graph.scaled_body()
         drift = drift_along(body, lambda v: v.signal_std, self.limits["band"])
         if drift is None:
             return
