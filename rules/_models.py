@@ -32,3 +32,23 @@ def gain_init(gain: float) -> Callable[[nn.Linear], None]:
         nn.init.xavier_normal_(linear.weight, gain=gain)
         nn.init.zeros_(linear.bias)
     return init
+
+
+class ResidualMLPBlock(nn.Module):
+    """``x + scale * branch(x)``: the branch is Linear -> ReLU -> Linear with Kaiming (fan-in,
+    ReLU gain) weights and zero biases, ending in another ReLU when ``relu_last``; its last
+    Linear starts at zero when ``zero_last``."""
+
+    def __init__(self, width: int, scale: float = 1.0, relu_last: bool = False, zero_last: bool = False) -> None:
+        super().__init__()
+        self.inner, self.outer = nn.Linear(width, width), nn.Linear(width, width)
+        for linear in (self.inner, self.outer):
+            nn.init.kaiming_normal_(linear.weight, nonlinearity="relu")
+            nn.init.zeros_(linear.bias)
+        if zero_last:
+            nn.init.zeros_(self.outer.weight)
+        self.scale, self.relu_last = scale, relu_last
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branch = self.outer(torch.relu(self.inner(x)))
+        return x + self.scale * (torch.relu(branch) if self.relu_last else branch)

@@ -6,28 +6,10 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
-from initlint.rules._models import gain_init, mlp
+from initlint.rules._models import ResidualMLPBlock, gain_init, mlp
 
 from initlint.graph import NodeView, SignalGraph
 from initlint.rule import Example, Finding, Rule
-
-
-class _ResidualBlock(nn.Module):
-    """``x + scale * branch(x)``, the branch two Kaiming Linear layers with a ReLU between them,
-    and another ReLU after them when ``relu_last``."""
-
-    def __init__(self, width: int, scale: float, relu_last: bool) -> None:
-        super().__init__()
-        self.fc1, self.fc2 = nn.Linear(width, width), nn.Linear(width, width)
-        for linear in (self.fc1, self.fc2):
-            nn.init.kaiming_normal_(linear.weight, nonlinearity="relu")
-            nn.init.zeros_(linear.bias)
-        self.scale = scale
-        self.relu_last = relu_last
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch = self.fc2(torch.relu(self.fc1(x)))
-        return x + self.scale * (torch.relu(branch) if self.relu_last else branch)
 
 
 def _residual_mlp(relu_last: bool, blocks: int = 32, width: int = 128) -> nn.Module:
@@ -36,11 +18,11 @@ def _residual_mlp(relu_last: bool, blocks: int = 32, width: int = 128) -> nn.Mod
     nn.init.xavier_normal_(stem.weight)
     nn.init.zeros_(stem.bias)
     scale = blocks**-0.5
-    return nn.Sequential(stem, *(_ResidualBlock(width, scale, relu_last) for _ in range(blocks)), head)
+    return nn.Sequential(stem, *(ResidualMLPBlock(width, scale, relu_last) for _ in range(blocks)), head)
 
 
 def residual_branches_end_in_relu() -> nn.Module:
-    """32 residual blocks ``x + relu(fc2(relu(fc1(x)))) / sqrt(32)`` of width 128: the 1/sqrt(depth) scale
+    """32 residual blocks ``x + relu(outer(relu(inner(x)))) / sqrt(32)`` of width 128: the 1/sqrt(depth) scale
     holds the variance, but every branch adds a positive mean that nothing removes, and the
     stream's |mean| reaches ~5.8x its input-dependent std."""
     return _residual_mlp(relu_last=True)
@@ -86,7 +68,7 @@ class MeanDrift(Rule):
     direction (the mean), and the samples become hard to tell apart.
 
     Example:
-    32 residual blocks ``x + relu(fc2(relu(fc1(x)))) / sqrt(32)`` of width 128 with Kaiming
+    32 residual blocks ``x + relu(outer(relu(inner(x)))) / sqrt(32)`` of width 128 with Kaiming
     weights: the 1/sqrt(depth) scale holds the std (IL101 is quiet), yet each branch adds its
     ReLU's mean (0.4x the std before it) to the stream, and at the end of the stream |mean| is
     ~5.8x the input-dependent std.

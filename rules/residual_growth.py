@@ -9,34 +9,17 @@ import torch.nn as nn
 
 from initlint.graph import NORM, RESIDUAL_ADD, NodeView, SignalGraph
 from initlint.rule import Example, Finding, Rule
+from initlint.rules._models import ResidualMLPBlock
 
 _RESETS = frozenset({NORM, "weighted"})
 """Roles that rescale the stream itself: a post-norm block or a projection shortcut between two
 residual adds starts a new stretch instead of carrying the old one's growth."""
 
 
-class _ResidualMLPBlock(nn.Module):
-    """``x + scale * Linear(ReLU(Linear(x)))`` with Kaiming (fan-in, ReLU gain) weights, zero biases."""
-
-    def __init__(self, width: int, scale: float, zero_last: bool) -> None:
-        super().__init__()
-        self.inner = nn.Linear(width, width)
-        self.outer = nn.Linear(width, width)
-        self.scale = scale
-        for linear in (self.inner, self.outer):
-            nn.init.kaiming_normal_(linear.weight, nonlinearity="relu")
-            nn.init.zeros_(linear.bias)
-        if zero_last:
-            nn.init.zeros_(self.outer.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.scale * self.outer(torch.relu(self.inner(x)))
-
-
 def _residual_mlp(scale: float = 1.0, zero_last: bool = False, blocks: int = 16, width: int = 64) -> nn.Module:
     """``blocks`` residual MLP blocks in a row, seeded, with no normalization anywhere."""
     torch.manual_seed(0)
-    return nn.Sequential(*(_ResidualMLPBlock(width, scale, zero_last) for _ in range(blocks)))
+    return nn.Sequential(*(ResidualMLPBlock(width, scale, zero_last=zero_last) for _ in range(blocks)))
 
 
 def unscaled_residual_mlp() -> nn.Module:
