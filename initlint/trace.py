@@ -93,7 +93,7 @@ def trace(
         raise TraceFailure(model, error) from error
     finally:
         progress.done()
-    functionalize_inplace(graph)
+    functionalize_inplace(graph, tracer.root)
     graph_module = fx.GraphModule(tracer.root, graph, type(model).__name__)
     tag_nodes(graph_module, module_sites or {}, fallback)
     return Traced(graph_module, "fx", None)

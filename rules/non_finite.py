@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn as nn
 
-from initlint.graph import NodeView, SignalGraph
+from initlint.graph import OUTPUT, NodeView, SignalGraph
 from initlint.rule import Example, Finding, Rule
 from initlint.rules._models import gain_init, mlp
 
@@ -55,6 +55,15 @@ def _nonfinite_forward(view: NodeView) -> bool:
     return view.stats is not None and view.stats.nonfinite > 0
 
 
+def _passed_on(graph: SignalGraph, view: NodeView) -> bool:
+    """Whether the non-finite values reach the output or a layer that reads them: a causal
+    mask's -inf, which the softmax after it turns into 0, is no fault."""
+    readers = graph.through_plumbing(view.name, "users")
+    if not readers:  # unknown readers (hooks mode sees no functional code): assume the worst
+        return True
+    return OUTPUT in view.roles or any(r.op == "output" or _nonfinite_forward(r) for r in readers)
+
+
 def _nonfinite_gradient(view: NodeView) -> bool:
     grad = view.stats.grad_std if view.stats else None
     return grad is not None and not math.isfinite(grad)
@@ -66,9 +75,10 @@ class NonFinite(Rule):
     What it does:
     Walks the graph in execution order and reports the first node whose output has NaN or Inf
     values while all its inputs are finite: that node is where they come from, and everything
-    downstream only passes them on. When the forward pass is finite, it walks back from the
-    output and reports the first node whose output's gradient is finite while its input's is
-    not: that node's derivative is where the gradient breaks.
+    downstream only passes them on. Values that the next layer turns finite again are
+    intentional (a causal mask's -inf before a softmax) and pass. When the forward pass is
+    finite, it walks back from the output and reports the first node whose output's gradient
+    is finite while its input's is not: that node's derivative is where the gradient breaks.
 
     Why is this bad?
     One NaN spreads through every later layer and, in the first optimizer step, into every
@@ -95,7 +105,7 @@ class NonFinite(Rule):
 
     def check(self, graph: SignalGraph) -> Iterator[Finding]:
         views = list(graph.nodes.values())
-        source = next((v for v in views if _nonfinite_forward(v) and not any(
+        source = next((v for v in views if _nonfinite_forward(v) and _passed_on(graph, v) and not any(
             _nonfinite_forward(graph.view(n)) for n in v.inputs)), None)
         if source is not None:
             stats = source.stats
