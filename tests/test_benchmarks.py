@@ -46,3 +46,17 @@ def test_zoo_sweep_quick():
         assert set(row["findings"]) <= codes and "IL001" not in row["findings"], row  # random init is finite
         # the probe input is N(0, 1) with 8*3*64*64 values: its std is 1 within a few 1e-3
         assert abs(row["input_std"] - 1) < 0.02, row
+
+
+def test_bench_check_quick_prints_ratios():
+    """The check benchmark runs and reports time and memory ratios against a bare trace + step."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_check.py"), "--quick"],
+        capture_output=True, text=True, check=True, timeout=600,
+    )
+    document = json.loads(result.stdout)
+    (mlp,) = document["models"]
+    assert mlp["check_s"] > 0 and mlp["bare_s"] > 0
+    assert mlp["time_ratio"] == round(mlp["check_s"] / mlp["bare_s"], 2)
+    assert 0 < mlp["peak_mb"]["build"] <= mlp["peak_mb"]["bare"] * 1.05  # the step adds memory
+    assert document["cli"]["ratio"] > 0
