@@ -56,33 +56,59 @@ def tensor_stats(x: torch.Tensor, batch_size: int | None) -> NodeStats:
 
     The offset part subtracts ``sample_var / N``, the expected variance of a mean of N samples,
     so white noise has an offset std of 0 in expectation rather than ``1/sqrt(N)``.
+
+    Few passes over the tensor: per-feature means, then squared deviations from them (two
+    passes, so a tiny signal under a large mean keeps its precision), from which the total
+    variance follows exactly; then the zeros. Any NaN or Inf shows in those sums, and only
+    then is the tensor masked (``_with_nonfinite``).
     """
     x = x.detach()
-    finite = torch.isfinite(x)
-    nonfinite = int(x.numel() - finite.sum().item())
-    values = x.float()
-    if nonfinite:
-        values = values[finite]
-    n = values.numel()
-    mean = values.mean().item() if n else math.nan
-    std = values.std().item() if n > 1 else math.nan
-    zero = (x == 0).float().mean().item() if x.numel() else math.nan
-    sample_std = offset_std = dead_fraction = None
-    if not nonfinite and batch_size and batch_size > 1 and x.dim() >= 1 and x.shape[0] == batch_size:
-        flat = x.float().reshape(batch_size, -1)
-        sample_var = flat.var(dim=0).mean()
-        offset_var = flat.mean(dim=0).var(unbiased=False) - sample_var / batch_size
-        sample_std = math.sqrt(sample_var.item())
-        offset_std = math.sqrt(max(offset_var.item(), 0.0))
-        dead_fraction = (flat == 0).all(dim=0).float().mean().item()
+    if x.numel() == 0:
+        return _with_nonfinite(x)
+    split = bool(batch_size and batch_size > 1 and x.dim() >= 1 and x.shape[0] == batch_size)
+    flat = x.float().reshape(batch_size, -1) if split else x.float().reshape(-1, 1)
+    rows, columns = flat.shape
+    column_mean = flat.mean(dim=0)
+    column_squares = (flat - column_mean).square().sum(dim=0)
+    mean = column_mean.mean()
+    total_squares = column_squares.sum() + rows * (column_mean - mean).square().sum()
+    if not torch.isfinite(total_squares):
+        return _with_nonfinite(x)
+    zeros = flat == 0
+    n = rows * columns
+    measured = [mean, (total_squares / max(n - 1, 1)).sqrt(), zeros.sum() / n]
+    if split:
+        sample_var = column_squares.sum() / ((rows - 1) * columns)
+        offset_var = column_mean.var(unbiased=False) - sample_var / rows
+        measured += [sample_var.sqrt(), offset_var.clamp_min(0).sqrt(), zeros.all(dim=0).float().mean()]
+    values = torch.stack(measured).tolist()  # one synchronization with the device
+    mean_value, std, zero_fraction, *split_values = values
+    sample_std, offset_std, dead_fraction = split_values or (None, None, None)
     return NodeStats(
         shape=list(x.shape),
         dtype=str(x.dtype).removeprefix("torch."),
-        mean=mean,
-        std=std,
-        zero_fraction=zero,
-        nonfinite=nonfinite,
+        mean=mean_value,
+        std=std if n > 1 else math.nan,
+        zero_fraction=zero_fraction,
+        nonfinite=0,
         sample_std=sample_std,
         offset_std=offset_std,
         dead_fraction=dead_fraction,
+    )
+
+
+def _with_nonfinite(x: torch.Tensor) -> NodeStats:
+    """Mean and std of the finite values; no split, since a NaN makes every feature suspect."""
+    finite = torch.isfinite(x)
+    values = x.float()[finite]
+    n = values.numel()
+    return NodeStats(
+        shape=list(x.shape),
+        dtype=str(x.dtype).removeprefix("torch."),
+        mean=values.mean().item() if n else math.nan,
+        std=values.std().item() if n > 1 else math.nan,
+        zero_fraction=(x == 0).float().mean().item() if x.numel() else math.nan,
+        nonfinite=int(x.numel() - n),
+        sample_std=None,
+        offset_std=None,
     )
