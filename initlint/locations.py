@@ -41,7 +41,9 @@ class SourceLocation:
         return file.relative_to(here) if file.is_relative_to(here) else file
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_user_file(filename: str) -> bool:
+    """Neither torch's nor initlint's (cached: every traced node asks about the same files)."""
     if filename.startswith("<"):
         return False
     resolved = str(Path(filename).resolve())
