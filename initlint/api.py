@@ -18,7 +18,7 @@ import torch.nn as nn
 from initlint.errors import InitlintError
 from initlint.graph import SignalGraph
 from initlint.inputs import DEFAULT_BATCH, InputSpec, ProbeInputs, draw, specs_for, specs_without_graph
-from initlint.memory import check_probe_fits
+from initlint.memory import MemoryBudget
 from initlint.locations import SourceLocation, definition_of, module_definition_sites
 from initlint.probe import probe
 from initlint.progress import Progress, for_model
@@ -98,18 +98,19 @@ def _float_dtype(model: nn.Module) -> torch.dtype:
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
-def _probe_inputs(graph_module, example_inputs, options, device, dtype, model) -> ProbeInputs:
+def _probe_inputs(graph_module, example_inputs, options, device, dtype, model, budget) -> ProbeInputs:
     """The probe batch: the caller's tensors, else drawn for the given or inferred shapes
-    (from the traced graph, or from the model itself when fx failed)."""
+    (from the traced graph, or from the model itself when fx failed), once the budget allows."""
     if example_inputs:
         specs = [InputSpec(f"input_{i}", tuple(t.shape)) for i, t in enumerate(example_inputs)]
+        budget.check_inputs(specs, dtype)
         return ProbeInputs(specs, [t.to(device) for t in example_inputs])
     shapes = [tuple(s) for s in options.input_shapes] if options.input_shapes else None
     if graph_module is None:
         specs = specs_without_graph(model, shapes, options.batch_size)
     else:
         specs = specs_for(graph_module, shapes, options.batch_size)
-        check_probe_fits(graph_module, specs, dtype, device)
+    budget.check_inputs(specs, dtype)
     return draw(specs, options.seed, device, dtype)
 
 
@@ -166,17 +167,18 @@ def analyse(
     progress = for_model(model, options.show_progress)
     fallback = source.factory or definition_of(type(model))
     dtype = _float_dtype(model)
+    budget = MemoryBudget(device)
     try:
         traced = _traced(model, options, sites, fallback, progress)
     except TraceFailure as failure:
         reason = failure.reason
-        inputs = _probe_inputs(None, example_inputs, options, device, dtype, model)
+        inputs = _probe_inputs(None, example_inputs, options, device, dtype, model, budget)
         traced, probe_note = _probing(lambda: probe_with_hooks(
-            model, inputs, options.seed, options.leaf_modules, sites, fallback, reason, progress,
+            model, inputs, options.seed, options.leaf_modules, sites, fallback, reason, progress, budget,
         ), inputs)
     else:
-        inputs = _probe_inputs(traced.graph_module, example_inputs, options, device, dtype, model)
-        probe_note = _probing(lambda: probe(traced.graph_module, inputs, options.seed, progress), inputs)
+        inputs = _probe_inputs(traced.graph_module, example_inputs, options, device, dtype, model, budget)
+        probe_note = _probing(lambda: probe(traced.graph_module, inputs, options.seed, progress, budget), inputs)
     return Analysed(model, traced, inputs, SignalGraph(traced.graph_module), device, probe_note)
 
 

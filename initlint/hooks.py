@@ -23,7 +23,8 @@ from torch.fx.node import map_aggregate
 from initlint import ops
 from initlint.inputs import ProbeInputs
 from initlint.locations import SourceLocation
-from initlint.probe import STATS, GradientWatch, first_step_module, measure, run_first_step
+from initlint.memory import MemoryBudget
+from initlint.probe import STATS, ProbeRun, first_step_module, measure, run_first_step
 from initlint.progress import Progress
 from initlint.trace import Traced, outermost_leaves, tag_nodes
 
@@ -48,10 +49,10 @@ def _first_step_copy(model: nn.Module) -> nn.Module:
 class _GraphRecorder:
     """Builds the graph of leaf-module calls while the forward pass runs."""
 
-    def __init__(self, batch_size: int | None, watch: GradientWatch) -> None:
+    def __init__(self, batch_size: int | None, run: ProbeRun) -> None:
         self.graph = fx.Graph()
         self.batch_size = batch_size
-        self.watch = watch
+        self.run = run
         self._producers: dict[int, tuple[torch.Tensor, fx.Node]] = {}
         self._measuring = False
 
@@ -70,7 +71,7 @@ class _GraphRecorder:
     def module_called(self, path: str, module: nn.Module, args: tuple, output: object) -> None:
         if self._measuring:
             return  # the saturation measurement calls the module again: not a layer of the model
-        self.watch.progress.advance()
+        self.run.progress.advance()
         inputs = tuple(self.node_for(a) for a in args if isinstance(a, torch.Tensor))
         node = self.graph.call_module(path, inputs)
         saturating = None
@@ -86,7 +87,7 @@ class _GraphRecorder:
         if tensor.is_floating_point():
             self._measuring = True
             try:
-                node.meta[STATS] = measure(tensor, self.batch_size, self.watch, saturating)
+                node.meta[STATS] = measure(tensor, self.batch_size, self.run, saturating)
             finally:
                 self._measuring = False
         self._producers[id(tensor)] = (tensor, node)  # the tensor stays alive: ids are not reused
@@ -96,7 +97,7 @@ class _GraphRecorder:
 def probe_with_hooks(
     model: nn.Module, inputs: ProbeInputs, seed: int, leaf_modules: Sequence[type[nn.Module]],
     module_sites: dict[str, SourceLocation], fallback: SourceLocation | None, reason: str,
-    progress: Progress = Progress(),
+    progress: Progress = Progress(), budget: MemoryBudget | None = None,
 ) -> tuple[Traced, str | None]:
     """Probe ``model`` through hooks; returns the reconstructed graph (mode "hooks", with
     ``reason`` in its note) and the probe's own note."""
@@ -104,9 +105,9 @@ def probe_with_hooks(
     leaves = outermost_leaves(runner, leaf_modules)
     recorder: _GraphRecorder | None = None
 
-    def forward(tensors: list[torch.Tensor], watch: GradientWatch) -> object:
+    def forward(tensors: list[torch.Tensor], run: ProbeRun) -> object:
         nonlocal recorder
-        recorder = _GraphRecorder(inputs.batch_size, watch)
+        recorder = _GraphRecorder(inputs.batch_size, run)
         for spec, tensor in zip(inputs.specs, tensors):
             recorder.add_input(spec.name, tensor)
         handles = [
@@ -121,7 +122,8 @@ def probe_with_hooks(
         recorder.finish(output)
         return output
 
-    probe_note = run_first_step(forward, inputs, seed, progress, len(leaves), runner.parameters())
+    budget = budget or MemoryBudget(next(iter(inputs.tensors)).device)
+    probe_note = run_first_step(forward, inputs, seed, progress, len(leaves), runner.parameters(), budget)
     graph_module = fx.GraphModule(runner, recorder.graph, type(model).__name__)
     tag_nodes(graph_module, module_sites, fallback)
     note = f"{reason}; probed with module hooks instead ({len(leaves)} leaf modules)"

@@ -1,56 +1,27 @@
-"""Refuse a probe that would not fit in memory, before it runs.
+"""Refuse a probe that would not fit in memory, before it exhausts it.
 
 The probe holds every value of the forward pass until the backward pass (autograd saves most
 of them for the gradients, and initlint measures all of them), then computes a gradient per
 value: about ``PROBE_FACTOR`` times the bytes of all forward values, on top of the model's
-parameters, which are already in memory. The sizes come from running the graph on fake
-tensors, which compute shapes and nothing else, so the estimate costs milliseconds.
+parameters, which are already in memory. So a budget of the free memory is set when the probe
+starts: the inputs are charged before they are drawn (they may be what does not fit), and
+each value as the forward pass makes it, which stops the probe at the first value past the
+budget instead of at the operating system's out-of-memory killer.
 """
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
-import torch.fx as fx
-from torch._subclasses.fake_tensor import FakeTensorMode
 
 from initlint.errors import InitlintError
 from initlint.inputs import InputSpec
-from initlint.probe import FirstStepInterpreter
 
 PROBE_FACTOR = 2.0
 """Probe bytes per byte of forward values: the values, then about as much in gradients."""
 _GIB = 2**30
-
-
-class _Sizes(FirstStepInterpreter):
-    def __init__(self, graph_module: fx.GraphModule) -> None:
-        super().__init__(graph_module)
-        self.total = 0
-
-    def observe(self, n: fx.Node, args: tuple, kwargs: dict, result: object) -> object:
-        if isinstance(result, torch.Tensor) and n.op != "output":
-            self.total += result.numel() * result.element_size()
-        return result
-
-
-def forward_bytes(
-    graph_module: fx.GraphModule, specs: list[InputSpec], dtype: torch.dtype, device: torch.device
-) -> int | None:
-    """Bytes of all values the forward pass computes for inputs of ``specs``, without
-    allocating them; None when fake tensors cannot run the graph."""
-    sizes = _Sizes(graph_module)
-    try:
-        with FakeTensorMode(allow_non_fake_inputs=True):
-            fakes = [
-                torch.empty(s.shape, dtype=torch.int64 if s.integer_high is not None else dtype, device=device)
-                for s in specs
-            ]
-            sizes.run(*fakes)
-    except Exception:  # an op without a shape rule (data-dependent output sizes): no estimate
-        return None
-    return sizes.total
 
 
 def available_bytes(device: torch.device) -> int | None:
@@ -70,18 +41,37 @@ def available_bytes(device: torch.device) -> int | None:
         return None
 
 
-def check_probe_fits(
-    graph_module: fx.GraphModule, specs: list[InputSpec], dtype: torch.dtype, device: torch.device
-) -> None:
-    """Raise bad input when the probe's estimated memory exceeds what is free on ``device``;
-    called before the probe inputs are drawn, since they may be what does not fit."""
-    values, free = forward_bytes(graph_module, specs, dtype, device), available_bytes(device)
-    if values is None or free is None or values * PROBE_FACTOR <= free:
-        return
-    shapes = ", ".join(str(tuple(s.shape)) for s in specs)
-    raise InitlintError(
-        f"the probe would need about {values * PROBE_FACTOR / _GIB:.1f} GiB on {device} "
-        f"({values / _GIB:.1f} GiB of forward values for inputs of shape {shapes}, and their "
-        f"gradients) but only {free / _GIB:.1f} GiB is free; probe a smaller batch or input "
-        "with --input-shape (e.g. batch 2 or a smaller image), or free memory."
-    )
+class MemoryBudget:
+    """What the probe may hold on ``device``: the free memory when it starts."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.free = available_bytes(device)
+        self.held = 0
+        self.shapes = "?"
+
+    def check_inputs(self, specs: list[InputSpec], dtype: torch.dtype) -> None:
+        """Check that the probe inputs fit before they are drawn (the forward pass charges them
+        when it measures them)."""
+        self.shapes = ", ".join(str(tuple(s.shape)) for s in specs)
+        sizes = [
+            torch.empty(0, dtype=torch.int64 if s.integer_high is not None else dtype).element_size()
+            * math.prod(s.shape)
+            for s in specs
+        ]
+        self._check(self.held + sum(sizes))
+
+    def charge(self, value: torch.Tensor) -> None:
+        """Charge one value of the forward pass, just made."""
+        self.held += value.numel() * value.element_size()
+        self._check(self.held)
+
+    def _check(self, held: int) -> None:
+        if self.free is not None and held * PROBE_FACTOR > self.free:
+            raise InitlintError(
+                f"the probe would need more than {held * PROBE_FACTOR / _GIB:.1f} GiB on "
+                f"{self.device} (forward values for inputs of shape {self.shapes}, and their "
+                f"gradients) but only {self.free / _GIB:.1f} GiB was free; it stopped before "
+                "exhausting it. Probe a smaller batch or input with --input-shape (e.g. batch 2 "
+                "or a smaller image), or free memory."
+            )

@@ -22,6 +22,7 @@ from torch.fx.node import map_aggregate
 
 from initlint import ops
 from initlint.inputs import ProbeInputs
+from initlint.memory import MemoryBudget
 from initlint.progress import Progress
 from initlint.stats import NodeStats, tensor_stats
 
@@ -109,12 +110,14 @@ class FirstStepInterpreter(fx.Interpreter):
         return first_step_call(target, args, kwargs)
 
 
-class GradientWatch:
-    """Writes each watched tensor's gradient std into its NodeStats during the backward pass,
-    and counts the tensors, so that progress knows the backward pass's length."""
+class ProbeRun:
+    """What one probe run shares between its forward and backward pass: the progress, the
+    memory budget each value is charged to, and the gradient hooks that write each watched
+    tensor's gradient std into its NodeStats (counted, so progress knows the backward's length)."""
 
-    def __init__(self, progress: Progress) -> None:
+    def __init__(self, progress: Progress, budget: MemoryBudget) -> None:
         self.progress = progress
+        self.budget = budget
         self.count = 0
 
     def watch(self, tensor: torch.Tensor, stats: NodeStats) -> None:
@@ -128,34 +131,35 @@ class GradientWatch:
 
 
 def measure(
-    value: torch.Tensor, batch_size: int | None, watch: GradientWatch,
+    value: torch.Tensor, batch_size: int | None, run: ProbeRun,
     saturating: tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor] | None = None,
 ) -> NodeStats:
     """The statistics of one value: forward now, its gradient during the backward pass.
     ``saturating`` is (the activation as a function, its input) for saturating activations."""
+    run.budget.charge(value)
     stats = tensor_stats(value, batch_size)
     if saturating is not None:
         stats.saturated_fraction = saturated_fraction(*saturating)
-    watch.watch(value, stats)
+    run.watch(value, stats)
     return stats
 
 
 class Probe(FirstStepInterpreter):
     """Runs the graph once, writing a ``NodeStats`` into ``node.meta[STATS]`` for each float tensor."""
 
-    def __init__(self, graph_module: fx.GraphModule, batch_size: int | None, watch: GradientWatch) -> None:
+    def __init__(self, graph_module: fx.GraphModule, batch_size: int | None, run: ProbeRun) -> None:
         super().__init__(graph_module)
         self.batch_size = batch_size
-        self.watch = watch
+        self.run_state = run
 
     def observe(self, n: fx.Node, args: tuple, kwargs: dict, result: object) -> object:
-        self.watch.progress.advance()
+        self.run_state.progress.advance()
         n.meta[CARRIES_TENSOR] = _holds_tensor(result)
         if isinstance(result, torch.Tensor) and result.is_floating_point():
             saturating = None
             if ops.node_kind(n, self.module).name in ops.SATURATING and isinstance(args[0], torch.Tensor):
                 saturating = (self._elementwise(n, args, kwargs), args[0])
-            n.meta[STATS] = measure(result, self.batch_size, self.watch, saturating)
+            n.meta[STATS] = measure(result, self.batch_size, self.run_state, saturating)
         return result
 
     def _elementwise(self, n: fx.Node, args: tuple, kwargs: dict) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -181,21 +185,21 @@ def floating_tensors(value: object) -> list[torch.Tensor]:
 
 
 def run_first_step(
-    forward: Callable[[list[torch.Tensor], GradientWatch], object],
+    forward: Callable[[list[torch.Tensor], ProbeRun], object],
     inputs: ProbeInputs, seed: int, progress: Progress, forward_steps: int,
-    parameters: Iterable[nn.Parameter],
+    parameters: Iterable[nn.Parameter], budget: MemoryBudget,
 ) -> str | None:
-    """One forward (``forward(leaves, watch)``, which measures as it goes) and one backward pass
+    """One forward (``forward(leaves, run)``, which measures as it goes) and one backward pass
     from a Gaussian cotangent at every floating-point output, without side effects: the RNG is
     restored and gradients come from ``autograd.grad``, never into ``.grad``. Returns a note
     when no gradient could be taken."""
-    watch = GradientWatch(progress)
+    run = ProbeRun(progress, budget)
     leaves = [t.detach().requires_grad_(t.is_floating_point()) for t in inputs.tensors]
     devices = [t.device for t in leaves if t.device.type == "cuda"]
     try:
         with torch.random.fork_rng(devices=devices), torch.enable_grad():
             progress.phase("forward", forward_steps)
-            outputs = [o for o in floating_tensors(forward(leaves, watch)) if o.requires_grad]
+            outputs = [o for o in floating_tensors(forward(leaves, run)) if o.requires_grad]
             # the parameters too: values that depend on no float input (an embedding of token
             # ids, a learned position table) get their gradient only on a path to them
             wrt = [t for t in leaves if t.requires_grad] + [p for p in parameters if p.requires_grad]
@@ -203,7 +207,7 @@ def run_first_step(
                 return "no gradient: no floating-point output depends on a float input or a trainable parameter"
             generator = torch.Generator(device="cpu").manual_seed(seed + 1)
             cotangents = [torch.randn(o.shape, generator=generator).to(o) for o in outputs]
-            progress.phase("backward", watch.count)
+            progress.phase("backward", run.count)
             torch.autograd.grad(outputs, wrt, cotangents, allow_unused=True)
     finally:
         progress.done()
@@ -211,11 +215,13 @@ def run_first_step(
 
 
 def probe(
-    graph_module: fx.GraphModule, inputs: ProbeInputs, seed: int, progress: Progress = Progress()
+    graph_module: fx.GraphModule, inputs: ProbeInputs, seed: int, progress: Progress = Progress(),
+    budget: MemoryBudget | None = None,
 ) -> str | None:
     """Forward and backward through ``graph_module``, statistics into each node's meta."""
-    def forward(leaves: list[torch.Tensor], watch: GradientWatch) -> object:
-        return Probe(graph_module, inputs.batch_size, watch).run(*leaves)
+    def forward(leaves: list[torch.Tensor], run: ProbeRun) -> object:
+        return Probe(graph_module, inputs.batch_size, run).run(*leaves)
 
+    budget = budget or MemoryBudget(inputs.tensors[0].device if inputs.tensors else torch.device("cpu"))
     return run_first_step(forward, inputs, seed, progress, len(graph_module.graph.nodes),
-                          graph_module.parameters())
+                          graph_module.parameters(), budget)
