@@ -1,7 +1,7 @@
 """Where in the user's source a layer comes from, so findings point at a file and line.
 
-Three sources, best first: the user's frame in the stack that torch.fx records when a node is
-traced (where the layer is *called*); the frame that registered the module while the factory ran
+Three sources, best first: the user's frame on the stack when torch.fx creates a node (where
+the layer is *called*); the frame that registered the module while the factory ran
 (where it is *defined*, e.g. the line of an ``nn.Sequential(...)``); the definition of the
 nearest user-written module class or of the factory itself.
 """
@@ -12,11 +12,11 @@ import contextlib
 import functools
 import inspect
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import CodeType
 
 import torch
 import torch.nn as nn
@@ -24,7 +24,6 @@ import torch.nn as nn
 _LIBRARY_DIRS = tuple(
     str(Path(p).resolve().parent) + os.sep for p in (torch.__file__, __file__)
 )
-_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)')
 
 
 @dataclass(frozen=True)
@@ -50,17 +49,12 @@ def _is_user_file(filename: str) -> bool:
     return not resolved.startswith(_LIBRARY_DIRS)
 
 
-def user_frame_in_stack_trace(stack_trace: str | None) -> SourceLocation | None:
-    """The innermost frame of an fx-recorded stack trace that is neither torch's nor ours."""
-    for match in reversed(list(_FRAME.finditer(stack_trace or ""))):
-        if _is_user_file(match["file"]):
-            return SourceLocation(match["file"], int(match["line"]))
-    return None
-
-
-def _innermost_user_frame() -> SourceLocation | None:
+def innermost_user_frame(outermost: CodeType | None = None) -> SourceLocation | None:
+    """The innermost frame on the current stack that is neither torch's nor initlint's, looking
+    no further out than a frame running ``outermost`` (e.g. the tracer's entry point, beyond
+    which the frames are the caller's, not the model's)."""
     frame = sys._getframe(1)
-    while frame is not None:
+    while frame is not None and frame.f_code is not outermost:
         if _is_user_file(frame.f_code.co_filename):
             return SourceLocation(frame.f_code.co_filename, frame.f_lineno)
         frame = frame.f_back
@@ -74,7 +68,7 @@ def recording_construction_sites() -> Iterator[dict[nn.Module, SourceLocation]]:
 
     def hook(parent: nn.Module, name: str, submodule: nn.Module | None) -> None:
         if submodule is not None and submodule not in sites:
-            site = _innermost_user_frame()
+            site = innermost_user_frame()
             if site is not None:
                 sites[submodule] = site
 

@@ -15,12 +15,14 @@ import torch.nn as nn
 
 from initlint.errors import InitlintError
 from initlint.inplace import functionalize_inplace
-from initlint.locations import SourceLocation, user_frame_in_stack_trace
+from initlint.locations import SourceLocation, innermost_user_frame
 from initlint.progress import Progress
 from initlint.renorm_layer import RenormLayer
 
 MODULE = "initlint_module"
 LOCATION = "initlint_location"
+CALL_SITE = "initlint_call_site"
+"""The user's line that made a node while tracing; LOCATION falls back from it to the module's site."""
 
 
 @dataclass
@@ -49,12 +51,18 @@ class _Tracer(fx.Tracer):
         self, leaf_modules: Sequence[type[nn.Module]], wrap_functions: Sequence[Callable], progress: Progress
     ) -> None:
         super().__init__(autowrap_functions=tuple(wrap_functions))
-        self.record_stack_traces = True
+        # fx's own stack traces (record_stack_traces) import torch._dynamo and _inductor: 1.5 s
         self._extra_leaves = (RenormLayer, *leaf_modules)
         self._progress = progress
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
         return isinstance(module, self._extra_leaves) or super().is_leaf_module(module, qualified_name)
+
+    def create_node(self, kind: str, *args: object, **kwargs: object) -> fx.Node:
+        node = super().create_node(kind, *args, **kwargs)
+        if kind.startswith("call_"):  # created while the user's forward runs: it is on the stack
+            node.meta[CALL_SITE] = innermost_user_frame(outermost=fx.Tracer.trace.__code__)
+        return node
 
     def call_module(self, module: nn.Module, forward: Callable, args: tuple, kwargs: dict) -> object:
         self._progress.advance()  # once per module call: the model's modules are the total
@@ -107,7 +115,7 @@ def tag_nodes(
         module = owning_module(node)
         node.meta[MODULE] = module
         node.meta[LOCATION] = (
-            user_frame_in_stack_trace(node.stack_trace)
+            node.meta.get(CALL_SITE)
             or _nearest_site(module, module_sites)
             or fallback
         )
