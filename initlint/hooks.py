@@ -122,7 +122,6 @@ def probe_with_hooks(
         recorder.finish(output)
         return output
 
-    budget = budget or MemoryBudget(next(iter(inputs.tensors)).device)
     probe_note = run_first_step(forward, inputs, seed, progress, len(leaves), runner.parameters(), budget)
     graph_module = fx.GraphModule(runner, recorder.graph, type(model).__name__)
     tag_nodes(graph_module, module_sites, fallback)

@@ -171,30 +171,34 @@ class Probe(FirstStepInterpreter):
         return lambda x: first_step_call(n.target, (x, *args[1:]), kwargs)
 
 
+def _tensors_in(value: object) -> list[torch.Tensor]:
+    """The tensors in a value, looking into tuples, lists and dicts."""
+    found: list[torch.Tensor] = []
+    map_aggregate(value, lambda v: found.append(v) if isinstance(v, torch.Tensor) else None)
+    return found
+
+
 def _holds_tensor(value: object) -> bool:
-    found: list[bool] = []
-    map_aggregate(value, lambda v: found.append(True) if isinstance(v, torch.Tensor) else None)
-    return bool(found)
+    return bool(_tensors_in(value))
 
 
 def floating_tensors(value: object) -> list[torch.Tensor]:
     """The floating-point tensors in a (nested) output: backward starts from each of them."""
-    found: list[torch.Tensor] = []
-    map_aggregate(value, lambda v: found.append(v) if isinstance(v, torch.Tensor) and v.is_floating_point() else None)
-    return found
+    return [t for t in _tensors_in(value) if t.is_floating_point()]
 
 
 def run_first_step(
     forward: Callable[[list[torch.Tensor], ProbeRun], object],
     inputs: ProbeInputs, seed: int, progress: Progress, forward_steps: int,
-    parameters: Iterable[nn.Parameter], budget: MemoryBudget,
+    parameters: Iterable[nn.Parameter], budget: MemoryBudget | None = None,
 ) -> str | None:
     """One forward (``forward(leaves, run)``, which measures as it goes) and one backward pass
     from a Gaussian cotangent at every floating-point output, without side effects: the RNG is
     restored and gradients come from ``autograd.grad``, never into ``.grad``. Returns a note
-    when no gradient could be taken."""
-    run = ProbeRun(progress, budget)
+    when no gradient could be taken. Without a ``budget``, the free memory of the inputs'
+    device is one."""
     leaves = [t.detach().requires_grad_(t.is_floating_point()) for t in inputs.tensors]
+    run = ProbeRun(progress, budget or MemoryBudget(leaves[0].device if leaves else torch.device("cpu")))
     devices = [t.device for t in leaves if t.device.type == "cuda"]
     try:
         with torch.random.fork_rng(devices=devices), torch.enable_grad():
@@ -222,6 +226,5 @@ def probe(
     def forward(leaves: list[torch.Tensor], run: ProbeRun) -> object:
         return Probe(graph_module, inputs.batch_size, run).run(*leaves)
 
-    budget = budget or MemoryBudget(inputs.tensors[0].device if inputs.tensors else torch.device("cpu"))
     return run_first_step(forward, inputs, seed, progress, len(graph_module.graph.nodes),
                           graph_module.parameters(), budget)
