@@ -24,7 +24,7 @@ from initlint import ops
 from initlint.inputs import ProbeInputs
 from initlint.memory import MemoryBudget
 from initlint.progress import Progress
-from initlint.stats import NodeStats, tensor_stats
+from initlint.stats import NodeStats, std_of, tensor_stats
 
 STATS = "initlint_stats"
 CARRIES_TENSOR = "initlint_carries_tensor"
@@ -127,7 +127,7 @@ class ProbeRun:
 
     def _record(self, stats: NodeStats, grad: torch.Tensor) -> None:
         self.progress.advance()
-        stats.grad_std = grad.detach().float().std().item() if grad.numel() > 1 else None
+        stats.grad_std = std_of(grad)
 
 
 def measure(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from initlint.stats import tensor_stats
+from initlint.stats import std_of, tensor_stats
 
 
 def test_matches_numpy_on_random_tensor():
@@ -64,3 +64,25 @@ def test_dead_fraction_counts_features_that_are_zero_for_every_sample():
     stats = tensor_stats(torch.relu(x), batch_size=16)
     a = torch.relu(x).numpy()
     assert stats.dead_fraction == pytest.approx((a == 0).all(axis=0).mean()) == pytest.approx(3 / 8)
+
+
+@pytest.mark.parametrize("rows", [16, 300])
+def test_zero_counts_agree_with_numpy_on_both_sides_of_the_byte_count(rows):
+    """Up to 255 rows the per-feature zeros are counted in bytes; 300 rows take the int64 path."""
+    x = torch.relu(torch.randn(rows, 40, generator=torch.Generator().manual_seed(3)))
+    x[:, :5] = 0
+    x[1, 7] = float("-0.0")
+    stats = tensor_stats(x, batch_size=rows)
+    a = x.numpy()
+    assert stats.zero_fraction == pytest.approx((a == 0).mean(), rel=1e-6)
+    assert stats.dead_fraction == pytest.approx((a == 0).all(axis=0).mean()) == pytest.approx(5 / 40)
+
+
+@pytest.mark.parametrize("mean", [0.0, 3.0, 1e4])
+def test_std_of_matches_float64_even_when_the_mean_dwarfs_the_spread(mean):
+    """At mean 1e4 and spread 1e-2 the one-pass sums cancel completely; the guard must hand over
+    to the two-pass std. 1e-4 is the guard's bound on the one-pass error."""
+    x = mean + 1e-2 * torch.randn(100_000, generator=torch.Generator().manual_seed(4))
+    expected = x.double().std().item()
+    assert std_of(x) == pytest.approx(expected, rel=1e-4)
+    assert std_of(torch.ones(1)) is None
