@@ -1,10 +1,11 @@
 """What `initlint.check` costs next to the physical limit: one traced forward and backward.
 
 For each architecture, in one process and alternating over several rounds: the wall time of
-`initlint.check` and of a bare `torch.fx.symbolic_trace` + forward + backward of the same batch
-(gradients with respect to the input and every parameter, as the probe takes them). Peak
-memory is measured in child processes (one per measurement, its `ru_maxrss`), since a
-process's peak never goes down. Also the CLI's wall time on a tiny model against
+`initlint.check` and of a bare `torch.fx.symbolic_trace` + forward + backward of the same batch,
+the backward of a training step (gradients of the input and of every parameter). The probe
+needs no parameter gradient, so a second reference takes the input's gradient only: the least
+any probe that reads gradients can cost. Peak memory is measured in child processes (one per
+measurement, its own VmHWM), since a process's peak never goes down. Also the CLI's wall time on a tiny model against
 `python -c "import torch"`. Prints one JSON object.
 
     python benchmarks/bench_check.py                 # ResNet-50, ViT-B/16, EfficientNet-B0, MLP
@@ -45,12 +46,18 @@ def build(name: str) -> torch.nn.Module:
     return getattr(import_torchvision().models, model)(weights=None)
 
 
-def bare(model: torch.nn.Module, shape: tuple[int, ...]) -> None:
-    """The physical limit: trace, one forward, one backward to the input and the parameters."""
+def bare(model: torch.nn.Module, shape: tuple[int, ...], parameters: bool = True) -> None:
+    """One training step's worth: trace, one forward, one backward to the input and the parameters."""
     graph_module = torch.fx.symbolic_trace(model)
     x = torch.randn(shape, requires_grad=True)
     out = graph_module(x)
-    torch.autograd.grad(out, [x, *graph_module.parameters()], torch.randn_like(out))
+    wrt = [x, *graph_module.parameters()] if parameters else [x]
+    torch.autograd.grad(out, wrt, torch.randn_like(out))
+
+
+def bare_input_only(model: torch.nn.Module, shape: tuple[int, ...]) -> None:
+    """The physical limit of a probe: trace, one forward, one backward to the input only."""
+    bare(model, shape, parameters=False)
 
 
 def checked(model: torch.nn.Module, shape: tuple[int, ...]) -> None:
@@ -84,16 +91,19 @@ def measure(name: str, rounds: int) -> dict:
     model, shape = build(name), ARCHITECTURES[name][2]
     checked(model, shape)  # warm-up: imports, caches
     bare(model, shape)
-    times = {"bare": [], "check": []}
+    runs = {"bare": bare, "bare_input_only": bare_input_only, "check": checked}
+    times = {k: [] for k in runs}
     for _ in range(rounds):
-        times["bare"].append(_timed(bare, model, shape))
-        times["check"].append(_timed(checked, model, shape))
+        for what, run in runs.items():
+            times[what].append(_timed(run, model, shape))
     medians = {k: statistics.median(v) for k, v in times.items()}
     memory = {k: _peak_rss_mb(["--child", name, k]) for k in ("build", "bare", "check")}
     return {
         "model": name, "input_shape": list(shape), "rounds": rounds,
-        "bare_s": round(medians["bare"], 3), "check_s": round(medians["check"], 3),
+        "bare_s": round(medians["bare"], 3), "bare_input_only_s": round(medians["bare_input_only"], 3),
+        "check_s": round(medians["check"], 3),
         "time_ratio": round(medians["check"] / medians["bare"], 2),
+        "time_ratio_input_only": round(medians["check"] / medians["bare_input_only"], 2),
         "peak_mb": {k: round(v) for k, v in memory.items()},
         "memory_ratio": round(memory["check"] / memory["bare"], 2),
     }

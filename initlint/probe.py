@@ -112,13 +112,24 @@ class FirstStepInterpreter(fx.Interpreter):
 
 class ProbeRun:
     """What one probe run shares between its forward and backward pass: the progress, the
-    memory budget each value is charged to, and the gradient hooks that write each watched
-    tensor's gradient std into its NodeStats (counted, so progress knows the backward's length)."""
+    memory budget each value is charged to, the gradient hooks that write each watched
+    tensor's gradient std into its NodeStats (counted, so progress knows the backward's length),
+    and the values that start a gradient path of their own (``start_gradient_path``)."""
 
     def __init__(self, progress: Progress, budget: MemoryBudget) -> None:
         self.progress = progress
         self.budget = budget
         self.count = 0
+        self.sources: list[torch.Tensor] = []
+
+    def start_gradient_path(self, value: torch.Tensor) -> torch.Tensor:
+        """``value``, cut loose as a leaf the backward pass differentiates with respect to.
+        For values that depend on no float input (an embedding of token ids, a learned
+        position table): without it they would get a gradient only through the parameters,
+        and the gradients of all the parameters cost as much as the rest of the backward."""
+        source = value.detach().requires_grad_()
+        self.sources.append(source)
+        return source
 
     def watch(self, tensor: torch.Tensor, stats: NodeStats) -> None:
         if tensor.requires_grad:
@@ -151,10 +162,18 @@ class Probe(FirstStepInterpreter):
         super().__init__(graph_module)
         self.batch_size = batch_size
         self.run_state = run
+        self.on_gradient_path: set[fx.Node] = set()
+        """Nodes holding float values that depend on a float input or on a gradient source."""
 
     def observe(self, n: fx.Node, args: tuple, kwargs: dict, result: object) -> object:
         self.run_state.progress.advance()
-        n.meta[CARRIES_TENSOR] = _holds_tensor(result)
+        tensors = _tensors_in(result)
+        n.meta[CARRIES_TENSOR] = bool(tensors)
+        if any(t.is_floating_point() for t in tensors):
+            if n.op != "placeholder" and not self.on_gradient_path.intersection(n.all_input_nodes) \
+                    and isinstance(result, torch.Tensor):
+                result = self.run_state.start_gradient_path(result)
+            self.on_gradient_path.add(n)
         if isinstance(result, torch.Tensor) and result.is_floating_point():
             saturating = None
             if ops.node_kind(n, self.module).name in ops.SATURATING and isinstance(args[0], torch.Tensor):
@@ -178,10 +197,6 @@ def _tensors_in(value: object) -> list[torch.Tensor]:
     return found
 
 
-def _holds_tensor(value: object) -> bool:
-    return bool(_tensors_in(value))
-
-
 def floating_tensors(value: object) -> list[torch.Tensor]:
     """The floating-point tensors in a (nested) output: backward starts from each of them."""
     return [t for t in _tensors_in(value) if t.is_floating_point()]
@@ -196,7 +211,9 @@ def run_first_step(
     from a Gaussian cotangent at every floating-point output, without side effects: the RNG is
     restored and gradients come from ``autograd.grad``, never into ``.grad``. Returns a note
     when no gradient could be taken. Without a ``budget``, the free memory of the inputs'
-    device is one."""
+    device is one. The gradient is taken with respect to the inputs, the values ``forward``
+    cut loose with ``run.start_gradient_path``, and ``parameters`` (the hooks probe's way to
+    reach values that depend on no float input: it cannot cut values loose inside a module)."""
     leaves = [t.detach().requires_grad_(t.is_floating_point()) for t in inputs.tensors]
     run = ProbeRun(progress, budget or MemoryBudget(leaves[0].device if leaves else torch.device("cpu")))
     devices = [t.device for t in leaves if t.device.type == "cuda"]
@@ -204,9 +221,7 @@ def run_first_step(
         with torch.random.fork_rng(devices=devices), torch.enable_grad():
             progress.phase("forward", forward_steps)
             outputs = [o for o in floating_tensors(forward(leaves, run)) if o.requires_grad]
-            # the parameters too: values that depend on no float input (an embedding of token
-            # ids, a learned position table) get their gradient only on a path to them
-            wrt = [t for t in leaves if t.requires_grad] + [p for p in parameters if p.requires_grad]
+            wrt = [t for t in leaves if t.requires_grad] + run.sources + [p for p in parameters if p.requires_grad]
             if not outputs or not wrt:
                 return "no gradient: no floating-point output depends on a float input or a trainable parameter"
             generator = torch.Generator(device="cpu").manual_seed(seed + 1)
@@ -226,5 +241,4 @@ def probe(
     def forward(leaves: list[torch.Tensor], run: ProbeRun) -> object:
         return Probe(graph_module, inputs.batch_size, run).run(*leaves)
 
-    return run_first_step(forward, inputs, seed, progress, len(graph_module.graph.nodes),
-                          graph_module.parameters(), budget)
+    return run_first_step(forward, inputs, seed, progress, len(graph_module.graph.nodes), (), budget)

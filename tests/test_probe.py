@@ -41,6 +41,20 @@ def test_gradient_std_matches_the_transposed_weights():
     assert output["grad_std"] == pytest.approx(1.0, rel=0.05)  # the N(0, 1) cotangent itself
 
 
+def test_no_parameter_gradient_is_computed_yet_token_embeddings_get_theirs():
+    """The rules read activation gradients only; weight gradients would double the backward's
+    cost. An embedding of token ids still gets its gradient, as a source of its own."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(50, 16), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 4))
+    differentiated = []
+    for name, parameter in model.named_parameters():
+        parameter.register_hook(lambda grad, name=name: differentiated.append(name))
+    report = initlint.check(model, torch.randint(0, 50, (8, 5)))
+    assert differentiated == []
+    embedding = _node(report, "_0")
+    assert embedding["grad_std"] is not None and embedding["grad_std"] > 0
+
+
 def test_saturated_fraction_matches_the_gaussian_tail():
     """tanh's slope 1 - tanh(x)^2 is under 0.1 where |x| > atanh(sqrt(0.9)) = 1.818."""
     model = nn.Tanh()
