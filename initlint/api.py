@@ -18,6 +18,7 @@ import torch.nn as nn
 from initlint.errors import InitlintError
 from initlint.graph import SignalGraph
 from initlint.inputs import DEFAULT_BATCH, InputSpec, ProbeInputs, draw, specs_for, specs_without_graph
+from initlint.materialize import PieceByPiece, on_meta
 from initlint.memory import MemoryBudget
 from initlint.locations import SourceLocation, definition_of, module_definition_sites
 from initlint.probe import probe
@@ -67,7 +68,7 @@ class ModelSource:
 def resolve_device(requested: str | None, model: nn.Module) -> torch.device:
     if requested is None:
         first = next(iter(model.parameters()), None)
-        return first.device if first is not None else torch.device("cpu")
+        return first.device if first is not None and not first.is_meta else torch.device("cpu")
     if requested == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -160,9 +161,14 @@ class Analysed:
 def analyse(
     model: nn.Module, example_inputs: Sequence[torch.Tensor], options: CheckOptions, source: ModelSource
 ) -> Analysed:
-    """Trace, probe and analyse ``model``: the stages that check and fix share."""
+    """Trace, probe and analyse ``model``: the stages that check and fix share. A model on the
+    meta device is probed one layer at a time, each built with its own initializer."""
     device = resolve_device(options.device, model)
-    model = _on_device(model, device)
+    pieces = None
+    if on_meta(model):
+        pieces = PieceByPiece(model, device, options.seed)
+    else:
+        model = _on_device(model, device)
     sites = module_definition_sites(model, source.construction_sites)
     progress = for_model(model, options.show_progress)
     fallback = source.factory or definition_of(type(model))
@@ -172,13 +178,22 @@ def analyse(
         traced = _traced(model, options, sites, fallback, progress)
     except TraceFailure as failure:
         reason = failure.reason
+        if pieces is not None:
+            raise InitlintError(
+                f"{reason}. A model on the meta device is probed one layer at a time through its traced "
+                "graph, so torch.fx must trace it: declare the untraceable block a leaf module, or build "
+                "the model on a real device."
+            ) from None
         inputs = _probe_inputs(None, example_inputs, options, device, dtype, model, budget)
         traced, probe_note = _probing(lambda: probe_with_hooks(
             model, inputs, options.seed, options.leaf_modules, sites, fallback, reason, progress, budget,
         ), inputs)
     else:
         inputs = _probe_inputs(traced.graph_module, example_inputs, options, device, dtype, model, budget)
-        probe_note = _probing(lambda: probe(traced.graph_module, inputs, options.seed, progress, budget), inputs)
+        probe_note = _probing(
+            lambda: probe(traced.graph_module, inputs, options.seed, progress, budget, pieces), inputs)
+    if pieces is not None:
+        probe_note = "; ".join(filter(None, [pieces.note(), probe_note]))
     return Analysed(model, traced, inputs, SignalGraph(traced.graph_module), device, probe_note)
 
 

@@ -16,6 +16,7 @@ from initlint.errors import InitlintError
 from initlint.api import Analysed, CheckOptions, ModelSource, analyse, parse_options
 from initlint.fold import FoldResult, fold_plan
 from initlint.inputs import ProbeInputs
+from initlint.materialize import on_meta
 from initlint.renorm import Renorm, plan_renorm
 from initlint.rewrite import apply_plan, verify
 
@@ -81,6 +82,11 @@ def run_fix(
     model: nn.Module, example_inputs: Sequence[torch.Tensor], options: CheckOptions, source: ModelSource,
     fold: bool = False, overrides: Mapping[str | type, str] | None = None,
 ) -> FixResult:
+    if on_meta(model):
+        raise InitlintError(
+            "the model's parameters are on the meta device; `initlint fix` writes the fixed weights, so "
+            "build the model on a real device (`initlint check` probes a meta model one layer at a time)."
+        )
     analysed = analyse(model, example_inputs, replace(options, batch_size=FIX_BATCH), source)
     if analysed.traced.mode != "fx":
         raise InitlintError(

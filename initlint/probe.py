@@ -22,6 +22,7 @@ from torch.fx.node import map_aggregate
 
 from initlint import ops
 from initlint.inputs import ProbeInputs
+from initlint.materialize import PieceByPiece
 from initlint.memory import MemoryBudget
 from initlint.progress import Progress
 from initlint.stats import NodeStats, std_of, tensor_stats
@@ -91,7 +92,13 @@ def saturated_fraction(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
 
 class FirstStepInterpreter(fx.Interpreter):
     """Runs a graph as a first training step would, without side effects on the model.
-    Subclasses see every node's inputs and output through ``observe``."""
+    Subclasses see every node's inputs and output through ``observe``. With ``pieces``, a
+    model on the meta device runs one real layer at a time (``initlint.materialize``)."""
+
+    def __init__(self, graph_module: fx.GraphModule, pieces: PieceByPiece | None = None) -> None:
+        super().__init__(graph_module)
+        self.pieces = pieces
+        self.extra_traceback = False  # fx would append the node to our own errors' messages
 
     def run_node(self, n: fx.Node) -> object:
         with self._set_current_node(n):
@@ -103,11 +110,20 @@ class FirstStepInterpreter(fx.Interpreter):
         """Called with each node's result; what it returns flows on to the node's users."""
         return result
 
+    def layer(self, target: str) -> Callable[..., object]:
+        """The module ``target`` as the first step runs it."""
+        module = self.fetch_attr(target) if self.pieces is None else self.pieces.layer(target)
+        return first_step_module(module)
+
     def call_module(self, target: str, args: tuple, kwargs: dict) -> object:
-        return first_step_module(self.fetch_attr(target))(*args, **kwargs)
+        return self.layer(target)(*args, **kwargs)
 
     def call_function(self, target: Callable, args: tuple, kwargs: dict) -> object:
         return first_step_call(target, args, kwargs)
+
+    def get_attr(self, target: str, args: tuple, kwargs: dict) -> object:
+        value = super().get_attr(target, args, kwargs)
+        return value if self.pieces is None else self.pieces.attribute(target, value)
 
 
 class ProbeRun:
@@ -158,8 +174,9 @@ def measure(
 class Probe(FirstStepInterpreter):
     """Runs the graph once, writing a ``NodeStats`` into ``node.meta[STATS]`` for each float tensor."""
 
-    def __init__(self, graph_module: fx.GraphModule, batch_size: int | None, run: ProbeRun) -> None:
-        super().__init__(graph_module)
+    def __init__(self, graph_module: fx.GraphModule, batch_size: int | None, run: ProbeRun,
+                 pieces: PieceByPiece | None = None) -> None:
+        super().__init__(graph_module, pieces)
         self.batch_size = batch_size
         self.run_state = run
         self.on_gradient_path: set[fx.Node] = set()
@@ -184,7 +201,7 @@ class Probe(FirstStepInterpreter):
     def _elementwise(self, n: fx.Node, args: tuple, kwargs: dict) -> Callable[[torch.Tensor], torch.Tensor]:
         """The node's own operation as a function of its first input."""
         if n.op == "call_module":
-            return first_step_module(self.fetch_attr(n.target))
+            return self.layer(n.target)
         if n.op == "call_method":
             return lambda x: getattr(x, n.target)(*args[1:], **kwargs)
         return lambda x: first_step_call(n.target, (x, *args[1:]), kwargs)
@@ -235,10 +252,15 @@ def run_first_step(
 
 def probe(
     graph_module: fx.GraphModule, inputs: ProbeInputs, seed: int, progress: Progress = Progress(),
-    budget: MemoryBudget | None = None,
+    budget: MemoryBudget | None = None, pieces: PieceByPiece | None = None,
 ) -> str | None:
-    """Forward and backward through ``graph_module``, statistics into each node's meta."""
+    """Forward and backward through ``graph_module``, statistics into each node's meta;
+    ``pieces`` runs a model on the meta device one layer at a time."""
     def forward(leaves: list[torch.Tensor], run: ProbeRun) -> object:
-        return Probe(graph_module, inputs.batch_size, run).run(*leaves)
+        interpreter = Probe(graph_module, inputs.batch_size, run, pieces)
+        if pieces is None:
+            return interpreter.run(*leaves)
+        with pieces.weights_rebuilt_in_backward():
+            return interpreter.run(*leaves)
 
     return run_first_step(forward, inputs, seed, progress, len(graph_module.graph.nodes), (), budget)
