@@ -64,6 +64,7 @@ def fixed_models(model: nn.Module, shape: tuple[int, ...]) -> dict[str, nn.Modul
             "unfolded": len(result.folded.unfolded)}
 
 
+@torch.inference_mode()
 def latency(model: nn.Module, x: torch.Tensor, repeats: int) -> float:
     """Seconds per forward, the mean of ``repeats`` back-to-back calls."""
     started = time.perf_counter()
@@ -72,7 +73,6 @@ def latency(model: nn.Module, x: torch.Tensor, repeats: int) -> float:
     return (time.perf_counter() - started) / repeats
 
 
-@torch.inference_mode()
 def measure(name: str, rounds: int, repeats: int) -> dict:
     shape = ARCHITECTURES[name][2]
     fixed = fixed_models(build(name), shape)

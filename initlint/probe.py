@@ -231,11 +231,14 @@ def run_first_step(
     device is one. The gradient is taken with respect to the inputs, the values ``forward``
     cut loose with ``run.start_gradient_path``, and ``parameters`` (the hooks probe's way to
     reach values that depend on no float input: it cannot cut values loose inside a module)."""
-    leaves = [t.detach().requires_grad_(t.is_floating_point()) for t in inputs.tensors]
-    run = ProbeRun(progress, budget or MemoryBudget(leaves[0].device if leaves else torch.device("cpu")))
-    devices = [t.device for t in leaves if t.device.type == "cuda"]
+    devices = [t.device for t in inputs.tensors if t.device.type == "cuda"]
+    run = ProbeRun(progress, budget or MemoryBudget(inputs.tensors[0].device if inputs.tensors else torch.device("cpu")))
     try:
-        with torch.random.fork_rng(devices=devices), torch.enable_grad():
+        # gradients even when the caller runs under no_grad or inference_mode
+        with torch.random.fork_rng(devices=devices), torch.inference_mode(False), torch.enable_grad():
+            # an input made under inference_mode cannot enter autograd: a copy can
+            leaves = [(t.clone() if t.is_inference() else t.detach()).requires_grad_(t.is_floating_point())
+                      for t in inputs.tensors]
             progress.phase("forward", forward_steps)
             outputs = [o for o in floating_tensors(forward(leaves, run)) if o.requires_grad]
             wrt = [t for t in leaves if t.requires_grad] + run.sources + [p for p in parameters if p.requires_grad]

@@ -161,3 +161,15 @@ def test_an_embedding_transformer_is_traced_and_reported():
     nodes = {n["name"]: n for n in report.to_dict()["nodes"]}
     assert nodes["_1"]["grad_std"] > 0 and math.isfinite(nodes["_2"]["std"])
     assert "IL001" not in report.codes()
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_a_caller_under_no_grad_or_inference_mode_gets_the_same_report(mode):
+    """A benchmark or an eval loop may call check with autograd off; the probe turns it on."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 4))
+    expected = initlint.check(model, input_shapes=[(8, 16)]).to_dict()["nodes"]
+    with mode():
+        nodes = initlint.check(model, input_shapes=[(8, 16)]).to_dict()["nodes"]
+    assert [n["grad_std"] for n in nodes] == [n["grad_std"] for n in expected]
+    assert all(n["grad_std"] for n in nodes)

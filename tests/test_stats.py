@@ -86,3 +86,19 @@ def test_std_of_matches_float64_even_when_the_mean_dwarfs_the_spread(mean):
     expected = x.double().std().item()
     assert std_of(x) == pytest.approx(expected, rel=1e-4)
     assert std_of(torch.ones(1)) is None
+
+
+def test_tensors_of_several_blocks_match_numpy():
+    """2.4M elements: three column blocks for tensor_stats, three blocks for std_of."""
+    from initlint.stats import BLOCK_ELEMENTS
+
+    x = torch.relu(torch.randn(4, 600_000, generator=torch.Generator().manual_seed(5)) + 0.3)
+    assert x.numel() > 2 * BLOCK_ELEMENTS
+    x[:, :1000] = 0
+    stats = tensor_stats(x, batch_size=4)
+    a = x.numpy().astype(np.float64)
+    assert stats.std == pytest.approx(a.std(ddof=1), rel=1e-5)
+    assert stats.sample_std == pytest.approx(math.sqrt(a.var(axis=0, ddof=1).mean()), rel=1e-5)
+    assert stats.zero_fraction == pytest.approx((a == 0).mean(), rel=1e-6)
+    assert stats.dead_fraction == pytest.approx((a == 0).all(axis=0).mean(), rel=1e-6)
+    assert std_of(x) == pytest.approx(a.std(ddof=1), rel=1e-5)
