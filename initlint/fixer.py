@@ -95,7 +95,7 @@ def run_fix(
             "(leaf-modules in [tool.initlint], or leaf_modules=[Block] in Python)."
         )
     graph_module = analysed.traced.graph_module
-    plan = plan_renorm(graph_module, analysed.graph, analysed.inputs, overrides)
+    plan = plan_renorm(graph_module, analysed.graph, analysed.inputs, analysed.model, overrides)
     patched = apply_plan(graph_module, plan)
     verify(patched, plan, analysed.inputs, options.seed)
     result = FixResult(patched, plan, analysed)

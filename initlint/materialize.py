@@ -71,10 +71,9 @@ class PieceByPiece:
         module = self.root.get_submodule(path)
         if not on_meta(module):
             return module
-        real = copy.deepcopy(module).to_empty(device=self.device)
         uninitialized = [
             ".".join(filter(None, (path, sub_path, name)))
-            for sub_path, sub in real.named_modules() if _initializer(sub) is None
+            for sub_path, sub in module.named_modules() if _initializer(sub) is None
             for name in _own_tensors(sub)
         ]
         if uninitialized:
@@ -83,6 +82,7 @@ class PieceByPiece:
                 "in a module without reset_parameters, so initlint cannot know the initial values. "
                 "Give the module a reset_parameters method, or build it on a real device."
             )
+        real = copy.deepcopy(module).to_empty(device=self.device)
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             torch.manual_seed(zlib.crc32(f"{self.seed}:{path}".encode()))

@@ -67,7 +67,9 @@ class Renorm:
 
 
 def _override(view: NodeView, overrides: Mapping[str | type, str], root: nn.Module) -> str | None:
-    """The target that the nearest enclosing module path or class in ``overrides`` sets."""
+    """The target that the nearest enclosing module path or class in ``overrides`` sets.
+    ``root`` is the user's model: a GraphModule keeps only the modules it calls, and puts blank
+    modules on their paths, so the classes of traced-through modules are not in it."""
     path = view.module
     while path is not None:
         if path in overrides:
@@ -177,15 +179,15 @@ class _Planner(FirstStepInterpreter):
 
 
 def plan_renorm(
-    graph_module: fx.GraphModule, graph: SignalGraph, inputs: ProbeInputs,
+    graph_module: fx.GraphModule, graph: SignalGraph, inputs: ProbeInputs, model: nn.Module,
     overrides: Mapping[str | type, str] | None = None,
 ) -> list[Renorm]:
-    """The constants of every site, in execution order."""
+    """The constants of every site of ``graph_module`` (the trace of ``model``), in execution order."""
     overrides = dict(overrides or {})
     bad = {k: v for k, v in overrides.items() if v not in TARGETS}
     if bad:
         raise InitlintError(f"unknown renorm target(s) {bad}; use one of {', '.join(TARGETS)}.")
-    targets = {name: _override(view, overrides, graph_module) for name, view in graph.nodes.items()}
+    targets = {name: _override(view, overrides, model) for name, view in graph.nodes.items()}
     sites = {
         name: site for name, view in graph.nodes.items()
         if (site := site_of(view, graph, targets[name])) is not None

@@ -62,3 +62,31 @@ def test_bench_check_quick_prints_ratios():
     assert mlp["time_ratio_input_only"] == pytest.approx(mlp["check_s"] / mlp["bare_input_only_s"], rel=0.03)
     assert 0 < mlp["peak_mb"]["build"] <= mlp["peak_mb"]["bare"] * 1.05  # the step adds memory
     assert document["cli"]["ratio"] > 0
+
+
+def test_bench_fix_quick_times_the_three_models():
+    """The fix benchmark fixes a deep sigmoid MLP and reports forward times and their ratios."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_fix.py"), "--quick"],
+        capture_output=True, text=True, check=True, timeout=300,
+    )
+    (mlp,) = json.loads(result.stdout)["models"]
+    assert set(mlp["forward_ms"]) == {"original", "traced", "renorm_nodes", "folded"}
+    assert mlp["renorm_nodes"] >= 19 and mlp["unfolded_constants"] == 0  # one per sigmoid but the last
+    for name, ratio in mlp["ratio_to_original"].items():
+        expected = mlp["forward_ms"][name] / mlp["forward_ms"]["original"]
+        assert ratio == pytest.approx(expected, rel=0.01), name
+
+
+def test_bench_scale_small_keeps_one_layer_of_weights():
+    """A small meta transformer: the weights alive at once are its largest layer, the
+    32000 x 256 embedding (or the head of the same size): 31.25 MiB."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_scale.py"), "--width", "256", "--blocks", "2",
+         "--heads", "4"], capture_output=True, text=True, check=True, timeout=300,
+    )
+    document = json.loads(result.stdout)
+    width, blocks = 256, 2
+    per_block = 12 * width * width + 9 * width + 4 * width  # qkv, out, mlp weights; their biases; 2 norms
+    assert document["parameters"] == 2 * 32_000 * width + blocks * per_block + 2 * width
+    assert document["weights_at_once_mib"] == pytest.approx(32_000 * width * 4 / 2**20, abs=0.05)

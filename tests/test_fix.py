@@ -82,6 +82,34 @@ def test_override_turns_renorm_off_inside_a_module():
     assert "_1" not in {r.node for r in result.plan} and "_3" in {r.node for r in result.plan}
 
 
+class _SigmoidBlock(nn.Module):
+    """Traced through (not a torch.nn layer); its functional tail has no layer of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(16, 16)
+        self.tail = _Halve()
+
+    def forward(self, x):
+        return self.tail(torch.sigmoid(self.fc(x)))
+
+
+class _Halve(nn.Module):
+    def forward(self, x):
+        return x * 0.5
+
+
+def test_class_override_reaches_modules_that_fx_traced_through():
+    """The traced GraphModule keeps blank modules on the paths of the layers it calls and none
+    for layers without weights, so the classes must be looked up in the user's model."""
+    torch.manual_seed(0)
+    model = nn.Sequential(_SigmoidBlock(), _SigmoidBlock(), nn.Linear(16, 4))
+    everything = {r.node for r in run_fix(model, (), CheckOptions(), ModelSource()).plan}
+    assert everything  # sigmoids need renorm constants
+    result = run_fix(model, (), CheckOptions(), ModelSource(), overrides={_SigmoidBlock: "none"})
+    assert result.plan == []
+
+
 def test_fold_is_exact_for_linear_and_measured_for_padded_convs():
     linear = run_fix(default_mlp(nn.Tanh, depth=4), (), CheckOptions(), ModelSource(), fold=True)
     assert linear.fold_error < 1e-4 and not linear.folded.unfolded
