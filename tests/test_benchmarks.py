@@ -89,4 +89,5 @@ def test_bench_scale_small_keeps_one_layer_of_weights():
     width, blocks = 256, 2
     per_block = 12 * width * width + 9 * width + 4 * width  # qkv, out, mlp weights; their biases; 2 norms
     assert document["parameters"] == 2 * 32_000 * width + blocks * per_block + 2 * width
-    assert document["weights_at_once_mib"] == pytest.approx(32_000 * width * 4 / 2**20, abs=0.05)
+    # the note rounds to 0.1 MiB: 31.25 prints as 31.2
+    assert document["weights_at_once_mib"] == pytest.approx(32_000 * width * 4 / 2**20, abs=0.06)

@@ -65,7 +65,7 @@ def test_at_most_one_layer_of_weights_is_alive_at_a_time():
                              nn.ReLU(), nn.Linear(2048, 256, bias=False))
     report = initlint.check(meta, input_shapes=[(8, 512)])
     peak = float(re.search(r"at most ([\d.]+) MiB", report.probe_note).group(1))
-    assert peak == pytest.approx(512 * 2048 * 4 / 2**20, abs=0.05)
+    assert peak == pytest.approx(512 * 2048 * 4 / 2**20, abs=0.06)  # printed to 0.1 MiB
 
 
 def test_peak_memory_stays_far_below_the_model_size():
