@@ -5,8 +5,8 @@ For each architecture, in one process and alternating over several rounds: the w
 the backward of a training step (gradients of the input and of every parameter). The probe
 needs no parameter gradient, so a second reference takes the input's gradient only: the least
 any probe that reads gradients can cost. Peak memory is measured in child processes (one per
-measurement, its own VmHWM), since a process's peak never goes down. Also the CLI's wall time on a tiny model against
-`python -c "import torch"`. Prints one JSON object.
+measurement, its own VmHWM), since a process's peak never goes down. Also the CLI's wall time
+on a tiny model against `python -c "import torch"`. Prints one JSON object.
 
     python benchmarks/bench_check.py                 # ResNet-50, ViT-B/16, EfficientNet-B0, MLP
     python benchmarks/bench_check.py --quick         # the MLP only, one round
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,8 @@ import time
 from pathlib import Path
 
 import torch
+from machine import describe, own_peak_mib
+from zoo_sweep import Architecture
 
 HERE = Path(__file__).resolve().parent
 ARCHITECTURES = {
@@ -36,14 +37,11 @@ ARCHITECTURES = {
 
 def build(name: str) -> torch.nn.Module:
     library, model, _ = ARCHITECTURES[name]
-    torch.manual_seed(0)
     if library == "mlp":
+        torch.manual_seed(0)
         layers = [m for _ in range(64) for m in (torch.nn.Linear(512, 512), torch.nn.ReLU())]
         return torch.nn.Sequential(*layers)
-    sys.path.insert(0, str(HERE))
-    from zoo_sweep import import_torchvision
-
-    return getattr(import_torchvision().models, model)(weights=None)
+    return Architecture(library, model).build()
 
 
 def bare(model: torch.nn.Module, shape: tuple[int, ...], parameters: bool = True) -> None:
@@ -73,18 +71,9 @@ def _timed(run, model, shape) -> float:
 
 
 def _peak_rss_mb(args: list[str]) -> float:
-    """Peak resident memory of a child process that runs this script with ``args``. The child
-    reads its own VmHWM: ``ru_maxrss`` would carry over the parent's peak across fork and exec."""
+    """Peak resident memory of a child process that runs this script with ``args``."""
     output = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True)
     return float(output.stdout.strip().splitlines()[-1])
-
-
-def _own_peak_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
 def measure(name: str, rounds: int) -> dict:
@@ -130,7 +119,7 @@ def _child(name: str, what: str) -> None:
     model, shape = build(name), ARCHITECTURES[name][2]
     if what != "build":
         {"bare": bare, "check": checked}[what](model, shape)
-    print(_own_peak_mb())
+    print(own_peak_mib())
 
 
 def main() -> None:
@@ -145,7 +134,7 @@ def main() -> None:
     names = ["mlp_64x512"] if args.quick else list(ARCHITECTURES)
     rounds = 1 if args.quick else args.rounds
     result = {
-        "machine": f"{os.cpu_count()} cpus, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "machine": describe(),
         "models": [measure(name, rounds) for name in names],
         "cli": cli_startup(max(rounds, 3)),
     }

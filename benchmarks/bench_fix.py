@@ -18,16 +18,14 @@ import contextlib
 import copy
 import io
 import json
-import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn as nn
+from machine import describe
+from zoo_sweep import Architecture
 
-HERE = Path(__file__).resolve().parent
 ARCHITECTURES = {
     "sigmoid_mlp_20x512": ("mlp", "", (256, 512)),
     "resnet50": ("torchvision", "resnet50", (8, 3, 224, 224)),
@@ -37,13 +35,10 @@ ARCHITECTURES = {
 
 def build(name: str) -> nn.Module:
     library, model, _ = ARCHITECTURES[name]
-    torch.manual_seed(0)
     if library == "mlp":
+        torch.manual_seed(0)
         return nn.Sequential(*[m for _ in range(20) for m in (nn.Linear(512, 512), nn.Sigmoid())])
-    sys.path.insert(0, str(HERE))
-    from zoo_sweep import import_torchvision
-
-    return getattr(import_torchvision().models, model)(weights=None)
+    return Architecture(library, model).build()
 
 
 def fixed_models(model: nn.Module, shape: tuple[int, ...]) -> dict[str, nn.Module]:
@@ -102,7 +97,7 @@ def main() -> None:
     names = ["sigmoid_mlp_20x512"] if args.quick else list(ARCHITECTURES)
     rounds, repeats = (3, 3) if args.quick else (args.rounds, args.repeats)
     result = {
-        "machine": f"{os.cpu_count()} cpus, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "machine": describe(),
         "models": [measure(name, rounds, repeats) for name in names],
     }
     print(json.dumps(result, indent=2))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from machine import describe, own_peak_mib
 
 VOCABULARY = 32_000
 
@@ -65,11 +65,6 @@ class WideTransformer(nn.Module):
         return self.head(self.norm(self.blocks(self.embed(ids))))
 
 
-def _own_peak_mib() -> float:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
-
-
 def child(width: int, blocks: int, heads: int, shape: tuple[int, int]) -> dict:
     import initlint
 
@@ -84,7 +79,7 @@ def child(width: int, blocks: int, heads: int, shape: tuple[int, int]) -> dict:
         "model": f"WideTransformer(width={width}, blocks={blocks}, heads={heads})",
         "parameters": parameters, "parameters_gib_float32": round(parameters * 4 / 2**30, 1),
         "input_shape": list(shape), "check_s": round(seconds, 1),
-        "peak_rss_mib": round(_own_peak_mib()), "weights_at_once_mib": weights_at_once,
+        "peak_rss_mib": round(own_peak_mib()), "weights_at_once_mib": weights_at_once,
         "nodes": len(report.graph.nodes), "findings": sorted({f.code for f in report.findings}),
     }
 
@@ -105,9 +100,7 @@ def main() -> None:
                "--heads", str(args.heads), "--input-shape", args.input_shape]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     result = json.loads(output.strip().splitlines()[-1])
-    with open("/proc/meminfo") as meminfo:
-        total_gib = int(meminfo.readline().split()[1]) / 2**20
-    result["machine"] = f"{os.cpu_count()} cpus, {total_gib:.0f} GiB memory, torch {torch.__version__}"
+    result["machine"] = describe()
     print(json.dumps(result, indent=2))
 
 
