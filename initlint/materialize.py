@@ -29,7 +29,12 @@ INITIALIZERS = ("reset_parameters", "_reset_parameters")
 
 
 def on_meta(module: nn.Module) -> bool:
-    return any(t.is_meta for t in [*module.parameters(), *module.buffers()])
+    return any(t.is_meta for _, t in _named_tensors(module))
+
+
+def _named_tensors(module: nn.Module, recurse: bool = True) -> list[tuple[str, torch.Tensor]]:
+    """Parameters and buffers: a layer's initializer sets both (BatchNorm's running statistics)."""
+    return [*module.named_parameters(recurse=recurse), *module.named_buffers(recurse=recurse)]
 
 
 def _initializer(module: nn.Module) -> Callable[[], None] | None:
@@ -37,8 +42,7 @@ def _initializer(module: nn.Module) -> Callable[[], None] | None:
 
 
 def _own_tensors(module: nn.Module) -> list[str]:
-    return [name for name, t in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
-            if t is not None]
+    return [name for name, t in _named_tensors(module, recurse=False) if t is not None]
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,7 @@ class PieceByPiece:
                 if initializer is not None:
                     initializer()
         real.requires_grad_(False)  # no AccumulateGrad node may hold the weights past the layer
-        for name, tensor in [*real.named_parameters(), *real.named_buffers()]:
+        for name, tensor in _named_tensors(real):
             self._track(path, name, tensor)
         return real
 
@@ -140,5 +144,5 @@ class PieceByPiece:
             self._rebuilt = None  # drop the previous layer before building the next
             self._rebuilt = (saved.layer, self.layer(saved.layer))
         layer = self._rebuilt[1]
-        base = dict([*layer.named_parameters(), *layer.named_buffers()])[saved.tensor]
+        base = dict(_named_tensors(layer))[saved.tensor]
         return base.as_strided(saved.size, saved.stride, saved.offset)

@@ -9,6 +9,7 @@ in-place layers run out of place, parameter ``.grad`` is never touched (gradient
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import inspect
@@ -232,7 +233,8 @@ def run_first_step(
     cut loose with ``run.start_gradient_path``, and ``parameters`` (the hooks probe's way to
     reach values that depend on no float input: it cannot cut values loose inside a module)."""
     devices = [t.device for t in inputs.tensors if t.device.type == "cuda"]
-    run = ProbeRun(progress, budget or MemoryBudget(inputs.tensors[0].device if inputs.tensors else torch.device("cpu")))
+    device = inputs.tensors[0].device if inputs.tensors else torch.device("cpu")
+    run = ProbeRun(progress, budget or MemoryBudget(device))
     try:
         # gradients even when the caller runs under no_grad or inference_mode
         with torch.random.fork_rng(devices=devices), torch.inference_mode(False), torch.enable_grad():
@@ -260,10 +262,7 @@ def probe(
     """Forward and backward through ``graph_module``, statistics into each node's meta;
     ``pieces`` runs a model on the meta device one layer at a time."""
     def forward(leaves: list[torch.Tensor], run: ProbeRun) -> object:
-        interpreter = Probe(graph_module, inputs.batch_size, run, pieces)
-        if pieces is None:
-            return interpreter.run(*leaves)
-        with pieces.weights_rebuilt_in_backward():
-            return interpreter.run(*leaves)
+        with pieces.weights_rebuilt_in_backward() if pieces else contextlib.nullcontext():
+            return Probe(graph_module, inputs.batch_size, run, pieces).run(*leaves)
 
     return run_first_step(forward, inputs, seed, progress, len(graph_module.graph.nodes), (), budget)
