@@ -178,10 +178,11 @@ def gain(activation: str, depth: int, width: int, output_format: str) -> None:
 
 @main.command()
 @click.argument("target")
-@click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False),
+@click.option("-o", "--output", "output", required=True, type=click.Path(),
               help="Folder to write: model.py, weights.pt, renorm.json (and folded_state_dict.pt with --fold).")
 @click.option("--fold", is_flag=True, help="Also fold the constants into your model's own weights.")
-@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@click.option("--force", is_flag=True,
+              help="Replace an output folder that `initlint fix` wrote before (never any other folder).")
 @probe_options
 @reports_errors
 def fix(target: str, output: str, fold: bool, force: bool, input_shapes: tuple[str, ...], device: str | None,
@@ -190,15 +191,14 @@ def fix(target: str, output: str, fold: bool, force: bool, input_shapes: tuple[s
     Device, seed, leaf-modules and wrap-functions come from [tool.initlint] unless given here."""
     from initlint.api import ModelSource
     from initlint.config import load_config
-    from initlint.export import write_fix
+    from initlint.export import refuse_existing_fix_output, write_fix
     from initlint.fixer import run_fix
     from initlint.inputs import parse_shape
     from initlint.load import load_target
-    from initlint.output import refuse_existing
 
     config = load_config(config_path)
     shapes = [parse_shape(s) for s in input_shapes]
-    refuse_existing(output, force)
+    refuse_existing_fix_output(output, force)
     loaded = load_target(target)
     options = _merged_options(config, device, seed, input_shapes=shapes or None, target=target, show_progress=True)
     result = run_fix(loaded.model, (), options, ModelSource(loaded.construction_sites, loaded.factory_location), fold)

@@ -19,6 +19,7 @@ import torch.nn as nn
 from initlint import ops
 from initlint.renorm import Renorm
 from initlint.rewrite import rescale_weights
+from initlint.trace import MODULE
 
 _FOLDABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -60,14 +61,14 @@ def fold_plan(model: nn.Module, graph_module: fx.GraphModule, plan: list[Renorm]
     for renorm in plan:  # execution order: a layer's own rescale comes after what folds into it
         node = nodes[renorm.node]
         if renorm.site == "weighted":
-            rescale_weights(folded.get_submodule(node.target), renorm.scale, renorm.bias)
+            rescale_weights(folded.get_submodule(node.meta[MODULE]), renorm.scale, renorm.bias)
             continue
         consumer = _consumer(node, graph_module)
-        layer = folded.get_submodule(consumer.target) if consumer is not None else None
+        layer = folded.get_submodule(consumer.meta[MODULE]) if consumer is not None else None
         if layer is None:
             reason = "no single Linear or Conv consumes it"
         elif renorm.bias and getattr(layer, "bias", None) is None:
-            reason = f"its shift needs a bias, and {consumer.target} has none"
+            reason = f"its shift needs a bias, and {consumer.meta[MODULE]} has none"
         else:
             _fold_into(layer, renorm.scale, renorm.bias)
             continue

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -17,6 +18,32 @@ def refuse_existing(path: str | os.PathLike, force: bool) -> None:
     """Fail before any work is done when ``path`` exists and ``force`` was not given."""
     if Path(path).exists() and not force:
         raise InitlintError(f"{str(path)!r} already exists; pass --force to overwrite it.")
+
+
+def refuse_existing_folder(folder: str | os.PathLike, force: bool, ours: Callable[[Path], bool]) -> None:
+    """Fail unless ``folder`` is new, or ``force`` is given and it is empty or ``ours`` recognises
+    it as a folder that initlint itself wrote. The working folder and its parents are never
+    replaced: ``--force`` must not be able to empty a project."""
+    target = Path(folder)
+    if not (target.exists() or target.is_symlink()):
+        return
+    resolved = target.resolve()
+    if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
+        raise InitlintError(
+            f"{str(folder)!r} is the current folder or one above it, which initlint never replaces; "
+            "name a new folder for the output, e.g. -o fixed_model."
+        )
+    if target.is_symlink() or not target.is_dir():
+        raise InitlintError(
+            f"{str(folder)!r} exists and is not a folder that initlint wrote; name a new folder for the output."
+        )
+    if not force:
+        raise InitlintError(f"{str(folder)!r} already exists; pass --force to overwrite it.")
+    if any(target.iterdir()) and not ours(target):
+        raise InitlintError(
+            f"{str(folder)!r} is not empty and was not written by initlint, so --force does not replace it "
+            "(initlint only replaces its own output); name a new folder, or remove this one yourself."
+        )
 
 
 def _writable(path: str | os.PathLike, force: bool) -> Path:
@@ -51,23 +78,34 @@ def write_text_atomically(path: str | os.PathLike, text: str, force: bool = Fals
     write_bytes_atomically(path, text.encode("utf-8"), force)
 
 
-def write_folder_atomically(folder: str | os.PathLike, files: dict[str, object], force: bool) -> None:
+def write_folder_atomically(
+    folder: str | os.PathLike, files: dict[str, object], force: bool, ours: Callable[[Path], bool],
+) -> None:
     """Write ``files`` (name -> text, dict for JSON, or anything ``torch.save`` takes) into a
-    temporary sibling folder, then rename it into place."""
-    target = _writable(folder, force)
+    temporary sibling folder, then rename it into place. An existing folder is replaced only as
+    ``refuse_existing_folder`` allows, and is moved aside until the new one is in place."""
+    refuse_existing_folder(folder, force, ours)
+    target = Path(folder)
+    if not target.parent.is_dir():
+        raise InitlintError(f"cannot write {str(target)!r}: folder {str(target.parent)!r} does not exist.")
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    replaced = staging.with_name(staging.name + ".old")
     staging.chmod(_permissions(0o777))
     try:
         for name, content in files.items():
             if isinstance(content, str):
-                (staging / name).write_text(content)
+                (staging / name).write_text(content, encoding="utf-8")
             elif isinstance(content, dict) and name.endswith(".json"):
-                (staging / name).write_text(json.dumps(content, indent=2) + "\n")
+                (staging / name).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
             else:
                 torch.save(content, staging / name)
         if target.exists():
-            shutil.rmtree(target)
+            os.replace(target, replaced)
         os.replace(staging, target)
     except OSError as error:
-        shutil.rmtree(staging, ignore_errors=True)
+        if replaced.exists() and not target.exists():
+            os.replace(replaced, target)
         raise InitlintError(f"cannot write {str(target)!r}: {error.strerror or error}.") from error
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(replaced, ignore_errors=True)

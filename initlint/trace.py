@@ -18,6 +18,7 @@ from initlint.inplace import functionalize_inplace
 from initlint.locations import SourceLocation, innermost_user_frame
 from initlint.progress import Progress
 from initlint.renorm_layer import RenormLayer
+from initlint.safe_code import ORIGINAL_PATH, safe_root
 
 MODULE = "initlint_module"
 LOCATION = "initlint_location"
@@ -72,7 +73,7 @@ class _Tracer(fx.Tracer):
 def owning_module(node: fx.Node) -> str | None:
     """The qualified path of the module a node belongs to ('' is the root)."""
     if node.op == "call_module":
-        return str(node.target)
+        return str(node.meta.get(ORIGINAL_PATH, node.target))
     stack = node.meta.get("nn_module_stack")
     if stack:
         path, _ = next(reversed(stack.values()))
@@ -102,7 +103,7 @@ def trace(
     finally:
         progress.done()
     functionalize_inplace(graph, tracer.root)
-    graph_module = fx.GraphModule(tracer.root, graph, type(model).__name__)
+    graph_module = fx.GraphModule(safe_root(graph, tracer.root), graph, type(model).__name__)
     tag_nodes(graph_module, module_sites or {}, fallback)
     return Traced(graph_module, "fx", None)
 
