@@ -27,7 +27,7 @@ from initlint.report import Report
 from initlint.selection import ignored_in_module, select_rules
 from initlint.hooks import probe_with_hooks
 from initlint.known_leaves import known_leaves
-from initlint.trace import TraceFailure, Traced, trace
+from initlint.trace import TraceFailure, Traced, tag_nodes, trace
 
 
 @dataclass
@@ -146,6 +146,36 @@ def _traced(model: nn.Module, options: CheckOptions, sites: dict, fallback: Sour
     return traced
 
 
+def _captured(
+    model: nn.Module, options: CheckOptions, sites: dict, fallback: SourceLocation | None, progress: Progress,
+    draw_inputs: Callable[[object], ProbeInputs],
+) -> tuple[Traced, ProbeInputs]:
+    """The model as a graph, with the probe inputs: fx symbolic tracing (which infers inputs
+    from its graph) where it works, else torch.export with concrete inputs, which runs the
+    model's own Python and so captures keyword inputs, size reads and library models. Raises
+    ``TraceFailure``, with both reasons, when neither captures it."""
+    from initlint.capture import CaptureFailure, capture_with_export
+
+    try:
+        traced = _traced(model, options, sites, fallback, progress)
+    except TraceFailure as failure:
+        fx_failure = failure
+    else:
+        return traced, draw_inputs(traced.graph_module)
+    try:
+        inputs = draw_inputs(None)
+    except InitlintError as error:
+        fx_failure.reason += f"; torch.export needs the inputs first, and {error}"
+        raise fx_failure from None
+    try:
+        graph_module = capture_with_export(model, inputs, options.leaf_modules)
+    except CaptureFailure as failure:
+        fx_failure.reason += f"; torch.export failed too: {failure.reason}"
+        raise fx_failure from None
+    tag_nodes(graph_module, sites, fallback)
+    return Traced(graph_module, "export", f"{fx_failure.reason}, so torch.export captured it"), inputs
+
+
 @dataclass
 class Analysed:
     """What the probe learned about a model: the stages up to the rules and the renorm plan."""
@@ -174,8 +204,16 @@ def analyse(
     fallback = source.factory or definition_of(type(model))
     dtype = _float_dtype(model)
     budget = MemoryBudget(device)
+
+    def draw_inputs(graph_module: object) -> ProbeInputs:
+        return _probe_inputs(graph_module, example_inputs, options, device, dtype, model, budget)
+
     try:
-        traced = _traced(model, options, sites, fallback, progress)
+        if pieces is not None:  # a meta model runs layer by layer through fx's module calls
+            traced = _traced(model, options, sites, fallback, progress)
+            inputs = draw_inputs(traced.graph_module)
+        else:
+            traced, inputs = _captured(model, options, sites, fallback, progress, draw_inputs)
     except TraceFailure as failure:
         reason = failure.reason
         if pieces is not None:
@@ -184,12 +222,11 @@ def analyse(
                 "graph, so torch.fx must trace it: declare the untraceable block a leaf module, or build "
                 "the model on a real device."
             ) from None
-        inputs = _probe_inputs(None, example_inputs, options, device, dtype, model, budget)
+        inputs = draw_inputs(None)
         traced, probe_note = _probing(lambda: probe_with_hooks(
             model, inputs, options.seed, options.leaf_modules, sites, fallback, reason, progress, budget,
         ), inputs)
     else:
-        inputs = _probe_inputs(traced.graph_module, example_inputs, options, device, dtype, model, budget)
         probe_note = _probing(
             lambda: probe(traced.graph_module, inputs, options.seed, progress, budget, pieces), inputs)
     if pieces is not None:

@@ -88,7 +88,7 @@ def run_fix(
             "build the model on a real device (`initlint check` probes a meta model one layer at a time)."
         )
     analysed = analyse(model, example_inputs, replace(options, batch_size=FIX_BATCH), source)
-    if analysed.traced.mode != "fx":
+    if analysed.traced.mode == "hooks":
         raise InitlintError(
             f"{analysed.traced.note}. `initlint fix` rewrites the traced graph, so it needs a model "
             "torch.fx can trace: declare the block with data-dependent control flow a leaf module "

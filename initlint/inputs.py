@@ -48,6 +48,16 @@ class ProbeInputs:
     tensors: list[torch.Tensor] = field(default_factory=list)
 
     @property
+    def args(self) -> tuple[torch.Tensor, ...]:
+        """The tensors passed by position."""
+        return tuple(self.tensors)
+
+    @property
+    def kwargs(self) -> dict[str, torch.Tensor]:
+        """The tensors passed by keyword."""
+        return {}
+
+    @property
     def batch_size(self) -> int | None:
         return self.tensors[0].shape[0] if self.tensors and self.tensors[0].dim() else None
 

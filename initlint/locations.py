@@ -41,7 +41,7 @@ class SourceLocation:
 
 
 @functools.lru_cache(maxsize=4096)
-def _is_user_file(filename: str) -> bool:
+def is_user_file(filename: str) -> bool:
     """Neither torch's nor initlint's (cached: every traced node asks about the same files)."""
     if filename.startswith("<"):
         return False
@@ -55,7 +55,7 @@ def innermost_user_frame(outermost: CodeType | None = None) -> SourceLocation | 
     which the frames are the caller's, not the model's)."""
     frame = sys._getframe(1)
     while frame is not None and frame.f_code is not outermost:
-        if _is_user_file(frame.f_code.co_filename):
+        if is_user_file(frame.f_code.co_filename):
             return SourceLocation(frame.f_code.co_filename, frame.f_lineno)
         frame = frame.f_back
     return None
@@ -96,7 +96,7 @@ def _definition(obj: type | Callable) -> SourceLocation | None:
         _, line = inspect.getsourcelines(obj)
     except (OSError, TypeError):
         return None
-    if file is None or not _is_user_file(file):
+    if file is None or not is_user_file(file):
         return None
     return SourceLocation(file, line)
 

@@ -153,6 +153,45 @@ _METHODS: dict[str, OpKind] = {
     },
 }
 
+_ATEN: dict[str, OpKind] = {
+    # the ATen operators of a graph captured by torch.export, by overload packet
+    **{name: OpKind(ACTIVATION, name) for name in (
+        "relu", "relu6", "leaky_relu", "elu", "celu", "selu", "gelu", "silu", "mish", "softplus",
+        "sigmoid", "tanh", "hardtanh", "hardsigmoid", "hardswish",
+    )},
+    "prelu": OpKind(ACTIVATION, "prelu"),
+    "_prelu_kernel": OpKind(ACTIVATION, "prelu"),
+    **{name: OpKind(NORM, "layer_norm") for name in ("layer_norm", "native_layer_norm")},
+    **{name: OpKind(NORM, "batch_norm") for name in (
+        "batch_norm", "native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_functional",
+    )},
+    **{name: OpKind(NORM, "group_norm") for name in ("group_norm", "native_group_norm")},
+    "instance_norm": OpKind(NORM, "instance_norm"),
+    **{name: OpKind(NORM, "rms_norm") for name in ("rms_norm", "_fused_rms_norm")},
+    **{name: OpKind(POOL, "avg_pool") for name in ("avg_pool1d", "avg_pool2d", "avg_pool3d")},
+    **{name: OpKind(POOL, "adaptive_avg_pool") for name in (
+        "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "_adaptive_avg_pool2d",
+        "_adaptive_avg_pool3d",
+    )},
+    "mean": OpKind(POOL, "mean"),
+    "linear": OpKind(WEIGHTED, "linear"),
+    **{name: OpKind(WEIGHTED, "conv") for name in ("conv1d", "conv2d", "conv3d", "convolution", "_convolution")},
+    "embedding": OpKind(WEIGHTED, "embedding"),
+    **{name: OpKind(DROPOUT, "dropout") for name in (
+        "dropout", "native_dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout",
+    )},
+    "mul": OpKind(MUL, "mul"),
+    "add": OpKind(ADD, "add"),
+    **{name: OpKind(STRUCTURAL, name) for name in (
+        "view", "reshape", "_unsafe_view", "permute", "transpose", "t", "unsqueeze", "squeeze", "expand",
+        "flatten", "contiguous", "clone", "alias", "slice", "select", "_to_copy", "to", "detach",
+        "lift_fresh_copy", "unflatten", "view_as", "expand_as",
+    )},
+    "_softmax": OpKind(OTHER, "softmax"),
+    "softmax": OpKind(OTHER, "softmax"),
+    "scaled_dot_product_attention": OpKind(OTHER, "attention"),
+}
+
 # Activations whose slope vanishes away from the origin (IL201) and those that act as gates (IL401).
 SATURATING = frozenset({"sigmoid", "tanh", "hardtanh", "hardsigmoid", "softsign"})
 GATE_LIKE = frozenset({"sigmoid", "hardsigmoid"})
@@ -168,18 +207,32 @@ def module_kind(module: nn.Module) -> OpKind:
 
 
 def function_kind(target: object) -> OpKind:
-    """Classify a function by identity (``torch.sigmoid``, ``F.dropout``, ``operator.add``...)."""
+    """Classify a function by identity (``torch.sigmoid``, ``F.dropout``, ``operator.add``...),
+    or an ATen operator (``aten.sigmoid.default``) by its overload packet."""
+    if isinstance(target, torch._ops.OpOverload):
+        packet = target.overloadpacket
+        return _ATEN.get(packet.__name__, UNKNOWN) if packet.__module__.endswith("aten") else UNKNOWN
     try:
         return _FUNCTIONS.get(target, UNKNOWN)
     except TypeError:  # unhashable target
         return UNKNOWN
 
 
+KIND = "initlint_kind"
+"""Node meta: the kind capture recognised from what a module computes (an RMSNorm of a library's
+own, a GELU written out in ATen operators), which its class cannot tell."""
+_MATMULS = frozenset({"addmm", "mm", "matmul", "bmm", "baddbmm", "einsum"})
+
+
 def node_kind(node: Node, root: nn.Module) -> OpKind:
     """Classify an fx node of a GraphModule whose root is ``root``."""
+    if KIND in node.meta:
+        return node.meta[KIND]
     if node.op == "call_module":
         return module_kind(root.get_submodule(node.target))
     if node.op == "call_function":
+        if _is_matmul_with_parameter(node):
+            return OpKind(WEIGHTED, "linear")
         kind = function_kind(node.target)
         if kind.name == "mean" and not reduces_positions(node):
             return UNKNOWN
@@ -190,6 +243,15 @@ def node_kind(node: Node, root: nn.Module) -> OpKind:
             return UNKNOWN
         return kind
     return UNKNOWN
+
+
+def _is_matmul_with_parameter(node: Node) -> bool:
+    """A matrix product with a weight of the model (Hugging Face's ``Conv1D`` is an addmm)."""
+    target = node.target
+    if not isinstance(target, torch._ops.OpOverload) and target not in (torch.matmul, torch.mm, torch.addmm):
+        return False
+    name = target.overloadpacket.__name__ if isinstance(target, torch._ops.OpOverload) else target.__name__
+    return name in _MATMULS and any(isinstance(a, Node) and a.op == "get_attr" for a in node.args)
 
 
 def reduces_positions(node: Node) -> bool:

@@ -58,16 +58,34 @@ def first_step_module(module: nn.Module) -> Callable[..., object]:
     return module
 
 
+_ATEN = torch.ops.aten
+_FIRST_STEP_ARGUMENTS: dict[object, dict[int | str, object]] = {
+    # what a first training step passes, by position or name: batch statistics, no dropout
+    F.batch_norm: {"running_mean": None, "running_var": None, "training": True},
+    _ATEN.batch_norm.default: {3: None, 4: None, 5: True},
+    F.scaled_dot_product_attention: {"dropout_p": 0.0},
+    _ATEN.scaled_dot_product_attention.default: {4: 0.0},
+}
+
+
 def first_step_call(target: Callable, args: tuple, kwargs: dict) -> object:
     """Call a function node the way a first training step would, minus side effects."""
     if ops.function_kind(target).family == ops.DROPOUT:
-        return args[0]
+        x = args[0]
+        return (x, torch.ones_like(x, dtype=torch.bool)) if target is _ATEN.native_dropout.default else x
+    if isinstance(target, torch._ops.OpOverload):
+        args = list(args)
+        for position, value in _FIRST_STEP_ARGUMENTS.get(target, {}).items():
+            if position < len(args):
+                args[position] = value
+            else:
+                kwargs = {**kwargs, target._schema.arguments[position].name: value}
+        return target(*args, **kwargs)
     try:
         bound = inspect.signature(target).bind(*args, **kwargs)
     except (TypeError, ValueError):
         return target(*args, **kwargs)
-    if target is F.batch_norm:
-        bound.arguments.update(running_mean=None, running_var=None, training=True)
+    bound.arguments.update(_FIRST_STEP_ARGUMENTS.get(target, {}))
     if bound.arguments.get("inplace"):
         bound.arguments["inplace"] = False
     return target(*bound.args, **bound.kwargs)

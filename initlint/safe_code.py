@@ -14,6 +14,7 @@ import ast
 import functools
 import itertools
 import keyword
+from collections.abc import Mapping
 
 import torch
 import torch.fx as fx
@@ -47,11 +48,12 @@ ORIGINAL_PATH = "initlint_original_path"
 """A renamed node's module or attribute path in the user's model."""
 
 
-def safe_root(graph: fx.Graph, root: nn.Module) -> nn.Module | dict[str, object]:
+def safe_root(graph: fx.Graph, root: nn.Module | Mapping[str, object]) -> nn.Module | dict[str, object]:
     """The root to build ``fx.GraphModule(root, graph)`` from without pasting unsafe text into
-    the code fx compiles: ``root`` itself when every module and attribute path that ``graph``
-    uses is safe to write; else a table in which each unsafe path has a fresh top-level name
-    (the node keeps its original path in ``meta[ORIGINAL_PATH]``)."""
+    the code fx compiles. ``root`` is the module the paths of ``graph`` resolve in, or a table
+    of path -> value. It is returned as it is when every module and attribute path that
+    ``graph`` uses is safe to write; else as a table in which each unsafe path has a fresh
+    top-level name (the node keeps its original path in ``meta[ORIGINAL_PATH]``)."""
     used = {node.target for node in graph.nodes if node.op in ("call_module", "get_attr")}
     if all(_is_safe_path(path) for path in used):
         return root
@@ -62,7 +64,9 @@ def safe_root(graph: fx.Graph, root: nn.Module) -> nn.Module | dict[str, object]
         if node.op in ("call_module", "get_attr") and renamed[node.target] != node.target:
             node.meta[ORIGINAL_PATH] = node.target
             node.target = renamed[node.target]
-    return {new: functools.reduce(getattr, old.split("."), root) for old, new in renamed.items()}
+    def value(path: str) -> object:
+        return root[path] if isinstance(root, Mapping) else functools.reduce(getattr, path.split("."), root)
+    return {new: value(old) for old, new in renamed.items()}
 
 
 def check_paths(graph: fx.Graph) -> None:

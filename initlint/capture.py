@@ -1,0 +1,340 @@
+"""Capture a model with ``torch.export`` (non-strict) and concrete probe inputs, as initlint's graph.
+
+Non-strict export runs the model's own Python with the probe tensors, so keyword inputs, sizes
+read from tensors (``self.pe[: x.shape[1]]``) and Hugging Face models capture where symbolic
+tracing fails. Its graph is ATen-level; this module turns it into the graph fx tracing gives,
+so that every later stage reads one vocabulary:
+
+- a call of a standard layer (``ops.module_kind`` knows it) or of a declared leaf module, with
+  one tensor in and one out, becomes one ``call_module`` node, as fx tracing makes it;
+- every other operator stays an ATen ``call_function`` node, classified by ``ops``;
+- parameters and buffers become ``get_attr`` nodes at their paths in the user's model, and
+  constants that export lifted out of the code become ``get_attr`` nodes of their own;
+- what the outputs do not depend on (buffer updates such as BatchNorm's counter, shape
+  assertions) is dropped: the probe must not change the model;
+- each node keeps its module path and the innermost line of the user's own code that made it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+from torch.export import ExportedProgram
+from torch.export.graph_signature import InputKind, OutputKind
+from torch.utils import _pytree as pytree
+
+from initlint import ops
+from initlint.inputs import ProbeInputs
+from initlint.locations import SourceLocation, is_user_file
+from initlint.renorm_layer import RenormLayer
+from initlint.safe_code import safe_root
+from initlint.trace import CALL_SITE
+
+WRAPPED = "model"
+"""The attribute under which ``_TensorOutputs`` holds the user's model; stripped from paths."""
+
+
+class CaptureFailure(Exception):
+    """torch.export could not capture the model; ``reason`` says why in one plain sentence."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def output_tensors(value: object, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The tensors of a model's output, keyed by where they sit ("logits", "hidden_states.1"):
+    Hugging Face ``ModelOutput``s, dataclasses, named tuples, dicts, tuples and lists. Anything
+    else (``None``, a cache object, a number) holds no signal for the probe."""
+    if isinstance(value, torch.Tensor):
+        return {prefix or "output": value}
+    if isinstance(value, dict) or (hasattr(value, "keys") and hasattr(value, "__getitem__")):
+        items = [(str(key), value[key]) for key in value.keys()]
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items = [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
+    elif isinstance(value, (tuple, list)):
+        names = getattr(value, "_fields", None) or [str(i) for i in range(len(value))]
+        items = list(zip(names, value))
+    else:
+        return {}
+    found: dict[str, torch.Tensor] = {}
+    for key, item in items:
+        found.update(output_tensors(item, f"{prefix}.{key}" if prefix else key))
+    return found
+
+
+class _TensorOutputs(nn.Module):
+    """The user's model with its output flattened to a dict of tensors, which export accepts
+    whatever the model returns."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        setattr(self, WRAPPED, model)
+
+    def forward(self, *args: object, **kwargs: object) -> dict[str, torch.Tensor]:
+        return output_tensors(getattr(self, WRAPPED)(*args, **kwargs))
+
+
+def _plain_reason(error: Exception) -> str:
+    """One sentence a user can act on, from export's (often long) error."""
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    if "data-dependent" in text.lower() or "GuardOnDataDependentSymNode" in type(error).__name__:
+        return "the model's Python branches on the values in a tensor (data-dependent control flow)"
+    return f"{type(error).__name__}: {first[:300]}"
+
+
+@contextlib.contextmanager
+def _quiet_torch() -> Iterator[None]:
+    """Export logs its failures and warns as it goes; initlint reports a failure in one sentence."""
+    logger = logging.getLogger("torch")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def export_program(model: nn.Module, inputs: ProbeInputs) -> ExportedProgram:
+    try:
+        with _quiet_torch(), torch.inference_mode(False), torch.enable_grad():
+            return torch.export.export(_TensorOutputs(model), inputs.args, inputs.kwargs, strict=False)
+    except Exception as error:  # export fails in many ways on real models; fx is tried next
+        raise CaptureFailure(_plain_reason(error)) from error
+
+
+def _strip(path: str) -> str:
+    """A path under the wrapper as a path in the user's model."""
+    return path[len(WRAPPED) + 1:] if path.startswith(WRAPPED + ".") else "" if path == WRAPPED else path
+
+
+def _user_call_site(stack_trace: str | None) -> SourceLocation | None:
+    """The innermost frame of the user's own code in an export stack trace."""
+    site = None
+    for line in (stack_trace or "").splitlines():
+        line = line.strip()
+        if line.startswith('File "'):
+            filename, _, rest = line[len('File "'):].partition('", line ')
+            number = rest.split(",")[0]
+            if number.isdigit() and is_user_file(filename):
+                site = SourceLocation(filename, int(number))
+    return site
+
+
+def _is_leaf(module: nn.Module, leaf_modules: Sequence[type[nn.Module]]) -> bool:
+    return (ops.module_kind(module) is not ops.UNKNOWN and not isinstance(module, (nn.Sequential, nn.ModuleList))) \
+        or isinstance(module, (RenormLayer, *leaf_modules))
+
+
+_REDUCTIONS = frozenset({"mean", "var", "var_mean", "std", "std_mean"})
+_INVERSE_SCALES = frozenset({"rsqrt", "sqrt", "div", "reciprocal"})
+_SHAPE_ONLY = frozenset({"view", "reshape", "_unsafe_view", "expand", "to", "_to_copy", "detach", "clone",
+                         "contiguous", "lift_fresh_copy", "alias", "unsqueeze", "squeeze"})
+_AFFINE = frozenset({"add", "sub", "mul", "div", "neg", "rsub"})
+
+
+def _op_name(node: fx.Node) -> str:
+    target = node.target
+    return target.overloadpacket.__name__ if isinstance(target, torch._ops.OpOverload) else getattr(target, "__name__", "")
+
+
+def _is_pointwise(node: fx.Node) -> bool:
+    return isinstance(node.target, torch._ops.OpOverload) and torch.Tag.pointwise in node.target.tags
+
+
+def behaviour_kind(nodes: list[fx.Node], uses_state: bool) -> ops.OpKind | None:
+    """What a module computes, read from its ATen operators: ``x * rsqrt(mean(x**2) + eps) * w``
+    or ``(x - mean) / std`` is a normalization, whatever its class (LlamaRMSNorm, T5LayerNorm);
+    pointwise arithmetic around a nonlinear function, with no weights, is an activation
+    (GPT-2's ``0.5 * x * (1 + tanh(...))``), whose inner additions are no residual adds."""
+    names = {_op_name(node) for node in nodes}
+    plain = all(_is_pointwise(node) or _op_name(node) in _SHAPE_ONLY for node in nodes
+                if _op_name(node) not in _REDUCTIONS)
+    if not plain:
+        return None
+    if names & _REDUCTIONS and names & _INVERSE_SCALES:
+        return ops.OpKind(ops.NORM, "layer_norm" if "sub" in names else "rms_norm")
+    if not uses_state and not names & _REDUCTIONS and names - _AFFINE - _SHAPE_ONLY:
+        return ops.OpKind(ops.ACTIVATION, "activation")
+    return None
+
+
+@dataclasses.dataclass
+class _ModuleCall:
+    """The live ATen nodes of one call of a module, and what it computes when capture must tell."""
+
+    path: str
+    stack: dict
+    nodes: list[fx.Node] = dataclasses.field(default_factory=list)
+    kind: ops.OpKind | None = None
+
+
+class _Converter:
+    def __init__(self, program: ExportedProgram, model: nn.Module, leaf_modules: Sequence[type[nn.Module]]) -> None:
+        self.program = program
+        self.model = model
+        self.leaf_modules = leaf_modules
+        signature = program.graph_signature
+        self.state: dict[str, str] = {}
+        """Placeholder name -> path of its parameter, buffer or constant."""
+        self.user_inputs: list[str] = []
+        for spec in signature.input_specs:
+            if spec.kind == InputKind.USER_INPUT:
+                self.user_inputs.append(spec.arg.name)
+            elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
+                self.state[spec.arg.name] = spec.target
+            else:
+                raise CaptureFailure(f"export lifted a {spec.kind.name.lower()} input, which initlint cannot probe")
+        self.user_outputs = [s.arg.name for s in signature.output_specs if s.kind == OutputKind.USER_OUTPUT]
+        self.graph = fx.Graph()
+        self.env: dict[fx.Node, fx.Node] = {}
+        self.attributes: dict[str, object] = {}
+
+    def _value(self, target: str) -> tuple[str, object]:
+        """The attribute path in the new graph, and its value."""
+        if target in self.program.constants:
+            return f"lifted_constant_{len(self.attributes)}", self.program.constants[target]
+        path = _strip(target)
+        return path, functools.reduce(getattr, path.split("."), self.model)
+
+    def _arg(self, node: fx.Node) -> fx.Node:
+        if node not in self.env and node.name in self.state:
+            path, value = self._value(self.state[node.name])
+            self.attributes[path] = value
+            self.env[node] = self.graph.get_attr(path)
+        return self.env[node]
+
+    def _module_calls(self, live: set[fx.Node]) -> dict[fx.Node, _ModuleCall]:
+        """For each live node that a module call becomes one node for, that call: the outermost
+        call of a leaf module, or of a module whose behaviour says what it is (``behaviour_kind``),
+        taking one tensor and giving one value, as fx records ``module(x)``."""
+        calls: dict[str, _ModuleCall] = {}
+        for node in self.program.graph.nodes:
+            if node in live and node.op == "call_function":
+                stack = list((node.meta.get("nn_module_stack") or {}).items())
+                for depth, (key, (path, _)) in enumerate(stack):
+                    if _strip(path):
+                        calls.setdefault(key, _ModuleCall(_strip(path), dict(stack[:depth + 1]))).nodes.append(node)
+        owner: dict[fx.Node, _ModuleCall] = {}
+        for call in calls.values():  # outer calls come first: they claim their nodes first
+            if any(node in owner for node in call.nodes) or not self._collapsible(call, live):
+                continue
+            module = self.model.get_submodule(call.path)
+            if not _is_leaf(module, self.leaf_modules):
+                uses_state = any(n.name in self.state for node in call.nodes for n in node.all_input_nodes)
+                call.kind = behaviour_kind(call.nodes, uses_state)
+                if call.kind is None:
+                    continue
+            owner.update((node, call) for node in call.nodes)
+        return owner
+
+    def _external_inputs(self, call: _ModuleCall) -> set[fx.Node]:
+        """What the call reads from outside itself, its own parameters aside."""
+        return {n for node in call.nodes for n in node.all_input_nodes if n not in call.nodes and n.name not in self.state}
+
+    def _collapsible(self, call: _ModuleCall, live: set[fx.Node]) -> bool:
+        leaving = [node for node in call.nodes if any(user in live and user not in call.nodes for user in node.users)]
+        return len(self._external_inputs(call)) == 1 and len(leaving) == 1
+
+    def convert(self, inputs: ProbeInputs) -> fx.GraphModule:
+        _bypass_identity_casts(self.program.graph)
+        nodes = list(self.program.graph.nodes)
+        by_name = {n.name: n for n in nodes}
+        live = _live_nodes([by_name[name] for name in self.user_outputs])
+        placeholders = self._placeholders(inputs)
+        for name, tensor_index in placeholders:
+            self.env[by_name[name]] = self.graph.placeholder(inputs.specs[tensor_index].name)
+        calls = self._module_calls(live)
+        for node in nodes:
+            if node not in live or node.op in ("placeholder", "output"):
+                continue
+            call = calls.get(node)
+            if call is None:
+                new = self.graph.node_copy(node, self._arg)
+                new.target = out_of_place(new.target)
+                new.meta["nn_module_stack"] = {k: (_strip(p), t) for k, (p, t) in (node.meta.get("nn_module_stack") or {}).items()}
+            elif any(user in live and user not in call.nodes for user in node.users):
+                (external,) = self._external_inputs(call)
+                new = self.graph.call_module(call.path, (self._arg(external),))
+                new.meta["nn_module_stack"] = {k: (_strip(p), t) for k, (p, t) in call.stack.items()}
+                new.meta["val"] = node.meta.get("val")
+                if call.kind is not None:
+                    new.meta[ops.KIND] = call.kind
+            else:
+                continue
+            new.meta[CALL_SITE] = _user_call_site(node.meta.get("stack_trace"))
+            self.env[node] = new
+        out_spec = self.program.call_spec.out_spec
+        result = pytree.tree_unflatten([self.env[by_name[name]] for name in self.user_outputs], out_spec) \
+            if out_spec is not None else tuple(self.env[by_name[n]] for n in self.user_outputs)
+        self.graph.output(result)
+        root = safe_root(self.graph, self.attributes | self._modules_called())
+        return fx.GraphModule(root, self.graph, type(self.model).__name__)
+
+    def _modules_called(self) -> dict[str, nn.Module]:
+        return {n.target: self.model.get_submodule(n.target) for n in self.graph.nodes if n.op == "call_module"}
+
+    def _placeholders(self, inputs: ProbeInputs) -> list[tuple[str, int]]:
+        """Export's user-input placeholders, each with the index of its probe tensor."""
+        leaves = pytree.tree_leaves((inputs.args, inputs.kwargs))
+        index = {id(t): i for i, t in enumerate(inputs.tensors)}
+        return [(name, index[id(leaf)]) for name, leaf in zip(self.user_inputs, leaves)]
+
+
+def out_of_place(target: object) -> object:
+    """The out-of-place twin of an in-place ATen operator (``aten.mul_.Tensor`` -> ``aten.mul.Tensor``):
+    run in place, it would change a value the probe has already measured."""
+    if not isinstance(target, torch._ops.OpOverload) or not target._schema.name.endswith("_"):
+        return target
+    packet = getattr(torch.ops.aten, target.overloadpacket.__name__[:-1], None)
+    return getattr(packet, target._overloadname, target) if packet is not None else target
+
+
+def _bypass_identity_casts(graph: fx.Graph) -> None:
+    """Let the users of ``x.to(dtype)`` to its own dtype read ``x``. Such a cast returns ``x``
+    itself, so export records every later use of ``x`` as a use of the cast: a residual add
+    would seem to read from inside the norm (LlamaRMSNorm's ``hidden_states.to(float32)``)."""
+    for node in graph.nodes:
+        if node.op != "call_function" or _op_name(node) not in ("to", "alias") or not node.args:
+            continue
+        source = node.args[0]
+        before, after = getattr(source, "meta", {}).get("val"), node.meta.get("val")
+        if isinstance(before, torch.Tensor) and isinstance(after, torch.Tensor) and \
+                (before.dtype, before.device, before.shape) == (after.dtype, after.device, after.shape):
+            node.replace_all_uses_with(source)
+
+
+def _live_nodes(outputs: list[fx.Node]) -> set[fx.Node]:
+    """The nodes the outputs depend on."""
+    live: set[fx.Node] = set()
+    frontier = list(outputs)
+    while frontier:
+        node = frontier.pop()
+        if node not in live:
+            live.add(node)
+            frontier.extend(node.all_input_nodes)
+    return live
+
+
+def capture_with_export(
+    model: nn.Module, inputs: ProbeInputs, leaf_modules: Sequence[type[nn.Module]] = (),
+) -> fx.GraphModule:
+    """``model`` as initlint's graph, captured by non-strict export with the probe inputs."""
+    program = export_program(model, inputs)
+    try:
+        return _Converter(program, model, leaf_modules).convert(inputs)
+    except CaptureFailure:
+        raise
+    except Exception as error:
+        raise CaptureFailure(f"initlint could not read the exported graph ({type(error).__name__}: {error})") from error
