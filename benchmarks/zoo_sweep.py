@@ -19,35 +19,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-_TORCHVISION_OPS = (
-    "nms", "qnms", "roi_align", "_roi_align_backward", "ps_roi_align", "_ps_roi_align_backward",
-    "roi_pool", "_roi_pool_backward", "ps_roi_pool", "_ps_roi_pool_backward", "qroi_align",
-    "deform_conv2d", "_deform_conv2d_backward",
-)
-
-
-def import_torchvision():
-    """Import torchvision even where its compiled ops cannot load.
-
-    PyPI has no CPU build of torchvision: its wheel's ops link CUDA libraries, so with a CPU
-    torch they fail to load and the import fails while it registers their shapes. The
-    classification models are plain Python and never call those ops, so stand-in schemas
-    let them import; calling a detection op would still fail.
-    """
-    try:
-        import torchvision
-    except RuntimeError as error:
-        if "torchvision::" not in str(error):
-            raise
-        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-            del sys.modules[name]
-        library = torch.library.Library("torchvision", "DEF")
-        for op in _TORCHVISION_OPS:
-            library.define(f"{op}(Tensor[] args) -> Tensor")
-        import_torchvision.library = library  # keep the definitions alive
-        import torchvision
-    return torchvision
-
 
 @dataclass(frozen=True)
 class Architecture:
@@ -60,8 +31,9 @@ class Architecture:
     def build(self) -> torch.nn.Module:
         torch.manual_seed(0)
         if self.library == "torchvision":
-            return getattr(import_torchvision().models, self.name)(weights=None, **self.kwargs)
-        import_torchvision()  # timm imports it
+            import torchvision
+
+            return getattr(torchvision.models, self.name)(weights=None, **self.kwargs)
         import timm
 
         return timm.create_model(self.name, pretrained=False, **self.kwargs)
