@@ -120,9 +120,13 @@ def _probe_inputs(graph_module, example_inputs, options, device, dtype, model, b
         budget.check_inputs(specs, dtype)
         return ProbeInputs(specs, [t.to(device) for t in example_inputs])
     shapes = [tuple(s) for s in options.input_shapes or [t.shape for t in example_inputs]] or None
+    specs = None
     if graph_module is not None and not named and required_inputs(graph_module):
-        specs = specs_for(graph_module, shapes, options.batch_size)
-    else:
+        try:
+            specs = specs_for(graph_module, shapes, options.batch_size)
+        except InitlintError:
+            pass  # e.g. the first consumer is a leaf module: the model's registered layers may tell
+    if specs is None:
         specs = specs_before_capture(model, shapes, named, options.batch_size)
     budget.check_inputs(specs, dtype)
     drawn = draw(specs, options.seed, device, dtype)
