@@ -9,8 +9,9 @@ conventions followed are those of the inputs' names:
   Face models take ``input_ids=None``, ``pixel_values=None``, ...); required parameters too;
 - ``*_ids``: integer ids within the vocabulary of the (decoder's) input embedding;
 - ``*mask``: all ones, so nothing is masked (only when the mask is required);
-- ``pixel_values``: ``(B, C, H, W)`` from ``config.num_channels`` / ``config.image_size``, else the
-  first registered convolution;
+- ``pixel_values`` (and a diffusers UNet's ``sample``): ``(B, C, H, W)`` from
+  ``config.num_channels`` / ``config.image_size`` (``sample_size``), else the first registered
+  convolution;
 - ``input_values`` (raw audio) and ``input_features`` (spectrogram frames): long enough for the
   chain of ``Conv1d`` layers at the front of the model to yield ``config.max_source_positions``
   frames, else ``DEFAULT_SPATIAL[1]``;
@@ -147,7 +148,7 @@ def _image(model: nn.Module, name: str, batch: int) -> InputSpec | None:
     if channels is None:
         return None
     dims = len(conv.kernel_size) if conv is not None else 2
-    size = _config_value(model, "image_size")
+    size = _config_value(model, "image_size", "sample_size")
     if isinstance(size, int) and not isinstance(size, bool):
         spatial = (size,) * dims
     elif isinstance(size, (list, tuple)) and len(size) == dims and all(isinstance(s, int) for s in size):
@@ -156,7 +157,7 @@ def _image(model: nn.Module, name: str, batch: int) -> InputSpec | None:
         spatial = (DEFAULT_SPATIAL[dims],) * dims
     where = ", ".join(filter(None, [
         "config.num_channels" if _config_int(model, "num_channels") else f"the first {type(conv).__name__}",
-        "config.image_size" if size is not None else None,
+        "config.image_size" if size is not None else None,  # (or diffusers' config.sample_size)
     ]))
     return InputSpec(name, (batch, channels, *spatial), inferred_from=where)
 
@@ -198,7 +199,7 @@ def _infer(model: nn.Module, name: str, batch: int, tokens: tuple[int, int], mai
         return _ids_spec(model, name, tokens)
     if _is_mask(name):
         return InputSpec(name, tokens, dtype=torch.int64, fill=1, inferred_from="an all-ones mask")
-    if name == "pixel_values":
+    if name in ("pixel_values", "sample"):  # "sample": the noisy image of a diffusers UNet
         return _image(model, name, batch)
     if name in ("input_values", "input_features"):
         return _sequence(model, name, batch)

@@ -133,6 +133,26 @@ class TokensOnly(KeywordLM):
         return {"logits": self.head(self.embed(input_ids)), "loss": None}
 
 
+class Denoiser(nn.Module):
+    """A diffusers-style UNet: ``sample`` sized by ``config.sample_size``; ``timestep`` untold."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = Config(sample_size=6)
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, sample, timestep):
+        return self.conv(sample) * timestep
+
+
+def test_diffusers_sample_from_config_and_timestep_by_name():
+    with pytest.raises(InitlintError, match="--input timestep="):
+        specs_before_capture(Denoiser(), None)
+    sample, timestep = specs_before_capture(Denoiser(), None, [parse_input_option("timestep=8,1,1,1:int64")])
+    assert sample.shape == (DEFAULT_BATCH, 3, 6, 6) and timestep.shape == (8, 1, 1, 1)
+    assert timestep.integer_high is None and timestep.dtype == torch.int64  # no vocabulary: drawn as zeros
+
+
 def test_api_keyword_tensors_are_inputs():
     ids = torch.tensor([[1, 2, 3], [4, 4, 0]])
     report = initlint.check(TokensOnly(), input_ids=ids, seed=3)
