@@ -253,7 +253,7 @@ def specs_before_capture(
     parameters = _parameters(model)
     _check_names(parameters, named_specs, model)
     by_name = {spec.name: _from_named(model, spec) for spec in named_specs}
-    wanted = [w for w in _wanted(parameters)]
+    wanted = _wanted(parameters)
     slots = [w for w in wanted if w.positional_slot and w.name not in by_name]
     shapes = [tuple(s) for s in positional_shapes or ()]
     if shapes and len(shapes) != len(slots):

@@ -219,3 +219,16 @@ def test_cli_error_for_bad_input_exits_2(run_cli, model_file):
     result = run_cli("check", f"{path}:build", "--input", "input_ids=4,6:int32")
     assert result.exit_code == 2 and "'int32' is not one of" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_fix_takes_keyword_inputs():
+    class Optional(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.act = nn.Linear(6, 6), nn.Tanh()
+
+        def forward(self, x=None):
+            return self.act(self.fc(x))
+
+    fixed = initlint.fix(Optional(), inputs={"x": "16,6"}, fold=True)
+    assert isinstance(fixed, Optional)
