@@ -10,14 +10,17 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn as nn
 
 from initlint.errors import InitlintError
 from initlint.graph import SignalGraph
-from initlint.inputs import DEFAULT_BATCH, InputSpec, ProbeInputs, draw, specs_for, specs_without_graph
+from initlint.forward_inputs import specs_before_capture
+from initlint.inputs import (
+    DEFAULT_BATCH, InputSpec, ProbeInputs, draw, parse_named_input, required_inputs, specs_for,
+)
 from initlint.materialize import PieceByPiece, on_meta
 from initlint.memory import MemoryBudget
 from initlint.locations import SourceLocation, definition_of, module_definition_sites
@@ -35,6 +38,13 @@ class CheckOptions:
     """Everything ``check`` can be told; the CLI fills the same object from its flags."""
 
     input_shapes: Sequence[Sequence[int]] | None = None
+    """Shapes of the positional inputs, in ``forward``'s order (``--input-shape``)."""
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    """Inputs by name: ``{"input_ids": "8,32:int64"}`` (``--input``; float by default)."""
+    input_tensors: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    """Keyword example inputs: ``check(model, input_ids=ids)`` puts ``ids`` here."""
+    require_graph: bool = False
+    """A model that cannot be captured as a graph (hooks mode) is an error, not a partial check."""
     device: str | None = None
     """cpu, cuda, mps, auto, or None for the device the model's parameters are on."""
     seed: int = 0
@@ -100,19 +110,32 @@ def _float_dtype(model: nn.Module) -> torch.dtype:
 
 
 def _probe_inputs(graph_module, example_inputs, options, device, dtype, model, budget) -> ProbeInputs:
-    """The probe batch: the caller's tensors, else drawn for the given or inferred shapes
-    (from the traced graph, or from the model itself when fx failed), once the budget allows."""
-    if example_inputs:
-        specs = [InputSpec(f"input_{i}", tuple(t.shape)) for i, t in enumerate(example_inputs)]
+    """The probe batch: the caller's tensors, else drawn for the given or inferred specs (from
+    the traced graph, or from the model's signature, layers and config), once the budget allows.
+    Inputs the caller gives by name are used as given; the others are drawn."""
+    named = [parse_named_input(name, text) for name, text in options.inputs.items()]
+    named += [InputSpec(name, tuple(t.shape), dtype=t.dtype, keyword=True) for name, t in options.input_tensors.items()]
+    if example_inputs and not named:
+        specs = [InputSpec(f"input_{i}", tuple(t.shape), dtype=t.dtype) for i, t in enumerate(example_inputs)]
         budget.check_inputs(specs, dtype)
         return ProbeInputs(specs, [t.to(device) for t in example_inputs])
-    shapes = [tuple(s) for s in options.input_shapes] if options.input_shapes else None
-    if graph_module is None:
-        specs = specs_without_graph(model, shapes, options.batch_size)
-    else:
-        specs = specs_for(graph_module, shapes, options.batch_size)
+    shapes = [tuple(s) for s in options.input_shapes or [t.shape for t in example_inputs]] or None
+    specs = None
+    if graph_module is not None and not named and required_inputs(graph_module):
+        try:
+            specs = specs_for(graph_module, shapes, options.batch_size)
+        except InitlintError:
+            pass  # e.g. the first consumer is a leaf module: the model's registered layers may tell
+    if specs is None:
+        specs = specs_before_capture(model, shapes, named, options.batch_size)
     budget.check_inputs(specs, dtype)
-    return draw(specs, options.seed, device, dtype)
+    drawn = draw(specs, options.seed, device, dtype)
+    positional = iter(example_inputs)
+    for i, spec in enumerate(specs):
+        given = options.input_tensors.get(spec.name) if spec.keyword else next(positional, None)
+        if given is not None:
+            drawn.tensors[i] = given.to(device)
+    return drawn
 
 
 def _probing(run: Callable[[], object], inputs: ProbeInputs) -> object:
@@ -126,7 +149,7 @@ def _probing(run: Callable[[], object], inputs: ProbeInputs) -> object:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise InitlintError(
             f"probing the model with inputs of shape {shapes} failed: {type(error).__name__}: "
-            f"{reason}. Check the input shapes (--input-shape, batch first) and the device."
+            f"{reason}. Check the inputs (--input-shape, batch first, or --input NAME=SHAPE:DTYPE) and the device."
         ) from error
 
 
@@ -241,6 +264,13 @@ def run_check(
     started = time.perf_counter()
     rules = select_rules(options.select, options.ignore, options.thresholds, options.extend_select)
     analysed = analyse(model, example_inputs, options, source)
+    if options.require_graph and analysed.traced.mode == "hooks":
+        raise InitlintError(
+            f"{analysed.traced.note}. require-graph is set, so a model that cannot be captured as a "
+            "graph fails instead of being checked with the rules hooks allow: declare the block that "
+            "cannot be captured a leaf module (leaf-modules in [tool.initlint]), or drop require-graph "
+            "(--require-graph / require-graph = true) to accept a partial check."
+        )
     skipped = [r for r in rules if r.needs_structure and analysed.traced.mode == "hooks"]
     findings = [
         finding for rule in rules if rule not in skipped for finding in rule.check(analysed.graph)
@@ -251,6 +281,7 @@ def run_check(
         trace_mode=analysed.traced.mode,
         trace_note=analysed.traced.note,
         skipped_rules=[rule.code for rule in skipped],
+        rule_count=len(rules),
         graph=analysed.graph,
         inputs=analysed.inputs.specs,
         device=str(analysed.device),
@@ -263,15 +294,22 @@ def run_check(
 def check(model: nn.Module, *example_inputs: torch.Tensor, **options: object) -> Report:
     """Probe ``model`` and run the rules. Options are the fields of ``CheckOptions``.
 
-    ``example_inputs``, when given, are the probe batch (dim 0 is the batch); otherwise inputs
-    are N(0, 1) of ``input_shapes`` or of shapes inferred from the first layer.
+    ``example_inputs``, when given, are the probe batch (dim 0 is the batch); a keyword whose
+    value is a tensor and that names no option is a keyword input (``input_ids=ids``). Inputs
+    not given are drawn: N(0, 1) of ``input_shapes`` / ``inputs``, or inferred from the model.
     """
     return run_check(model, example_inputs, parse_options(options), ModelSource())
 
 
 def parse_options(options: Mapping[str, object]) -> CheckOptions:
-    """Keyword options of the Python API as ``CheckOptions``; an unknown one is bad input."""
+    """Keyword options of the Python API as ``CheckOptions``: a keyword whose value is a tensor
+    and that names no option is a keyword input of the model. An unknown option is bad input."""
+    names = {f.name for f in fields(CheckOptions)}
+    tensors = {k: v for k, v in options.items() if isinstance(v, torch.Tensor) and k not in names}
+    settings = {k: v for k, v in options.items() if k not in tensors}
+    if tensors:
+        settings["input_tensors"] = {**settings.get("input_tensors", {}), **tensors}
     try:
-        return CheckOptions(**options)
+        return CheckOptions(**settings)
     except TypeError as error:
         raise InitlintError(f"{error}; see initlint.CheckOptions for the options.") from None

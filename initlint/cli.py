@@ -16,7 +16,8 @@ from initlint.choices import DEVICES, HUMAN_FORMATS, OUTPUT_FORMATS, SEVERITIES
 
 if TYPE_CHECKING:
     from initlint.api import CheckOptions
-    from initlint.config import Config
+    from initlint.config import Config, TargetConfig
+    from initlint.load import LoadedTarget
 
 
 
@@ -57,10 +58,19 @@ input_shape_option = click.option(
 )
 
 
+input_option = click.option(
+    "--input", "named_inputs", multiple=True, metavar="NAME=8,32:int64",
+    help="A model input by name (a keyword of forward), shape batch first, and dtype (float32 "
+         "[the model's float dtype], float16, bfloat16, int64, bool); repeatable. Integer ids are "
+         "drawn within the embedding's vocabulary, integer or bool masks are all ones.",
+)
+
+
 def probe_options(command: Callable) -> Callable:
     """The options ``check`` and ``fix`` share: how to probe, and which config to read."""
     for option in reversed((
         input_shape_option,
+        input_option,
         click.option("--device", type=click.Choice(DEVICES), help="Where to run the probe.  [default: cpu]"),
         click.option("--seed", type=int, help="Seed of the probe inputs and cotangents.  [default: 0]"),
         click.option("--config", "config_path", type=click.Path(dir_okay=False),
@@ -77,10 +87,24 @@ def _merged_options(config: Config, device: str | None, seed: int | None, **sett
     return CheckOptions(
         device=device or config.device or "cpu",
         seed=seed if seed is not None else (config.seed or 0),
-        leaf_modules=config.leaf_modules,
-        wrap_functions=config.wrap_functions,
         **settings,
     )
+
+
+def _named_inputs(texts: tuple[str, ...]) -> dict[str, str]:
+    """``--input NAME=SHAPE:DTYPE`` values as ``{NAME: "SHAPE:DTYPE"}``, each checked now."""
+    from initlint.inputs import parse_input_option
+
+    for text in texts:
+        parse_input_option(text)
+    return dict(text.split("=", 1) for text in texts)
+
+
+def _for_target(options: CheckOptions, config: Config, loaded: LoadedTarget, job: TargetConfig) -> CheckOptions:
+    """The options for one target: its inputs, and the config's imports resolved beside it."""
+    leaf_modules, wrap_functions = config.imports_for(loaded)
+    return replace(options, input_shapes=job.input_shapes or None, inputs=job.inputs, target=job.target,
+                   leaf_modules=leaf_modules, wrap_functions=wrap_functions)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -102,11 +126,15 @@ def main() -> None:
 @click.option("--fail-level", type=click.Choice(SEVERITIES),
               help="Exit 1 when a finding is at least this severe.  [default: warning]")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when there are findings (bad input still exits 2).")
+@click.option("--require-graph", is_flag=True,
+              help="Exit 2 when a model cannot be captured as a graph, instead of checking it with the "
+                   "few rules module hooks allow.")
 @reports_errors
 def check(
-    targets: tuple[str, ...], input_shapes: tuple[str, ...], device: str | None, seed: int | None,
-    config_path: str | None, select: tuple[str, ...], ignore: tuple[str, ...], output_format: str | None,
+    targets: tuple[str, ...], input_shapes: tuple[str, ...], named_inputs: tuple[str, ...],
+    device: str | None, seed: int | None, config_path: str | None, select: tuple[str, ...], ignore: tuple[str, ...], output_format: str | None,
     output: str | None, force: bool, plot: str | None, fail_level: str | None, exit_zero: bool,
+    require_graph: bool,
 ) -> None:
     """Check TARGET (path/to/file.py:factory, package.module:factory, or a folder written by
     `initlint fix`). Without TARGET, check the targets of [tool.initlint] in pyproject.toml."""
@@ -122,7 +150,7 @@ def check(
 
     config = load_config(config_path)
     shapes = [parse_shape(s) for s in input_shapes]
-    jobs = [TargetConfig(t, shapes) for t in targets] or config.targets
+    jobs = [TargetConfig(t, shapes, _named_inputs(named_inputs)) for t in targets] or config.targets
     if not jobs:
         raise InitlintError(
             "no TARGET given and no targets in [tool.initlint] of "
@@ -137,6 +165,7 @@ def check(
         ignore=list(ignore) or config.ignore,
         thresholds=config.rules,
         per_module_ignores=config.per_module_ignores,
+        require_graph=require_graph or bool(config.require_graph),
     )
     select_rules(options.select, options.ignore, options.thresholds, options.extend_select)  # fail early
     for path in filter(None, (output, plot)):
@@ -146,7 +175,7 @@ def check(
     reports = []
     for job in jobs:
         loaded = load_target(job.target)
-        job_options = replace(options, input_shapes=job.input_shapes or None, target=job.target)
+        job_options = _for_target(options, config, loaded, job)
         source = ModelSource(loaded.construction_sites, loaded.factory_location)
         reports.append(run_check(loaded.model, (), job_options, source))
     rendered = RENDERERS[output_format](reports)
@@ -185,12 +214,12 @@ def gain(activation: str, depth: int, width: int, output_format: str) -> None:
               help="Replace an output folder that `initlint fix` wrote before (never any other folder).")
 @probe_options
 @reports_errors
-def fix(target: str, output: str, fold: bool, force: bool, input_shapes: tuple[str, ...], device: str | None,
-        seed: int | None, config_path: str | None) -> None:
+def fix(target: str, output: str, fold: bool, force: bool, input_shapes: tuple[str, ...],
+        named_inputs: tuple[str, ...], device: str | None, seed: int | None, config_path: str | None) -> None:
     """Write TARGET with renorm constants after each nonlinearity (or folded into its weights).
     Device, seed, leaf-modules and wrap-functions come from [tool.initlint] unless given here."""
     from initlint.api import ModelSource
-    from initlint.config import load_config
+    from initlint.config import TargetConfig, load_config
     from initlint.export import refuse_existing_fix_output, write_fix
     from initlint.fixer import run_fix
     from initlint.inputs import parse_shape
@@ -200,7 +229,8 @@ def fix(target: str, output: str, fold: bool, force: bool, input_shapes: tuple[s
     shapes = [parse_shape(s) for s in input_shapes]
     refuse_existing_fix_output(output, force)
     loaded = load_target(target)
-    options = _merged_options(config, device, seed, input_shapes=shapes or None, target=target, show_progress=True)
+    job = TargetConfig(target, shapes, _named_inputs(named_inputs))
+    options = _for_target(_merged_options(config, device, seed, show_progress=True), config, loaded, job)
     result = run_fix(loaded.model, (), options, ModelSource(loaded.construction_sites, loaded.factory_location), fold)
     write_fix(output, result, target, force)
     click.echo(result.summary(output), err=True)

@@ -7,7 +7,6 @@ file's folder, so the same config works from any working folder (and in pre-comm
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +14,8 @@ from pathlib import Path
 
 from initlint.choices import DEVICES, OUTPUT_FORMATS, SEVERITIES
 from initlint.errors import InitlintError
-from initlint.load import is_file_source
+from initlint.inputs import parse_named_input
+from initlint.load import LoadedTarget, is_file_source, resolve_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,6 +28,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 class TargetConfig:
     target: str
     input_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    inputs: dict[str, str] = field(default_factory=dict)
+    """Inputs by name: ``{"input_ids": "8,32:int64"}``, as ``--input`` takes them."""
 
 
 @dataclass
@@ -43,8 +45,29 @@ class Config:
     device: str | None = None
     seed: int | None = None
     rules: dict[str, dict[str, float]] = field(default_factory=dict)
-    leaf_modules: list[type] = field(default_factory=list)
-    wrap_functions: list[Callable] = field(default_factory=list)
+    leaf_modules: list[str] = field(default_factory=list)
+    """Names, resolved beside each target by ``imports_for`` (a class of the target file too)."""
+    wrap_functions: list[str] = field(default_factory=list)
+    require_graph: bool | None = None
+
+    def imports_for(self, loaded: LoadedTarget | None) -> tuple[list[type], list[Callable]]:
+        """``leaf-modules`` and ``wrap-functions`` resolved beside ``loaded``'s file."""
+        return self._resolved("leaf-modules", self.leaf_modules, loaded), \
+            self._resolved("wrap-functions", self.wrap_functions, loaded)
+
+    def _resolved(self, key: str, names: list[str], loaded: LoadedTarget | None) -> list:
+        found = []
+        for name in names:
+            try:
+                found.append(resolve_name(name, loaded))
+            except (ImportError, AttributeError, ValueError) as error:
+                beside = f" or beside {loaded.source_file}" if loaded is not None and loaded.source_file else ""
+                raise InitlintError(
+                    f"{self.path}: [tool.initlint] {key}: cannot import {name!r} ({error}); give "
+                    f"module.QualifiedName, importable from the environment{beside} (the target "
+                    "file itself is the module named by its file name, e.g. model.Block for model.py)"
+                ) from None
+        return found
 
 
 def find_pyproject(start: Path) -> Path | None:
@@ -84,15 +107,27 @@ class _Reader:
             return TargetConfig(self.relative(entry))
         if not isinstance(entry, dict) or not isinstance(entry.get("target"), str):
             raise self.fail(key, "must be a TARGET string or a table with a 'target' string")
-        unknown = set(entry) - {"target", "input-shapes"}
+        unknown = set(entry) - {"target", "input-shapes", "inputs"}
         if unknown:
-            raise self.fail(key, f"unknown key(s) {', '.join(sorted(unknown))}; use target, input-shapes")
+            raise self.fail(key, f"unknown key(s) {', '.join(sorted(unknown))}; use target, input-shapes, inputs")
         shapes = entry.get("input-shapes", [])
         if not (isinstance(shapes, list) and all(
             isinstance(s, list) and s and all(isinstance(d, int) and d > 0 for d in s) for s in shapes
         )):
             raise self.fail(key, "input-shapes must be a list of shapes such as [[8, 3, 224, 224]]")
-        return TargetConfig(self.relative(entry["target"]), [tuple(s) for s in shapes])
+        return TargetConfig(self.relative(entry["target"]), [tuple(s) for s in shapes], self.inputs(key, entry))
+
+    def inputs(self, key: str, entry: dict) -> dict[str, str]:
+        """``inputs = {input_ids = "8,32:int64"}``, checked as ``--input`` checks it."""
+        inputs = entry.get("inputs", {})
+        if not (isinstance(inputs, dict) and all(isinstance(v, str) for v in inputs.values())):
+            raise self.fail(key, 'inputs must be a table of NAME = "SHAPE:DTYPE", e.g. {input_ids = "8,32:int64"}')
+        for name, text in inputs.items():
+            try:
+                parse_named_input(name, text)
+            except InitlintError as error:
+                raise self.fail(f"{key}.inputs", str(error).replace("--input NAME=SHAPE:DTYPE", 'NAME = "SHAPE:DTYPE"')) from None
+        return dict(inputs)
 
     def relative(self, target: str) -> str:
         """A relative file or folder target is relative to the config's folder."""
@@ -117,20 +152,16 @@ class _Reader:
                 raise self.fail(f"rules.{code}", "must be a table of numbers, e.g. band = 8.0")
         return {code: dict(values) for code, values in rules.items()}
 
-    def imported(self, key: str) -> list:
-        found = []
-        for name in self.strings(key) or []:
-            module, _, attribute = name.rpartition(".")
-            try:
-                found.append(getattr(importlib.import_module(module), attribute))
-            except (ImportError, AttributeError, ValueError) as error:
-                raise self.fail(key, f"cannot import {name!r} ({error}); give module.QualifiedName") from None
-        return found
+    def flag(self, key: str) -> bool | None:
+        value = self.table.get(key)
+        if value is not None and not isinstance(value, bool):
+            raise self.fail(key, "must be true or false")
+        return value
 
 
 KEYS = (
     "targets", "select", "extend-select", "ignore", "per-module-ignores", "fail-level",
-    "output-format", "device", "seed", "rules", "leaf-modules", "wrap-functions",
+    "output-format", "device", "seed", "rules", "leaf-modules", "wrap-functions", "require-graph",
 )
 
 
@@ -175,6 +206,7 @@ def load_config(explicit: str | None = None, start: Path | None = None) -> Confi
         device=reader.choice("device", DEVICES),
         seed=seed,
         rules=reader.thresholds(),
-        leaf_modules=reader.imported("leaf-modules"),
-        wrap_functions=reader.imported("wrap-functions"),
+        leaf_modules=reader.strings("leaf-modules") or [],
+        wrap_functions=reader.strings("wrap-functions") or [],
+        require_graph=reader.flag("require-graph"),
     )

@@ -72,7 +72,7 @@ FIX_BATCH = 64
 def _relative_difference(a: nn.Module, b: nn.Module, inputs: ProbeInputs) -> float:
     """How far two modules' outputs differ, in units of the second's std (both in eval mode)."""
     first, second = copy.deepcopy(a).eval(), copy.deepcopy(b).eval()
-    out_a, out_b = first(*inputs.tensors), second(*inputs.tensors)
+    out_a, out_b = first(*inputs.args, **inputs.kwargs), second(*inputs.args, **inputs.kwargs)
     if not (isinstance(out_a, torch.Tensor) and isinstance(out_b, torch.Tensor)):
         return float("nan")
     return ((out_a - out_b).abs().max() / out_b.std().clamp_min(1e-12)).item()

@@ -18,15 +18,16 @@ from collections.abc import Sequence
 import torch
 import torch.fx as fx
 import torch.nn as nn
-from torch.fx.node import map_aggregate
 
 from initlint import ops
 from initlint.inputs import ProbeInputs
 from initlint.locations import SourceLocation
 from initlint.memory import MemoryBudget
+from initlint.model_outputs import backward_outputs
 from initlint.probe import STATS, ProbeRun, first_step_module, measure, run_first_step
 from initlint.progress import Progress
 from initlint.trace import Traced, outermost_leaves, tag_nodes
+from initlint.train_or_eval import train_else_eval
 
 
 def untracked(x: torch.Tensor) -> torch.Tensor:
@@ -34,10 +35,11 @@ def untracked(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _first_step_copy(model: nn.Module) -> nn.Module:
+def _first_step_copy(model: nn.Module, train: bool = True) -> nn.Module:
     """A copy that runs as a first training step does (batch statistics, dropout off, no
-    in-place layers); hooks run the model's own forward, so the model itself must not."""
-    runner = copy.deepcopy(model).train()
+    in-place layers), or in eval mode; hooks run the model's own forward, so the model itself
+    must not."""
+    runner = copy.deepcopy(model).train(train)
     for module in runner.modules():
         if ops.module_kind(module).family == ops.DROPOUT:
             module.eval()
@@ -81,7 +83,9 @@ class _GraphRecorder:
             self._record(node, output, saturating)
 
     def finish(self, output: object) -> None:
-        self.graph.output(map_aggregate(output, self.node_for))
+        """The graph's output: the values the backward pass starts from."""
+        nodes = [self.node_for(t) for t in backward_outputs(output)]
+        self.graph.output(nodes[0] if len(nodes) == 1 else tuple(nodes))
 
     def _record(self, node: fx.Node, tensor: torch.Tensor, saturating=None) -> fx.Node:
         if tensor.is_floating_point():
@@ -100,33 +104,44 @@ def probe_with_hooks(
     progress: Progress = Progress(), budget: MemoryBudget | None = None,
 ) -> tuple[Traced, str | None]:
     """Probe ``model`` through hooks; returns the reconstructed graph (mode "hooks", with
-    ``reason`` in its note) and the probe's own note."""
-    runner = _first_step_copy(model)
-    leaves = outermost_leaves(runner, leaf_modules)
-    recorder: _GraphRecorder | None = None
+    ``reason`` in its note) and the probe's own note. The inputs reach the model as a data
+    loader gives them (not requiring grad); a model whose train-mode forward fails (it wants
+    targets) is probed in eval mode, and the note says so."""
+    held = budget.held if budget is not None else 0
 
-    def forward(tensors: list[torch.Tensor], run: ProbeRun) -> object:
-        nonlocal recorder
-        recorder = _GraphRecorder(inputs.batch_size, run)
-        for spec, tensor in zip(inputs.specs, tensors):
-            recorder.add_input(spec.name, tensor)
-        handles = [
-            module.register_forward_hook(functools.partial(_hook, recorder, path))
-            for path, module in leaves
-        ]
-        try:
-            output = runner(*tensors)
-        finally:
-            for handle in handles:
-                handle.remove()
-        recorder.finish(output)
-        return output
+    def attempt(train: bool) -> tuple[nn.Module, _GraphRecorder, int, str | None]:
+        if budget is not None:
+            budget.held = held  # a failed attempt's values are gone
+        runner = _first_step_copy(model, train)
+        leaves = outermost_leaves(runner, leaf_modules)
+        recorder: list[_GraphRecorder] = []
 
-    probe_note = run_first_step(forward, inputs, seed, progress, len(leaves), runner.parameters(), budget)
+        def forward(tensors: list[torch.Tensor], run: ProbeRun) -> object:
+            recorder[:] = [_GraphRecorder(inputs.batch_size, run)]
+            for spec, tensor in zip(inputs.specs, tensors):
+                recorder[0].add_input(spec.name, tensor)
+            handles = [
+                module.register_forward_hook(functools.partial(_hook, recorder[0], path))
+                for path, module in leaves
+            ]
+            args, kwargs = inputs.bind(tensors)
+            try:
+                output = runner(*args, **kwargs)
+            finally:
+                for handle in handles:
+                    handle.remove()
+            recorder[0].finish(output)
+            return output
+
+        note = run_first_step(forward, inputs, seed, progress, len(leaves), runner.parameters(), budget,
+                              inputs_require_grad=False)
+        return runner, recorder[0], len(leaves), note
+
+    (runner, recorder, leaf_count, probe_note), mode_note = train_else_eval(attempt)
     graph_module = fx.GraphModule(runner, recorder.graph, type(model).__name__)
     tag_nodes(graph_module, module_sites, fallback)
-    note = f"{reason}; probed with module hooks instead ({len(leaves)} leaf modules)"
-    return Traced(graph_module, "hooks", note), probe_note
+    note = f"{reason}; probed with module hooks instead ({leaf_count} leaf modules)"
+    return Traced(graph_module, "hooks", note), "; ".join(filter(None, [mode_note, probe_note])) or None
 
 
 def _hook(recorder: _GraphRecorder, path: str, module: nn.Module, args: tuple, output: object) -> None:

@@ -8,8 +8,8 @@ are documented in the README.
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 import torch.fx as fx
@@ -26,17 +26,48 @@ DEFAULT_TOKENS = 32
 """Inferred sequence length for an Embedding input."""
 
 
+DTYPES = {
+    "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+    "int64": torch.int64, "bool": torch.bool,
+}
+"""The dtypes an input may be given with (``--input NAME=SHAPE:DTYPE``)."""
+
+
 @dataclass
 class InputSpec:
+    """One probe input: what to draw, and how the model takes it (by position or by keyword)."""
+
     name: str
     shape: tuple[int, ...]
     integer_high: int | None = None
     """For integer ids: draw uniformly from [0, integer_high)."""
     inferred_from: str | None = None
+    dtype: torch.dtype | None = None
+    """None: the model's own floating dtype (N(0, 1) values); else one of ``DTYPES``."""
+    keyword: bool = False
+    """Passed as ``forward(name=tensor)`` rather than by position."""
+    fill: int | None = None
+    """Every element is this constant (an all-ones attention mask) instead of random."""
+
+    @property
+    def is_integer(self) -> bool:
+        return self.integer_high is not None or (self.dtype is not None and not self.dtype.is_floating_point)
+
+    def storage_dtype(self, float_dtype: torch.dtype) -> torch.dtype:
+        """The dtype of the drawn tensor, given the model's floating dtype."""
+        if self.dtype is not None:
+            return self.dtype
+        return torch.int64 if self.integer_high is not None else float_dtype
 
     def to_dict(self) -> dict:
-        data = {"name": self.name, "shape": list(self.shape)}
-        data["dtype"] = "int64" if self.integer_high is not None else "float"
+        data: dict = {"name": self.name, "shape": list(self.shape)}
+        data["dtype"] = str(self.dtype).removeprefix("torch.") if self.dtype is not None else (
+            "int64" if self.integer_high is not None else "float")
+        data["keyword"] = self.keyword
+        if self.integer_high is not None:
+            data["high"] = self.integer_high
+        if self.fill is not None:
+            data["fill"] = self.fill
         if self.inferred_from:
             data["inferred_from"] = self.inferred_from
         return data
@@ -44,6 +75,8 @@ class InputSpec:
 
 @dataclass
 class ProbeInputs:
+    """The drawn (or given) probe batch, one tensor per spec, in the specs' order."""
+
     specs: list[InputSpec]
     tensors: list[torch.Tensor] = field(default_factory=list)
 
@@ -61,6 +94,22 @@ class ProbeInputs:
     def batch_size(self) -> int | None:
         return self.tensors[0].shape[0] if self.tensors and self.tensors[0].dim() else None
 
+    def bind(self, tensors: Sequence[torch.Tensor]) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
+        """``tensors`` (one per spec, e.g. copies that require grad) as ``(args, kwargs)``."""
+        args = tuple(t for spec, t in zip(self.specs, tensors) if not spec.keyword)
+        kwargs = {spec.name: t for spec, t in zip(self.specs, tensors) if spec.keyword}
+        return args, kwargs
+
+    @property
+    def args(self) -> tuple[torch.Tensor, ...]:
+        """The positional inputs, for ``model(*args, **kwargs)`` or ``torch.export.export``."""
+        return self.bind(self.tensors)[0]
+
+    @property
+    def kwargs(self) -> dict[str, torch.Tensor]:
+        """The keyword inputs, by name."""
+        return self.bind(self.tensors)[1]
+
 
 def parse_shape(text: str) -> tuple[int, ...]:
     """'8,3,224,224' -> (8, 3, 224, 224); anything else is a usage error."""
@@ -75,6 +124,38 @@ def parse_shape(text: str) -> tuple[int, ...]:
             "write it like --input-shape 8,3,224,224 (batch first)."
         )
     return shape
+
+
+_INPUT_FORM = "--input NAME=SHAPE:DTYPE, e.g. --input input_ids=8,32:int64"
+
+
+def parse_named_input(name: str, text: str) -> InputSpec:
+    """``input_ids``, ``'8,32:int64'`` -> a keyword spec; without a dtype, the model's floating
+    dtype (float32 for most models: a half-precision model gets half-precision inputs)."""
+    if not name.isidentifier():
+        raise InitlintError(f"input name {name!r} is not a Python identifier; write {_INPUT_FORM}.")
+    shape_text, _, dtype_text = text.partition(":")
+    dtype_text = dtype_text.strip()
+    if dtype_text and dtype_text not in DTYPES:
+        raise InitlintError(
+            f"input {name!r}: dtype {dtype_text!r} is not one of {', '.join(DTYPES)}; write {_INPUT_FORM}."
+        )
+    try:
+        shape = parse_shape(shape_text)
+    except InitlintError:
+        raise InitlintError(
+            f"input {name!r}: shape {shape_text!r} is not a comma-separated list of positive "
+            f"integers; write {_INPUT_FORM}."
+        ) from None
+    return InputSpec(name, shape, dtype=DTYPES[dtype_text] if dtype_text else None, keyword=True)
+
+
+def parse_input_option(text: str) -> InputSpec:
+    """``'input_ids=8,32:int64'`` (the ``--input`` flag) -> a keyword spec."""
+    name, sep, rest = text.partition("=")
+    if not sep:
+        raise InitlintError(f"--input {text!r} has no '='; write {_INPUT_FORM}.")
+    return parse_named_input(name.strip(), rest.strip())
 
 
 def required_inputs(graph_module: fx.GraphModule) -> list[fx.Node]:
@@ -186,36 +267,26 @@ def specs_for(
 def specs_without_graph(
     model: nn.Module, shapes: list[tuple[int, ...]] | None, batch: int = DEFAULT_BATCH
 ) -> list[InputSpec]:
-    """Specs for a model fx could not trace: its inputs are ``forward``'s required parameters,
-    and with one input and no shape given, the first Linear/Conv/Embedding *registered* stands
-    in for the first one called."""
-    names = [
-        p.name for p in inspect.signature(model.forward).parameters.values()
-        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-    first = next((layer for m in model.modules() if (layer := _from_module(m)) is not None), None)
-    if first is not None:
-        first = replace(first, description=first.description.replace("first layer", "first registered layer"))
-    if shapes:
-        _checked_count(names, shapes)
-        high = first.size if first is not None and first.family == "embedding" and len(names) == 1 else None
-        return [InputSpec(name, tuple(shape), integer_high=high) for name, shape in zip(names, shapes)]
-    if len(names) != 1:
-        raise InitlintError(
-            f"cannot infer the shapes of {len(names)} inputs ({', '.join(names)}) of a model that "
-            "torch.fx cannot trace; pass one --input-shape per input, in order."
-        )
-    return [_spec_from(names[0], first, batch)]
+    """Kept for callers of the old name: ``specs_before_capture`` with positional shapes only."""
+    from initlint.forward_inputs import specs_before_capture
+
+    return specs_before_capture(model, shapes, (), batch)
 
 
 def draw(specs: list[InputSpec], seed: int, device: torch.device, dtype: torch.dtype) -> ProbeInputs:
-    """N(0, 1) floats (or uniform ids) from a private generator: the global RNG is left alone."""
+    """N(0, 1) floats, uniform ids or constant masks from a private generator: the global RNG
+    is left alone. ``dtype`` is the model's floating dtype, for specs that name none."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
     tensors = []
     for spec in specs:
-        if spec.integer_high is not None:
-            t = torch.randint(0, spec.integer_high, spec.shape, generator=generator)
+        stored = spec.storage_dtype(dtype)
+        if spec.fill is not None:
+            t = torch.full(spec.shape, spec.fill, dtype=stored)
+        elif spec.integer_high is not None:
+            t = torch.randint(0, spec.integer_high, spec.shape, generator=generator).to(stored)
+        elif not stored.is_floating_point:
+            t = torch.zeros(spec.shape, dtype=stored)  # ids of no known vocabulary: 0 is always valid
         else:
-            t = torch.randn(spec.shape, generator=generator).to(dtype)
+            t = torch.randn(spec.shape, generator=generator).to(stored)
         tensors.append(t.to(device))
     return ProbeInputs(specs, tensors)

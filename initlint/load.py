@@ -37,6 +37,10 @@ class LoadedTarget:
     model: nn.Module
     construction_sites: dict[nn.Module, SourceLocation]
     factory_location: SourceLocation | None
+    module: ModuleType | None = None
+    """The module the factory was found in (a file target's is imported under a private name)."""
+    source_file: Path | None = None
+    """The file of a ``path/to/file.py:factory`` target."""
 
 
 def split_target(target: str) -> tuple[str, str]:
@@ -155,12 +159,28 @@ def load_target(target: str) -> LoadedTarget:
     if is_file_source(source):
         path = Path(source)
         with _on_sys_path(str(path.resolve().parent)):
-            factory = _factory_from(_import_file(path), name, source)
+            module = _import_file(path)
+            factory = _factory_from(module, name, source)
             model, sites = _build(factory, target)
-    else:
-        factory = _factory_from(_import_module(source), name, source)
-        model, sites = _build(factory, target)
-    return LoadedTarget(target, model, sites, definition_of(factory))
+        return LoadedTarget(target, model, sites, definition_of(factory), module, path)
+    module = _import_module(source)
+    factory = _factory_from(module, name, source)
+    model, sites = _build(factory, target)
+    return LoadedTarget(target, model, sites, definition_of(factory), module)
+
+
+def resolve_name(name: str, loaded: LoadedTarget | None = None) -> object:
+    """The object named ``module.attribute``. Beside a file target, ``module`` may be the target
+    file itself (by its file name: ``model.Block`` for ``model.py``, the very class the factory
+    used) or a module in its folder. Raises ImportError, AttributeError or ValueError."""
+    module_name, _, attribute = name.rpartition(".")
+    if not module_name or not attribute:
+        raise ValueError("not of the form module.QualifiedName")
+    source = loaded.source_file if loaded is not None else None
+    if source is not None and module_name == source.stem and loaded.module is not None:
+        return getattr(loaded.module, attribute)
+    with _on_sys_path(str(source.resolve().parent)) if source is not None else contextlib.nullcontext():
+        return getattr(importlib.import_module(module_name), attribute)
 
 
 def _build(factory: Callable[[], object], target: str) -> tuple[nn.Module, dict]:

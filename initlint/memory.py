@@ -54,7 +54,7 @@ class MemoryBudget:
         """Check that the probe inputs fit before they are drawn (the forward pass charges them
         when it measures them)."""
         self.shapes = ", ".join(str(tuple(s.shape)) for s in specs)
-        sizes = [(torch.int64 if s.integer_high is not None else dtype).itemsize * math.prod(s.shape) for s in specs]
+        sizes = [s.storage_dtype(dtype).itemsize * math.prod(s.shape) for s in specs]
         self._check(self.held + sum(sizes))
 
     def charge(self, value: torch.Tensor) -> None:

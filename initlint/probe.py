@@ -19,11 +19,12 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.fx.node import map_aggregate
 
 from initlint import ops
+from initlint.errors import InitlintError
 from initlint.inputs import ProbeInputs
 from initlint.materialize import PieceByPiece
+from initlint.model_outputs import backward_outputs, tensors_in
 from initlint.memory import MemoryBudget
 from initlint.progress import Progress
 from initlint.stats import NodeStats, std_of, tensor_stats
@@ -203,7 +204,7 @@ class Probe(FirstStepInterpreter):
 
     def observe(self, n: fx.Node, args: tuple, kwargs: dict, result: object) -> object:
         self.run_state.progress.advance()
-        tensors = _tensors_in(result)
+        tensors = tensors_in(result)
         n.meta[CARRIES_TENSOR] = bool(tensors)
         if any(t.is_floating_point() for t in tensors):
             if n.op != "placeholder" and not self.on_gradient_path.intersection(n.all_input_nodes) \
@@ -226,22 +227,11 @@ class Probe(FirstStepInterpreter):
         return lambda x: first_step_call(n.target, (x, *args[1:]), kwargs)
 
 
-def _tensors_in(value: object) -> list[torch.Tensor]:
-    """The tensors in a value, looking into tuples, lists and dicts."""
-    found: list[torch.Tensor] = []
-    map_aggregate(value, lambda v: found.append(v) if isinstance(v, torch.Tensor) else None)
-    return found
-
-
-def floating_tensors(value: object) -> list[torch.Tensor]:
-    """The floating-point tensors in a (nested) output: backward starts from each of them."""
-    return [t for t in _tensors_in(value) if t.is_floating_point()]
-
-
 def run_first_step(
     forward: Callable[[list[torch.Tensor], ProbeRun], object],
     inputs: ProbeInputs, seed: int, progress: Progress, forward_steps: int,
     parameters: Iterable[nn.Parameter], budget: MemoryBudget | None = None,
+    inputs_require_grad: bool = True,
 ) -> str | None:
     """One forward (``forward(leaves, run)``, which measures as it goes) and one backward pass
     from a Gaussian cotangent at every floating-point output, without side effects: the RNG is
@@ -249,7 +239,10 @@ def run_first_step(
     when no gradient could be taken. Without a ``budget``, the free memory of the inputs'
     device is one. The gradient is taken with respect to the inputs, the values ``forward``
     cut loose with ``run.start_gradient_path``, and ``parameters`` (the hooks probe's way to
-    reach values that depend on no float input: it cannot cut values loose inside a module)."""
+    reach values that depend on no float input: it cannot cut values loose inside a module).
+    With ``inputs_require_grad`` False the inputs reach ``forward`` as a data loader gives them
+    (not requiring grad): a model's own code may depend on that (Wav2Vec2 sets ``requires_grad``
+    on a view of its input), and only the parameters then start the gradient."""
     devices = [t.device for t in inputs.tensors if t.device.type == "cuda"]
     device = inputs.tensors[0].device if inputs.tensors else torch.device("cpu")
     run = ProbeRun(progress, budget or MemoryBudget(device))
@@ -257,10 +250,10 @@ def run_first_step(
         # gradients even when the caller runs under no_grad or inference_mode
         with torch.random.fork_rng(devices=devices), torch.inference_mode(False), torch.enable_grad():
             # an input made under inference_mode cannot enter autograd: a copy can
-            leaves = [(t.clone() if t.is_inference() else t.detach()).requires_grad_(t.is_floating_point())
-                      for t in inputs.tensors]
+            leaves = [(t.clone() if t.is_inference() else t.detach())
+                      .requires_grad_(inputs_require_grad and t.is_floating_point()) for t in inputs.tensors]
             progress.phase("forward", forward_steps)
-            outputs = [o for o in floating_tensors(forward(leaves, run)) if o.requires_grad]
+            outputs = [o for o in backward_outputs(forward(leaves, run)) if o.requires_grad]
             wrt = [t for t in leaves if t.requires_grad] + run.sources + [p for p in parameters if p.requires_grad]
             if not outputs or not wrt:
                 return "no gradient: no floating-point output depends on a float input or a trainable parameter"
@@ -273,6 +266,21 @@ def run_first_step(
     return None
 
 
+def placeholder_values(graph_module: fx.GraphModule, args: tuple, kwargs: dict) -> list[object]:
+    """The value of each placeholder, in order: the positional inputs first, then keyword
+    inputs by name, else the placeholder's default."""
+    values: list[object] = list(args)
+    for node in [n for n in graph_module.graph.nodes if n.op == "placeholder"][len(args):]:
+        if node.name in kwargs or node.target in kwargs:
+            values.append(kwargs.get(node.target, kwargs.get(node.name)))
+        elif node.args:
+            values.append(node.args[0])
+        else:
+            raise InitlintError(f"the graph's input {node.target!r} was given no value; pass it with "
+                                f"--input {node.target}=SHAPE:DTYPE.")
+    return values
+
+
 def probe(
     graph_module: fx.GraphModule, inputs: ProbeInputs, seed: int, progress: Progress = Progress(),
     budget: MemoryBudget | None = None, pieces: PieceByPiece | None = None,
@@ -281,6 +289,7 @@ def probe(
     ``pieces`` runs a model on the meta device one layer at a time."""
     def forward(leaves: list[torch.Tensor], run: ProbeRun) -> object:
         with pieces.weights_rebuilt_in_backward() if pieces else contextlib.nullcontext():
-            return Probe(graph_module, inputs.batch_size, run, pieces).run(*leaves)
+            args = placeholder_values(graph_module, *inputs.bind(leaves))
+            return Probe(graph_module, inputs.batch_size, run, pieces).run(*args)
 
     return run_first_step(forward, inputs, seed, progress, len(graph_module.graph.nodes), (), budget)

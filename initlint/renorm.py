@@ -29,7 +29,7 @@ from initlint.errors import InitlintError
 from initlint.graph import GATE, OUTPUT, SQUEEZE, NodeView, SignalGraph, activation_module_of
 from initlint.inputs import ProbeInputs
 from initlint.moments import Moments, gaussian_moments, is_elementwise
-from initlint.probe import FirstStepInterpreter
+from initlint.probe import FirstStepInterpreter, placeholder_values
 from initlint.stats import NodeStats, tensor_stats
 
 GAUSSIAN, GATE_TARGET, NONE = "gaussian", "gate", "none"
@@ -194,5 +194,5 @@ def plan_renorm(
     }
     planner = _Planner(graph_module, sites, graph, inputs.batch_size)
     with torch.no_grad():
-        planner.run(*inputs.tensors)
+        planner.run(*placeholder_values(graph_module, inputs.args, inputs.kwargs))
     return planner.plan

@@ -27,6 +27,16 @@ class Report:
     seconds: float = 0.0
     skipped_rules: list[str] = field(default_factory=list)
     """Selected rules that could not run: in hooks mode, those that need the graph's structure."""
+    rule_count: int = 0
+    """How many rules were selected (run or skipped)."""
+
+    def skip_summary(self) -> str | None:
+        """'9 of 12 rules skipped (hooks mode: REASON)', or None when every rule ran."""
+        if not self.skipped_rules:
+            return None
+        reason = (self.trace_note or "the model could not be captured as a graph").split("; ")[0]
+        total = max(self.rule_count, len(self.skipped_rules))
+        return f"{len(self.skipped_rules)} of {total} rules skipped ({self.trace_mode} mode: {reason})"
 
     def at_or_above(self, level: str) -> list[Finding]:
         return [f for f in self.findings if severity_rank(f.severity) >= severity_rank(level)]
@@ -39,7 +49,7 @@ class Report:
         return {
             "target": self.target,
             "trace": {"mode": self.trace_mode, "nodes": len(self.graph.nodes), "note": self.trace_note,
-                      "skipped_rules": self.skipped_rules},
+                      "skipped_rules": self.skipped_rules, "rule_count": self.rule_count},
             "inputs": [spec.to_dict() for spec in self.inputs],
             "device": self.device,
             "probe_note": self.probe_note,
@@ -105,18 +115,20 @@ def to_text(reports: list[Report]) -> str:
         counts = Counter(f.severity for f in report.findings)
         summary = ", ".join(f"{counts[s]} {s}" for s in ("error", "warning", "info") if counts[s])
         shapes = "; ".join(
-            f"{s.name} {tuple(s.shape)}" + (f" inferred from {s.inferred_from}" if s.inferred_from else "")
+            f"{s.name} {tuple(s.shape)}" + (f" {s.to_dict()['dtype']}" if s.is_integer else "") + (f" inferred from {s.inferred_from}" if s.inferred_from else "")
             for s in report.inputs
         )
+        skipped = report.skip_summary()
         lines.append(
             f"{report.target}: {len(report.findings)} finding(s)"
             + (f" ({summary})" if summary else "")
+            + (f"; {skipped}" if skipped else "")
             + f"; traced with {report.trace_mode}, {len(report.graph.nodes)} nodes; probed on "
             f"{report.device} with {shapes} in {report.seconds:.2f} s"
         )
         if report.skipped_rules:
             lines.append(f"  note: skipped {', '.join(report.skipped_rules)}: they need the graph's "
-                         "structure, which module hooks do not give")
+                         "structure, which module hooks do not give (--require-graph makes this an error)")
         for note in (report.trace_note, report.probe_note):
             if note:
                 lines.append(f"  note: {note}")

@@ -80,11 +80,14 @@ def test_explicit_config_path(run_cli, project, tmp_path):
         ('[tool.initlint.rules.IL101]\nband = "wide"\n', "rules.IL101: must be a table of numbers"),
         ('[tool.initlint]\nleaf-modules = ["no_such_mod.Block"]\n', "leaf-modules: cannot import"),
         ("[tool.initlint\n", "fix the TOML"),
+        ('[tool.initlint]\nrequire-graph = "yes"\n', "require-graph: must be true or false"),
+        ('[tool.initlint]\ntargets = [{target = "m.py:b", inputs = {ids = "8,x:int64"}}]\n', "targets[0].inputs: input 'ids'"),
+        ('[tool.initlint]\ntargets = [{target = "m.py:b", inputs = {ids = "8,32:int8"}}]\n', "'int8' is not one of"),
     ],
 )
 def test_bad_config_exits_2_naming_key_and_file(run_cli, project, table, message):
     path = project(table)
-    result = run_cli("check", "x.py:build")
+    result = run_cli("check", "../models/net.py:build")  # imports resolve beside a target that loads
     assert result.exit_code == 2
     assert message in result.stderr and str(path) in result.stderr and "Traceback" not in result.stderr
 

@@ -125,7 +125,7 @@ class FeaturesAndTokens(nn.Module):
 
     def forward(self, x: torch.Tensor, ids: torch.Tensor) -> dict[str, object]:
         h = self.features(x) + self.tokens(ids).mean(1)
-        return {"logits": self.head(torch.relu(h)), "aux": [h, h.pow(2)]}
+        return {"prediction": self.head(torch.relu(h)), "aux": [h, h.pow(2)]}
 
 
 def test_several_inputs_token_ids_and_nested_outputs():

@@ -1,0 +1,56 @@
+"""What a model returns, as plain containers of tensors, and where the backward pass starts.
+
+Models return tensors, tuples, lists and dicts, but also dataclasses, namedtuples and Hugging
+Face ``ModelOutput``s (an ordered dict and a dataclass at once, whose unset fields are None). A
+training loss is computed from the prediction, so the backward pass starts from ``logits`` or
+``last_hidden_state`` when the output names one; otherwise from every floating-point output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import torch
+
+MAIN_OUTPUTS = ("logits", "last_hidden_state")
+"""Output fields a loss is computed from, in order of preference."""
+
+
+def unwrap(value: object) -> object:
+    """``value`` with every mapping, dataclass and namedtuple turned into a dict (None fields
+    dropped, as a ``loss=None``) and every list or tuple into a tuple, recursively."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, Mapping):
+        fields = value.items()
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
+    elif isinstance(value, tuple) and hasattr(value, "_fields"):
+        fields = zip(value._fields, value)
+    elif isinstance(value, (list, tuple)):
+        return tuple(unwrap(v) for v in value)
+    else:
+        return value
+    return {str(k): unwrap(v) for k, v in fields if v is not None}
+
+
+def tensors_in(value: object) -> list[torch.Tensor]:
+    """The tensors in a (nested) value, in order."""
+    value = unwrap(value)
+    if isinstance(value, torch.Tensor):
+        return [value]
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, tuple) else ()
+    return [t for item in items for t in tensors_in(item)]
+
+
+def backward_outputs(value: object) -> list[torch.Tensor]:
+    """The floating-point outputs the backward pass starts from: the named prediction
+    (``MAIN_OUTPUTS``) when there is one, else every floating-point output."""
+    plain = unwrap(value)
+    if isinstance(plain, dict):
+        for name in MAIN_OUTPUTS:
+            main = plain.get(name)
+            if isinstance(main, torch.Tensor) and main.is_floating_point():
+                return [main]
+    return [t for t in tensors_in(plain) if t.is_floating_point()]

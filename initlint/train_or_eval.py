@@ -1,0 +1,32 @@
+"""Run a model in training mode, or in eval mode when its training forward needs more than
+inputs (detectors: "targets should not be none when in training mode").
+
+Decided by behaviour, never by class: the train-mode attempt runs first; when it raises and an
+eval-mode attempt succeeds, the eval result is used and a note says so. When both fail, the
+train-mode error is the one reported (it is the one a first training step would meet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from initlint.errors import InitlintError
+
+T = TypeVar("T")
+
+
+def train_else_eval(attempt: Callable[[bool], T]) -> tuple[T, str | None]:
+    """``attempt(True)`` (train mode); if it raises, ``attempt(False)`` (eval mode) and a note."""
+    try:
+        return attempt(True), None
+    except InitlintError:
+        raise
+    except Exception as train_error:
+        try:
+            result = attempt(False)
+        except Exception:
+            raise train_error from None
+        reason = (str(train_error).strip().splitlines() or [""])[0]
+        return result, (f"probed in eval mode: in train mode the forward raised "
+                        f"{type(train_error).__name__}: {reason} (BatchNorm used its running statistics)")
