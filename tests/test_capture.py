@@ -1,0 +1,143 @@
+"""Capture with torch.export where fx cannot trace: size reads, library models, behaviour kinds."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import initlint
+from initlint import ops
+from initlint.capture import behaviour_kind, output_tensors
+
+POSITIONAL_ENCODING_MODEL = """
+import math
+import torch
+from torch import nn
+
+class RMSNorm(nn.Module):
+    # written out, as language-model code does: x * rsqrt(mean(x^2) + eps) * w
+    def __init__(self, width):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.weight
+
+class TanhGELU(nn.Module):
+    def forward(self, x):
+        return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+class Net(nn.Module):
+    def __init__(self, vocab=50, width=32, depth=3):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.register_buffer("pe", torch.randn(100, width) * 0.1)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(RMSNorm(width), nn.Linear(width, width), TanhGELU(), nn.Linear(width, width))
+            for _ in range(depth)
+        )
+        self.norm = RMSNorm(width)
+        self.head = nn.Linear(width, vocab)
+
+    def forward(self, ids):
+        x = self.embed(ids) + self.pe[: ids.shape[1]]   # slicing by a size: fx cannot trace it
+        for block in self.blocks:
+            x = x + block(x)
+        return self.head(self.norm(x))
+
+def build():
+    torch.manual_seed(0)
+    return Net()
+"""
+
+
+@pytest.fixture
+def size_slicing_model(model_file):
+    return model_file(POSITIONAL_ENCODING_MODEL, "lm.py")
+
+
+def test_a_model_that_slices_by_a_size_is_captured_as_a_graph(run_cli, size_slicing_model):
+    result = run_cli("check", f"{size_slicing_model}:build", "--output-format", "json")
+    report = json.loads(result.stdout)["reports"][0]
+    assert report["trace"]["mode"] == "export", report["trace"]
+    assert "torch.fx could not trace" in report["trace"]["note"]
+    nodes = {node["name"]: node for node in report["nodes"]}
+    modules = {node["module"] for node in nodes.values()}
+    assert {"blocks.0.1", "blocks.2.3", "head", "embed"} <= modules  # module paths, as fx gives them
+    assert all(node["std"] is None or math.isfinite(node["std"]) for node in nodes.values())
+
+
+def test_behaviour_names_a_written_out_norm_and_activation(size_slicing_model):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lm_module", size_slicing_model)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    report = initlint.check(module.build())
+    kinds = {view.module: view.kind for view in report.graph.nodes.values() if view.op == "call_module"}
+    assert kinds["blocks.0.0"] == ops.OpKind(ops.NORM, "rms_norm")
+    assert kinds["norm"] == ops.OpKind(ops.NORM, "rms_norm")
+    assert kinds["blocks.1.2"].family == ops.ACTIVATION
+    # the norm's mean of squares is no pool, and the GELU's inner addition no residual add
+    assert "IL301" not in report.codes()
+    adds = [v for v in report.graph.nodes.values() if v.kind.family == ops.ADD]
+    assert len(adds) == 3 + 1, [v.name for v in adds]  # one residual add per block, one for the positions
+
+
+def test_behaviour_kind_needs_the_whole_pattern():
+    graph = torch.fx.Graph()
+    x = graph.placeholder("x")
+    aten = torch.ops.aten
+    mean = graph.call_function(aten.mean.dim, (x, [-1], True))
+    scaled = graph.call_function(aten.mul.Tensor, (x, mean))
+    assert behaviour_kind([mean, scaled], uses_state=False) is None  # a mean without a rescale: no norm
+    tanh = graph.call_function(aten.tanh.default, (x,))
+    assert behaviour_kind([tanh, scaled], uses_state=True) is None  # weights: no activation
+    assert behaviour_kind([tanh], uses_state=False).family == ops.ACTIVATION
+
+
+def test_structured_outputs_are_flattened_by_position():
+    from collections import namedtuple
+
+    Pair = namedtuple("Pair", "logits extra")
+    a, b = torch.zeros(1), torch.ones(1)
+    flat = output_tensors({"out": Pair(a, [b, None, 3])})
+    assert list(flat) == ["out.logits", "out.extra.0"] and flat["out.extra.0"] is b
+
+
+def test_data_dependent_control_flow_still_falls_back_to_hooks_with_both_reasons():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 8)
+
+        def forward(self, x):
+            return self.fc(x) if x.sum() > 0 else -self.fc(x)
+
+    report = initlint.check(Branchy())
+    assert report.trace_mode == "hooks"
+    assert "torch.fx could not trace" in report.trace_note and "torch.export failed too" in report.trace_note
+
+
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.mark.parametrize("build", [
+    lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=128)),
+    lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        n_embd=64, n_layer=4, n_head=4, vocab_size=128, n_positions=64)),
+], ids=["llama", "gpt2"])
+def test_default_initialized_language_models_are_graphs_without_findings(build):
+    """Their 0.02-scale residual streams, closed by a final norm, are the design (DESIGN.md)."""
+    torch.manual_seed(0)
+    report = initlint.check(build())
+    assert report.trace_mode == "export"
+    assert report.findings == [], [f"{f.code} {f.module}: {f.message}" for f in report.findings]
+    norms = [v for v in report.graph.nodes.values() if v.kind.family == ops.NORM]
+    assert len(norms) == 2 * 4 + 1  # two per block and the final one, whatever their class
