@@ -162,14 +162,20 @@ class SignalGraph:
 
     def body(self) -> list[NodeView]:
         """The measured main path without the head: it stops before the first global pool, or
-        else before the last weighted layer. A classifier's head contracts or expands the signal
-        once (fan-in 512, fan-out 10), which is no drift with depth."""
+        else before the last weighted layer, and before a last normalization layer that no
+        activation follows. A classifier's head contracts or expands the signal once (fan-in
+        512, fan-out 10), and a pre-LN transformer's final norm closes its residual stream
+        (T5 then scales it by d_model**-0.5 for its tied output embedding): no drift with depth."""
         path = self.measured(self.main_path)
         for index, view in enumerate(path):
             if GLOBAL_POOL in view.roles:
                 return path[:index]
         weighted = [i for i, view in enumerate(path) if "weighted" in view.roles]
-        return path[: weighted[-1]] if len(weighted) > 1 else path
+        end = weighted[-1] if len(weighted) > 1 else len(path)
+        norms = [i for i, view in enumerate(path[:end]) if NORM in view.roles]
+        if norms and not any("activation" in view.roles for view in path[norms[-1]:end]):
+            end = norms[-1]
+        return path[:end]
 
     def scaled_body(self) -> list[NodeView]:
         """The body without the values whose scale does not matter: normalization layers'
@@ -232,7 +238,7 @@ class SignalGraph:
                 u.kind.family == ops.MUL for u in self.through_plumbing(view.name, "users")
             ):
                 view.roles.add(GATE)
-            selects_token = view.kind.name == "getitem"  # e.g. a ViT's class token, x[:, 0]
+            selects_token = view.kind.name in ("getitem", "select")  # a class token, x[:, 0]
             if (view.kind.family == ops.POOL or selects_token) and view.inputs and _is_global(
                 view, self.nodes[view.inputs[0]]
             ):

@@ -162,6 +162,8 @@ class EmbeddingScale(Rule):
         for view in graph.nodes.values():
             if view.kind.name != "embedding" or view.stats is None:
                 continue
+            if not any(n in graph.input_dependent for n in view.inputs):
+                continue  # a table read at positions (T5's relative attention bias), not at the input's ids
             scaled = _scaled(graph, view)
             std = scaled.stats.std
             if scaled.name in judged or not math.isfinite(std):  # a sum of tables is judged once

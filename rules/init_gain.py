@@ -72,11 +72,12 @@ class _Block:
 
 
 def _blocks(graph: SignalGraph) -> list[_Block]:
-    """Weighted layers on the main path that feed exactly one activation there, in order, where
-    the weights' gain is what sets the block's factor."""
+    """Weighted layers of the body that feed exactly one activation on the main path, in order,
+    where the weights' gain is what sets the block's factor. The head is left out: it sets the
+    scale once (BERT's pooler, a Linear of std 0.02 into a tanh, reads its input nearly linearly)."""
     on_path = set(graph.main_path)
     blocks = []
-    for layer in graph.measured(graph.main_path):
+    for layer in graph.body():
         if "weighted" not in layer.roles:
             continue
         users = graph.through_plumbing(layer.name, "users")

@@ -56,12 +56,15 @@ def _nonfinite_forward(view: NodeView) -> bool:
 
 
 def _passed_on(graph: SignalGraph, view: NodeView) -> bool:
-    """Whether the non-finite values reach the output or a layer that reads them: a causal
-    mask's -inf, which the softmax after it turns into 0, is no fault."""
+    """Whether the non-finite values reach the output, through layers that keep them
+    non-finite: a causal mask's -inf, which the softmax after it turns into 0, and T5's
+    log(0) in its position buckets, which an integer cast and a ``where`` drop, are no fault."""
     readers = graph.through_plumbing(view.name, "users")
     if not readers:  # unknown readers (hooks mode sees no functional code): assume the worst
         return True
-    return OUTPUT in view.roles or any(r.op == "output" or _nonfinite_forward(r) for r in readers)
+    return OUTPUT in view.roles or any(
+        r.op == "output" or (_nonfinite_forward(r) and _passed_on(graph, r)) for r in readers
+    )
 
 
 def _nonfinite_gradient(view: NodeView) -> bool:

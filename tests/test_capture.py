@@ -132,12 +132,28 @@ transformers = pytest.importorskip("transformers")
         num_key_value_heads=2, vocab_size=128)),
     lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(
         n_embd=64, n_layer=4, n_head=4, vocab_size=128, n_positions=64)),
-], ids=["llama", "gpt2"])
-def test_default_initialized_language_models_are_graphs_without_findings(build):
-    """Their 0.02-scale residual streams, closed by a final norm, are the design (DESIGN.md)."""
+    lambda: transformers.T5ForConditionalGeneration(transformers.T5Config(
+        d_model=64, d_ff=128, num_layers=2, num_heads=4, d_kv=16, vocab_size=128)),
+    lambda: transformers.BertForSequenceClassification(transformers.BertConfig(
+        hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128, vocab_size=128)),
+    lambda: transformers.ViTForImageClassification(transformers.ViTConfig(
+        hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128, image_size=32,
+        patch_size=8)),
+], ids=["llama", "gpt2", "t5", "bert", "vit"])
+def test_default_initialized_transformers_are_graphs_without_findings(build):
+    """Their 0.02-scale residual streams closed by a final norm, T5's position-bucket table
+    and log(0), BERT's pooler in the head: the design (DESIGN.md), not faults."""
     torch.manual_seed(0)
     report = initlint.check(build())
     assert report.trace_mode == "export"
     assert report.findings == [], [f"{f.code} {f.module}: {f.message}" for f in report.findings]
-    norms = [v for v in report.graph.nodes.values() if v.kind.family == ops.NORM]
-    assert len(norms) == 2 * 4 + 1  # two per block and the final one, whatever their class
+    assert [v for v in report.graph.nodes.values() if v.kind.family == ops.NORM]
+
+
+def test_llama_rmsnorms_are_norms_whatever_their_class():
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=128))
+    norms = [v for v in initlint.check(model).graph.nodes.values() if v.kind.family == ops.NORM]
+    assert len(norms) == 2 * 3 + 1  # two per block and the final one
