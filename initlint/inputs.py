@@ -98,8 +98,10 @@ def _from_function(node: fx.Node, root: nn.Module) -> _FirstLayer | None:
     weight = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
     if not isinstance(weight, fx.Node) or weight.op != "get_attr":
         return None
-    shape = root.get_parameter(weight.target).shape
     kind = ops.function_kind(node.target).name
+    if kind not in ("linear", "conv", "embedding"):
+        return None
+    shape = fx.graph_module._get_attr(root, weight.target).shape  # a parameter or a buffer
     where = f"its first layer, {getattr(node.target, '__name__', kind)}"
     if kind == "linear":
         return _FirstLayer(where, "linear", shape[1])
