@@ -21,6 +21,7 @@ from initlint.inputs import DEFAULT_BATCH, InputSpec, ProbeInputs, draw, specs_f
 from initlint.materialize import PieceByPiece, on_meta
 from initlint.memory import MemoryBudget
 from initlint.locations import SourceLocation, definition_of, module_definition_sites
+from initlint.preserve import model_preserved
 from initlint.probe import probe
 from initlint.progress import Progress, for_model
 from initlint.report import Report
@@ -203,7 +204,8 @@ def run_check(
     """The pipeline behind ``check`` and the CLI."""
     started = time.perf_counter()
     rules = select_rules(options.select, options.ignore, options.thresholds, options.extend_select)
-    analysed = analyse(model, example_inputs, options, source)
+    with model_preserved(model):
+        analysed = analyse(model, example_inputs, options, source)
     skipped = [r for r in rules if r.needs_structure and analysed.traced.mode == "hooks"]
     findings = [
         finding for rule in rules if rule not in skipped for finding in rule.check(analysed.graph)

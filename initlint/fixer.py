@@ -17,6 +17,7 @@ from initlint.api import Analysed, CheckOptions, ModelSource, analyse, parse_opt
 from initlint.fold import FoldResult, fold_plan
 from initlint.inputs import ProbeInputs
 from initlint.materialize import on_meta
+from initlint.preserve import model_preserved
 from initlint.renorm import Renorm, plan_renorm
 from initlint.rewrite import apply_plan, verify
 
@@ -81,6 +82,15 @@ def _relative_difference(a: nn.Module, b: nn.Module, inputs: ProbeInputs) -> flo
 def run_fix(
     model: nn.Module, example_inputs: Sequence[torch.Tensor], options: CheckOptions, source: ModelSource,
     fold: bool = False, overrides: Mapping[str | type, str] | None = None,
+) -> FixResult:
+    """Plan, rewrite, verify (and fold); ``model``'s tensors and every RNG are as before afterwards."""
+    with model_preserved(model):
+        return _fixed(model, example_inputs, options, source, fold, overrides)
+
+
+def _fixed(
+    model: nn.Module, example_inputs: Sequence[torch.Tensor], options: CheckOptions, source: ModelSource,
+    fold: bool, overrides: Mapping[str | type, str] | None,
 ) -> FixResult:
     if on_meta(model):
         raise InitlintError(
