@@ -25,23 +25,36 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+def _what_was_written(before: int) -> str:
+    from initlint.output import written
+
+    done = written()[before:]
+    return f"only {', '.join(map(repr, done))} had been written" if done else "nothing was written"
+
+
 def reports_errors(command: Callable) -> Callable:
     """Turn bad input into exit 2 and a message on stderr; a traceback only with --debug."""
 
     @functools.wraps(command)
     def wrapper(*args: object, debug: bool = False, **kwargs: object) -> object:
         from initlint.errors import InitlintError
+        from initlint.interrupts import Interrupted, signals_handled
+        from initlint.output import written
 
+        outputs_before = len(written())
         try:
-            return command(*args, **kwargs)
+            with signals_handled():
+                return command(*args, **kwargs)
         except click.ClickException:
             raise  # usage errors: click prints them and exits 2
         except InitlintError as error:
             if debug:
                 traceback.print_exc()
             _fail(str(error))
-        except KeyboardInterrupt:
-            _fail("interrupted; nothing was written.")
+        except KeyboardInterrupt as error:
+            cause = f"by {error.signal_name}" if isinstance(error, Interrupted) else "by KeyboardInterrupt"
+            _fail(f"interrupted {cause}; {_what_was_written(outputs_before)} (temporary files were removed); "
+                  "run the command again and let it finish.")
         except Exception as error:  # a bug in initlint, or torch failing somewhere unexpected
             if debug:
                 traceback.print_exc()

@@ -22,6 +22,7 @@ from types import ModuleType
 import torch.nn as nn
 
 from initlint.errors import InitlintError
+from initlint.user_code import exits_refused
 from initlint.locations import (
     SourceLocation,
     definition_of,
@@ -76,12 +77,17 @@ def _import_file(path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        with exits_refused(f"the model file {str(path)!r}, while it was imported,",
+                           'a model file must import without exiting: put its script part under '
+                           '`if __name__ == "__main__":`.'):
+            spec.loader.exec_module(module)
     except SyntaxError as error:
         raise InitlintError(
             f"{error.filename}:{error.lineno}: syntax error in the model file: {error.msg}; "
             "fix the file so that `python` can import it."
         ) from error
+    except InitlintError:
+        raise
     except Exception as error:
         raise InitlintError(
             f"importing {str(path)!r} raised {type(error).__name__}: {error}; "
@@ -92,12 +98,16 @@ def _import_file(path: Path) -> ModuleType:
 
 def _import_module(name: str) -> ModuleType:
     try:
-        return importlib.import_module(name)
+        with exits_refused(f"module {name!r}, while it was imported,",
+                           "a model module must import without exiting."):
+            return importlib.import_module(name)
     except ModuleNotFoundError as error:
         raise InitlintError(
             f"cannot import module {name!r} ({error}); install the package or give a "
             "file path such as 'path/to/model.py:build' instead."
         ) from error
+    except InitlintError:
+        raise
     except Exception as error:
         raise InitlintError(
             f"importing module {name!r} raised {type(error).__name__}: {error}; "
@@ -166,7 +176,10 @@ def load_target(target: str) -> LoadedTarget:
 def _build(factory: Callable[[], object], target: str) -> tuple[nn.Module, dict]:
     with recording_construction_sites() as sites:
         try:
-            model = factory()
+            with exits_refused(f"the factory {target}", "a factory must return the model, not exit."):
+                model = factory()
+        except InitlintError:
+            raise
         except Exception as error:
             raise InitlintError(
                 f"the factory {target} raised {type(error).__name__}: {error}; "
