@@ -8,13 +8,15 @@ another device.
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn as nn
 
+from initlint import validate
 from initlint.errors import InitlintError
 from initlint.graph import SignalGraph
 from initlint.inputs import DEFAULT_BATCH, InputSpec, ProbeInputs, draw, specs_for, specs_without_graph
@@ -231,12 +233,46 @@ def check(model: nn.Module, *example_inputs: torch.Tensor, **options: object) ->
     ``example_inputs``, when given, are the probe batch (dim 0 is the batch); otherwise inputs
     are N(0, 1) of ``input_shapes`` or of shapes inferred from the first layer.
     """
-    return run_check(model, example_inputs, parse_options(options), ModelSource())
+    return run_check(require_module(model, "initlint.check"), example_inputs, parse_options(options), ModelSource())
 
 
 def parse_options(options: Mapping[str, object]) -> CheckOptions:
     """Keyword options of the Python API as ``CheckOptions``; an unknown one is bad input."""
     try:
-        return CheckOptions(**options)
+        parsed = CheckOptions(**options)
     except TypeError as error:
         raise InitlintError(f"{error}; see initlint.CheckOptions for the options.") from None
+    return validated(parsed)
+
+
+_VALIDATORS: dict[str, Callable[[object], object]] = {
+    "input_shapes": validate.input_shapes,
+    "seed": validate.seed,
+    "select": functools.partial(validate.codes, allow_empty=False),
+    "ignore": validate.codes,
+    "extend_select": lambda value: validate.codes(value) or [],
+    "thresholds": validate.thresholds,
+    "per_module_ignores": validate.per_module_ignores,
+    "leaf_modules": validate.module_classes,
+    "wrap_functions": validate.functions,
+    "batch_size": validate.batch_size,
+}
+
+
+def validated(options: CheckOptions, names: Mapping[str, str] | None = None) -> CheckOptions:
+    """``options`` with every setting checked and normalized (a single code string becomes a
+    list); ``names`` says how the user spelled each setting (``--seed``), for the message."""
+    names = names or {}
+    values = {
+        key: validate.checked(names.get(key, f"option {key}"), check, getattr(options, key))
+        for key, check in _VALIDATORS.items()
+    }
+    return replace(options, **values)
+
+
+def require_module(model: object, call: str) -> nn.Module:
+    """The API takes an ``nn.Module``; anything else (None, the factory itself) is bad input."""
+    if not isinstance(model, nn.Module):
+        hint = " (call it to build the model first)" if callable(model) else ""
+        raise InitlintError(f"{call} takes a torch.nn.Module, not {type(model).__name__}{hint}; pass the model itself.")
+    return model

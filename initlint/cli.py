@@ -85,15 +85,21 @@ def probe_options(command: Callable) -> Callable:
 
 def _merged_options(config: Config, device: str | None, seed: int | None, **settings: object) -> CheckOptions:
     """CheckOptions from the command line over [tool.initlint], over the defaults."""
-    from initlint.api import CheckOptions
+    from initlint.api import CheckOptions, validated
 
-    return CheckOptions(
+    options = CheckOptions(
         device=device or config.device or "cpu",
         seed=seed if seed is not None else (config.seed or 0),
         leaf_modules=config.leaf_modules,
         wrap_functions=config.wrap_functions,
         **settings,
     )
+    return validated(options, FLAGS)
+
+
+FLAGS = {"seed": "--seed", "select": "--select", "ignore": "--ignore", "input_shapes": "--input-shape"}
+"""How the settings that come from flags are spelled on the command line (config values are
+checked, naming their file and key, when the config is read)."""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -145,7 +151,7 @@ def check(
     options = _merged_options(
         config, device, seed,
         show_progress=output_format in HUMAN_FORMATS,
-        select=list(select) or config.select,
+        select=list(select) if select else config.select,
         extend_select=config.extend_select,
         ignore=list(ignore) or config.ignore,
         thresholds=config.rules,

@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from initlint import __version__
 from initlint.errors import InitlintError
-from initlint.api import Analysed, CheckOptions, ModelSource, analyse, parse_options
+from initlint.api import Analysed, CheckOptions, ModelSource, analyse, parse_options, require_module
 from initlint.fold import FoldResult, fold_plan
 from initlint.inputs import ProbeInputs
 from initlint.materialize import on_meta
@@ -120,5 +120,6 @@ def fix(model: nn.Module, *example_inputs: torch.Tensor, fold: bool = False,
     """A fixed copy of ``model``: renorm nodes in a GraphModule, or with ``fold=True`` the
     user's own class with the constants folded into its weights. ``overrides`` maps a module
     path or class to a target ("gaussian", "gate" or "none") for everything inside it."""
+    model = require_module(model, "initlint.fix")
     result = run_fix(model, example_inputs, parse_options(options), ModelSource(), fold, overrides)
     return result.folded.model if fold else result.patched
