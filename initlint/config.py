@@ -19,6 +19,7 @@ from initlint.choices import DEVICES, OUTPUT_FORMATS, SEVERITIES
 from initlint import validate
 from initlint.errors import InitlintError
 from initlint.load import is_file_source
+from initlint.names import checked_path
 from initlint.user_code import exits_refused
 
 T = TypeVar("T")
@@ -155,7 +156,7 @@ KEYS = (
 
 def load_config(explicit: str | None = None, start: Path | None = None) -> Config:
     """Read ``explicit`` or the nearest pyproject.toml; no file or no table gives the defaults."""
-    path = Path(explicit) if explicit else find_pyproject(start or Path.cwd())
+    path = checked_path(explicit, "the config file") if explicit else find_pyproject(start or Path.cwd())
     if path is None:
         return Config()
     try:
@@ -204,6 +205,6 @@ def load_config(explicit: str | None = None, start: Path | None = None) -> Confi
         device=reader.choice("device", DEVICES),
         seed=seed,
         rules=reader.thresholds(),
-        leaf_modules=reader.imported("leaf-modules"),
-        wrap_functions=reader.imported("wrap-functions"),
+        leaf_modules=reader.valid("leaf-modules", validate.module_classes, reader.imported("leaf-modules")),
+        wrap_functions=reader.valid("wrap-functions", validate.functions, reader.imported("wrap-functions")),
     )

@@ -22,6 +22,7 @@ from types import ModuleType
 import torch.nn as nn
 
 from initlint.errors import InitlintError
+from initlint.names import checked_path
 from initlint.user_code import exits_refused
 from initlint.locations import (
     SourceLocation,
@@ -157,6 +158,8 @@ def _fix_folder_target(folder: Path) -> str:
 def load_target(target: str) -> LoadedTarget:
     """Import the factory named by ``target``, call it, and record where its layers are built.
     A folder written by ``initlint fix`` stands for its generated ``model.py:build``."""
+    source = target.rpartition(":")[0] if ":" in target else target
+    checked_path(source, "the model file or folder")
     if Path(target).is_dir():
         loaded = load_target(_fix_folder_target(Path(target)))
         loaded.target = target

@@ -14,11 +14,12 @@ import torch
 
 from initlint.errors import InitlintError
 from initlint.interrupts import deferred
+from initlint.names import checked_path
 
 
 def refuse_existing(path: str | os.PathLike, force: bool) -> None:
     """Fail before any work is done when ``path`` exists and ``force`` was not given."""
-    if Path(path).exists() and not force:
+    if checked_path(path, "the output file").exists() and not force:
         raise InitlintError(f"{str(path)!r} already exists; pass --force to overwrite it.")
 
 
@@ -26,7 +27,7 @@ def refuse_existing_folder(folder: str | os.PathLike, force: bool, ours: Callabl
     """Fail unless ``folder`` is new, or ``force`` is given and it is empty or ``ours`` recognises
     it as a folder that initlint itself wrote. The working folder and its parents are never
     replaced: ``--force`` must not be able to empty a project."""
-    target = Path(folder)
+    target = checked_path(folder, "the output folder")
     if not (target.exists() or target.is_symlink()):
         return
     resolved = target.resolve()

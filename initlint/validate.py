@@ -9,6 +9,7 @@ NaN threshold) or crash later (a seed beyond 64 bits, a batch of 0) is refused h
 from __future__ import annotations
 
 import math
+import types
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
@@ -110,16 +111,27 @@ def per_module_ignores(value: object) -> dict[str, list[str]]:
     return {glob: codes(listed) or [] for glob, listed in value.items()}
 
 
-def module_classes(value: object) -> list[type[nn.Module]]:
-    if not _is_sequence(value) or not all(isinstance(c, type) and issubclass(c, nn.Module) for c in value):
-        raise Invalid(f"{value!r} is not a list of nn.Module classes; name classes, e.g. mypkg.blocks.DynamicBlock")
+def _named(value: object) -> str:
+    kind = "module" if isinstance(value, types.ModuleType) else type(value).__name__
+    return f"{kind} {getattr(value, '__name__', repr(value))!r}"
+
+
+def _all_of(value: object, fits: Callable[[object], bool], wanted: str, example: str) -> list:
+    if not _is_sequence(value):
+        raise Invalid(f"{value!r} is not a list of {wanted}; name them, e.g. [{example}]")
+    for item in value:
+        if not fits(item):
+            raise Invalid(f"{_named(item)} is not one of the {wanted} this setting takes; name one, e.g. {example}")
     return list(value)
+
+
+def module_classes(value: object) -> list[type[nn.Module]]:
+    return _all_of(value, lambda c: isinstance(c, type) and issubclass(c, nn.Module),
+                   "nn.Module classes", "mypkg.blocks.DynamicBlock")
 
 
 def functions(value: object) -> list[Callable]:
-    if not _is_sequence(value) or not all(callable(f) and not isinstance(f, type) for f in value):
-        raise Invalid(f"{value!r} is not a list of functions; name functions, e.g. mypkg.ops.custom_op")
-    return list(value)
+    return _all_of(value, lambda f: callable(f) and not isinstance(f, type), "functions", "mypkg.ops.custom_op")
 
 
 def checked(where: str, check: Callable[[object], T], value: object) -> T:
