@@ -121,11 +121,13 @@ def main() -> None:
 @click.option("--fail-level", type=click.Choice(SEVERITIES),
               help="Exit 1 when a finding is at least this severe.  [default: warning]")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when there are findings (bad input still exits 2).")
+@click.option("--timings", is_flag=True,
+              help="Add each target's probe time (\"seconds\") to JSON reports; without it JSON is the same on every run.")
 @reports_errors
 def check(
     targets: tuple[str, ...], input_shapes: tuple[str, ...], device: str | None, seed: int | None,
     config_path: str | None, select: tuple[str, ...], ignore: tuple[str, ...], output_format: str | None,
-    output: str | None, force: bool, plot: str | None, fail_level: str | None, exit_zero: bool,
+    output: str | None, force: bool, plot: str | None, fail_level: str | None, exit_zero: bool, timings: bool,
 ) -> None:
     """Check TARGET (path/to/file.py:factory, package.module:factory, or a folder written by
     `initlint fix`). Without TARGET, check the targets of [tool.initlint] in pyproject.toml."""
@@ -136,7 +138,7 @@ def check(
     from initlint.load import load_target
     from initlint.output import refuse_existing, write_text_atomically
     from initlint.plot import require_matplotlib, write_plot
-    from initlint.report import RENDERERS
+    from initlint.report import RENDERERS, to_json
     from initlint.selection import select_rules
 
     config = load_config(config_path)
@@ -168,7 +170,7 @@ def check(
         job_options = replace(options, input_shapes=job.input_shapes or None, target=job.target)
         source = ModelSource(loaded.construction_sites, loaded.factory_location)
         reports.append(run_check(loaded.model, (), job_options, source))
-    rendered = RENDERERS[output_format](reports)
+    rendered = to_json(reports, timings) if output_format == "json" else RENDERERS[output_format](reports)
     if output:
         write_text_atomically(output, rendered, force)
     else:
