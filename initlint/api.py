@@ -31,6 +31,7 @@ from initlint.selection import ignored_in_module, select_rules
 from initlint.hooks import probe_with_hooks
 from initlint.known_leaves import known_leaves
 from initlint.trace import TraceFailure, Traced, trace
+from initlint.user_code import exits_refused
 
 
 @dataclass
@@ -200,13 +201,17 @@ def analyse(
     return Analysed(model, traced, inputs, SignalGraph(traced.graph_module), device, probe_note)
 
 
+MODEL_EXITS = ("the model, while it was traced or probed,", "its forward must return its output, not exit.")
+"""What ``exits_refused`` says when a forward calls ``sys.exit``."""
+
+
 def run_check(
     model: nn.Module, example_inputs: Sequence[torch.Tensor], options: CheckOptions, source: ModelSource
 ) -> Report:
     """The pipeline behind ``check`` and the CLI."""
     started = time.perf_counter()
     rules = select_rules(options.select, options.ignore, options.thresholds, options.extend_select)
-    with model_preserved(model):
+    with model_preserved(model), exits_refused(*MODEL_EXITS):
         analysed = analyse(model, example_inputs, options, source)
     skipped = [r for r in rules if r.needs_structure and analysed.traced.mode == "hooks"]
     findings = [

@@ -13,13 +13,14 @@ import torch.nn as nn
 
 from initlint import __version__
 from initlint.errors import InitlintError
-from initlint.api import Analysed, CheckOptions, ModelSource, analyse, parse_options, require_module
+from initlint.api import MODEL_EXITS, Analysed, CheckOptions, ModelSource, analyse, parse_options, require_module
 from initlint.fold import FoldResult, fold_plan
 from initlint.inputs import ProbeInputs
 from initlint.materialize import on_meta
 from initlint.preserve import model_preserved
 from initlint.renorm import Renorm, plan_renorm
 from initlint.rewrite import apply_plan, verify
+from initlint.user_code import exits_refused
 
 
 @dataclass
@@ -84,7 +85,7 @@ def run_fix(
     fold: bool = False, overrides: Mapping[str | type, str] | None = None,
 ) -> FixResult:
     """Plan, rewrite, verify (and fold); ``model``'s tensors and every RNG are as before afterwards."""
-    with model_preserved(model):
+    with model_preserved(model), exits_refused(*MODEL_EXITS):
         return _fixed(model, example_inputs, options, source, fold, overrides)
 
 
