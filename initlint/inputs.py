@@ -9,6 +9,7 @@ are documented in the README.
 from __future__ import annotations
 
 import inspect
+import operator
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -113,6 +114,17 @@ def _from_function(node: fx.Node, root: nn.Module) -> _FirstLayer | None:
     return None
 
 
+_ELEMENTWISE = frozenset({operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub,
+                          torch.mul, torch.div})
+
+
+def _with_constants(node: fx.Node) -> bool:
+    """Arithmetic with buffers, parameters or numbers only (``(x - self.mean) / self.std``): it
+    keeps the input's shape, so the layer after it tells the shape."""
+    return node.op == "call_function" and node.target in _ELEMENTWISE and sum(
+        isinstance(a, fx.Node) and a.op != "get_attr" for a in node.args) == 1
+
+
 def _first_layer(node: fx.Node, root: nn.Module) -> _FirstLayer | None:
     """The Linear/Conv/Embedding that first consumes ``node``, looking through reshapes."""
     frontier, seen = list(node.users), set()
@@ -127,7 +139,7 @@ def _first_layer(node: fx.Node, root: nn.Module) -> _FirstLayer | None:
             layer = _from_function(user, root) if user.op == "call_function" else None
         if layer is not None:
             return layer
-        if ops.node_kind(user, root).family in (ops.STRUCTURAL, ops.DROPOUT):
+        if ops.node_kind(user, root).family in (ops.STRUCTURAL, ops.DROPOUT) or _with_constants(user):
             frontier.extend(user.users)
     return None
 
