@@ -285,3 +285,18 @@ def test_a_single_code_string_is_a_code_not_its_letters():
     assert report.to_dict()["findings"] == [] or {f.code for f in report.findings} <= {"IL101"}
     with pytest.raises(initlint.InitlintError, match="unknown rule code 'IL999'"):
         initlint.check(_linear(), select="IL999")
+
+
+def test_a_folder_the_os_refuses_to_write_gives_the_reason_and_the_mend(run_cli, project, monkeypatch):
+    """The read-only case for any user, root included: the OS's refusal is simulated."""
+    import errno
+    import tempfile
+
+    def refuse(*args: object, **kwargs: object) -> str:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    before = snapshot(project)
+    assert_refused(run_cli("fix", "m.py:build", "-o", "out"), "cannot write 'out'", "Permission denied",
+                   "choose a folder you can write to")
+    assert snapshot(project) == before
