@@ -8,13 +8,15 @@ another device.
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 import torch.nn as nn
 
+from initlint import validate
 from initlint.errors import InitlintError
 from initlint.graph import SignalGraph
 from initlint.forward_inputs import specs_before_capture
@@ -24,6 +26,7 @@ from initlint.inputs import (
 from initlint.materialize import PieceByPiece, on_meta
 from initlint.memory import MemoryBudget
 from initlint.locations import SourceLocation, definition_of, module_definition_sites
+from initlint.preserve import model_preserved
 from initlint.probe import probe
 from initlint.progress import Progress, for_model
 from initlint.report import Report
@@ -31,6 +34,7 @@ from initlint.selection import ignored_in_module, select_rules
 from initlint.hooks import probe_with_hooks
 from initlint.known_leaves import known_leaves
 from initlint.trace import TraceFailure, Traced, tag_nodes, trace
+from initlint.user_code import exits_refused
 
 
 @dataclass
@@ -257,13 +261,18 @@ def analyse(
     return Analysed(model, traced, inputs, SignalGraph(traced.graph_module), device, probe_note)
 
 
+MODEL_EXITS = ("the model, while it was traced or probed,", "its forward must return its output, not exit.")
+"""What ``exits_refused`` says when a forward calls ``sys.exit``."""
+
+
 def run_check(
     model: nn.Module, example_inputs: Sequence[torch.Tensor], options: CheckOptions, source: ModelSource
 ) -> Report:
     """The pipeline behind ``check`` and the CLI."""
     started = time.perf_counter()
     rules = select_rules(options.select, options.ignore, options.thresholds, options.extend_select)
-    analysed = analyse(model, example_inputs, options, source)
+    with model_preserved(model), exits_refused(*MODEL_EXITS):
+        analysed = analyse(model, example_inputs, options, source)
     if options.require_graph and analysed.traced.mode == "hooks":
         raise InitlintError(
             f"{analysed.traced.note}. require-graph is set, so a model that cannot be captured as a "
@@ -298,7 +307,7 @@ def check(model: nn.Module, *example_inputs: torch.Tensor, **options: object) ->
     value is a tensor and that names no option is a keyword input (``input_ids=ids``). Inputs
     not given are drawn: N(0, 1) of ``input_shapes`` / ``inputs``, or inferred from the model.
     """
-    return run_check(model, example_inputs, parse_options(options), ModelSource())
+    return run_check(require_module(model, "initlint.check"), example_inputs, parse_options(options), ModelSource())
 
 
 def parse_options(options: Mapping[str, object]) -> CheckOptions:
@@ -310,6 +319,40 @@ def parse_options(options: Mapping[str, object]) -> CheckOptions:
     if tensors:
         settings["input_tensors"] = {**settings.get("input_tensors", {}), **tensors}
     try:
-        return CheckOptions(**settings)
+        parsed = CheckOptions(**settings)
     except TypeError as error:
         raise InitlintError(f"{error}; see initlint.CheckOptions for the options.") from None
+    return validated(parsed)
+
+
+_VALIDATORS: dict[str, Callable[[object], object]] = {
+    "input_shapes": validate.input_shapes,
+    "seed": validate.seed,
+    "select": functools.partial(validate.codes, allow_empty=False),
+    "ignore": validate.codes,
+    "extend_select": lambda value: validate.codes(value) or [],
+    "thresholds": validate.thresholds,
+    "per_module_ignores": validate.per_module_ignores,
+    "leaf_modules": validate.module_classes,
+    "wrap_functions": validate.functions,
+    "batch_size": validate.batch_size,
+}
+
+
+def validated(options: CheckOptions, names: Mapping[str, str] | None = None) -> CheckOptions:
+    """``options`` with every setting checked and normalized (a single code string becomes a
+    list); ``names`` says how the user spelled each setting (``--seed``), for the message."""
+    names = names or {}
+    values = {
+        key: validate.checked(names.get(key, f"option {key}"), check, getattr(options, key))
+        for key, check in _VALIDATORS.items()
+    }
+    return replace(options, **values)
+
+
+def require_module(model: object, call: str) -> nn.Module:
+    """The API takes an ``nn.Module``; anything else (None, the factory itself) is bad input."""
+    if not isinstance(model, nn.Module):
+        hint = " (call it to build the model first)" if callable(model) else ""
+        raise InitlintError(f"{call} takes a torch.nn.Module, not {type(model).__name__}{hint}; pass the model itself.")
+    return model

@@ -26,23 +26,36 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+def _what_was_written(before: int) -> str:
+    from initlint.output import written
+
+    done = written()[before:]
+    return f"only {', '.join(map(repr, done))} had been written" if done else "nothing was written"
+
+
 def reports_errors(command: Callable) -> Callable:
     """Turn bad input into exit 2 and a message on stderr; a traceback only with --debug."""
 
     @functools.wraps(command)
     def wrapper(*args: object, debug: bool = False, **kwargs: object) -> object:
         from initlint.errors import InitlintError
+        from initlint.interrupts import Interrupted, signals_handled
+        from initlint.output import written
 
+        outputs_before = len(written())
         try:
-            return command(*args, **kwargs)
+            with signals_handled():
+                return command(*args, **kwargs)
         except click.ClickException:
             raise  # usage errors: click prints them and exits 2
         except InitlintError as error:
             if debug:
                 traceback.print_exc()
             _fail(str(error))
-        except KeyboardInterrupt:
-            _fail("interrupted; nothing was written.")
+        except KeyboardInterrupt as error:
+            cause = f"by {error.signal_name}" if isinstance(error, Interrupted) else "by KeyboardInterrupt"
+            _fail(f"interrupted {cause}; {_what_was_written(outputs_before)} (temporary files were removed); "
+                  "run the command again and let it finish.")
         except Exception as error:  # a bug in initlint, or torch failing somewhere unexpected
             if debug:
                 traceback.print_exc()
@@ -82,13 +95,19 @@ def probe_options(command: Callable) -> Callable:
 
 def _merged_options(config: Config, device: str | None, seed: int | None, **settings: object) -> CheckOptions:
     """CheckOptions from the command line over [tool.initlint], over the defaults."""
-    from initlint.api import CheckOptions
+    from initlint.api import CheckOptions, validated
 
-    return CheckOptions(
+    options = CheckOptions(
         device=device or config.device or "cpu",
         seed=seed if seed is not None else (config.seed or 0),
         **settings,
     )
+    return validated(options, FLAGS)
+
+
+FLAGS = {"seed": "--seed", "select": "--select", "ignore": "--ignore", "input_shapes": "--input-shape"}
+"""How the settings that come from flags are spelled on the command line (config values are
+checked, naming their file and key, when the config is read)."""
 
 
 def _named_inputs(texts: tuple[str, ...]) -> dict[str, str]:
@@ -129,12 +148,14 @@ def main() -> None:
 @click.option("--require-graph", is_flag=True,
               help="Exit 2 when a model cannot be captured as a graph, instead of checking it with the "
                    "few rules module hooks allow.")
+@click.option("--timings", is_flag=True,
+              help="Add each target's probe time (\"seconds\") to JSON reports; without it JSON is the same on every run.")
 @reports_errors
 def check(
     targets: tuple[str, ...], input_shapes: tuple[str, ...], named_inputs: tuple[str, ...],
-    device: str | None, seed: int | None, config_path: str | None, select: tuple[str, ...], ignore: tuple[str, ...], output_format: str | None,
-    output: str | None, force: bool, plot: str | None, fail_level: str | None, exit_zero: bool,
-    require_graph: bool,
+    device: str | None, seed: int | None, config_path: str | None, select: tuple[str, ...], ignore: tuple[str, ...],
+    output_format: str | None, output: str | None, force: bool, plot: str | None, fail_level: str | None,
+    exit_zero: bool, require_graph: bool, timings: bool,
 ) -> None:
     """Check TARGET (path/to/file.py:factory, package.module:factory, or a folder written by
     `initlint fix`). Without TARGET, check the targets of [tool.initlint] in pyproject.toml."""
@@ -145,7 +166,7 @@ def check(
     from initlint.load import load_target
     from initlint.output import refuse_existing, write_text_atomically
     from initlint.plot import require_matplotlib, write_plot
-    from initlint.report import RENDERERS
+    from initlint.report import RENDERERS, to_json
     from initlint.selection import select_rules
 
     config = load_config(config_path)
@@ -160,7 +181,7 @@ def check(
     options = _merged_options(
         config, device, seed,
         show_progress=output_format in HUMAN_FORMATS,
-        select=list(select) or config.select,
+        select=list(select) if select else config.select,
         extend_select=config.extend_select,
         ignore=list(ignore) or config.ignore,
         thresholds=config.rules,
@@ -178,7 +199,7 @@ def check(
         job_options = _for_target(options, config, loaded, job)
         source = ModelSource(loaded.construction_sites, loaded.factory_location)
         reports.append(run_check(loaded.model, (), job_options, source))
-    rendered = RENDERERS[output_format](reports)
+    rendered = to_json(reports, timings) if output_format == "json" else RENDERERS[output_format](reports)
     if output:
         write_text_atomically(output, rendered, force)
     else:

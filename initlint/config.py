@@ -7,15 +7,22 @@ file's folder, so the same config works from any working folder (and in pre-comm
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from initlint.choices import DEVICES, OUTPUT_FORMATS, SEVERITIES
+from initlint import validate
 from initlint.errors import InitlintError
 from initlint.inputs import parse_named_input
 from initlint.load import LoadedTarget, is_file_source, resolve_name
+from initlint.names import checked_path
+from initlint.user_code import exits_refused
+
+T = TypeVar("T")
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -52,14 +59,18 @@ class Config:
 
     def imports_for(self, loaded: LoadedTarget | None) -> tuple[list[type], list[Callable]]:
         """``leaf-modules`` and ``wrap-functions`` resolved beside ``loaded``'s file."""
-        return self._resolved("leaf-modules", self.leaf_modules, loaded), \
-            self._resolved("wrap-functions", self.wrap_functions, loaded)
+        where = f"{self.path}: [tool.initlint]"
+        leaves = self._resolved("leaf-modules", self.leaf_modules, loaded)
+        functions = self._resolved("wrap-functions", self.wrap_functions, loaded)
+        return validate.checked(f"{where} leaf-modules", validate.module_classes, leaves), \
+            validate.checked(f"{where} wrap-functions", validate.functions, functions)
 
     def _resolved(self, key: str, names: list[str], loaded: LoadedTarget | None) -> list:
         found = []
         for name in names:
             try:
-                found.append(resolve_name(name, loaded))
+                with exits_refused(f"importing {name!r}", "a module named in the config must import without exiting."):
+                    found.append(resolve_name(name, loaded))
             except (ImportError, AttributeError, ValueError) as error:
                 beside = f" or beside {loaded.source_file}" if loaded is not None and loaded.source_file else ""
                 raise InitlintError(
@@ -146,10 +157,11 @@ class _Reader:
         if not isinstance(rules, dict):
             raise self.fail("rules", "must be a table of rule tables, e.g. [tool.initlint.rules.IL101]")
         for code, values in rules.items():
-            if not isinstance(values, dict) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()
-            ):
+            if not isinstance(values, dict):
                 raise self.fail(f"rules.{code}", "must be a table of numbers, e.g. band = 8.0")
+            self.valid(f"rules.{code}", validate.thresholds, {code: {}})
+            for name, value in values.items():
+                self.valid(f"rules.{code}.{name}", validate.thresholds, {code: {name: value}})
         return {code: dict(values) for code, values in rules.items()}
 
     def flag(self, key: str) -> bool | None:
@@ -157,6 +169,17 @@ class _Reader:
         if value is not None and not isinstance(value, bool):
             raise self.fail(key, "must be true or false")
         return value
+
+    def valid(self, key: str, check: Callable[[object], T], value: object) -> T:
+        """``check(value)``; its complaint names this file and ``key``."""
+        try:
+            return check(value)
+        except validate.Invalid as problem:
+            raise self.fail(key, str(problem)) from None
+
+    def codes(self, key: str, allow_empty: bool = True) -> list[str] | None:
+        value = self.strings(key)
+        return self.valid(key, functools.partial(validate.codes, allow_empty=allow_empty), value)
 
 
 KEYS = (
@@ -167,18 +190,26 @@ KEYS = (
 
 def load_config(explicit: str | None = None, start: Path | None = None) -> Config:
     """Read ``explicit`` or the nearest pyproject.toml; no file or no table gives the defaults."""
-    path = Path(explicit) if explicit else find_pyproject(start or Path.cwd())
+    path = checked_path(explicit, "the config file") if explicit else find_pyproject(start or Path.cwd())
     if path is None:
         return Config()
     try:
-        document = tomllib.loads(path.read_text())
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InitlintError(f"config file {str(path)!r} does not exist; check --config.") from None
+    except UnicodeDecodeError as error:
+        raise InitlintError(f"cannot read {path}: it is not UTF-8 ({error.reason} at byte {error.start}); "
+                            "save it as UTF-8, as TOML requires.") from None
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise InitlintError(f"cannot read {path}: {error}; fix the TOML.") from None
-    table = document.get("tool", {}).get("initlint")
+    tool = document.get("tool", {})
+    if not isinstance(tool, dict):
+        raise InitlintError(f"{path}: tool must be a table ([tool.initlint] goes under it), not {tool!r}.")
+    table = tool.get("initlint")
     if table is None:
         return Config(path=path)
+    if not isinstance(table, dict):
+        raise InitlintError(f"{path}: tool.initlint must be a table ([tool.initlint] with keys under it), not {table!r}.")
     reader = _Reader(path, table)
     unknown = sorted(set(table) - set(KEYS))
     if unknown:
@@ -191,15 +222,17 @@ def load_config(explicit: str | None = None, start: Path | None = None) -> Confi
         isinstance(v, list) and all(isinstance(c, str) for c in v) for v in ignores.values()
     ):
         raise reader.fail("per-module-ignores", 'must map module-path globs to code lists, e.g. "head.*" = ["IL101"]')
+    for glob, codes in ignores.items():
+        reader.valid(f"per-module-ignores.{glob!r}", validate.codes, codes)
     seed = table.get("seed")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise reader.fail("seed", "must be an integer")
+    if seed is not None:
+        reader.valid("seed", validate.seed, seed)
     return Config(
         path=path,
         targets=[reader.target(i, t) for i, t in enumerate(targets)],
-        select=reader.strings("select"),
-        extend_select=reader.strings("extend-select") or [],
-        ignore=reader.strings("ignore") or [],
+        select=reader.codes("select", allow_empty=False),
+        extend_select=reader.codes("extend-select") or [],
+        ignore=reader.codes("ignore") or [],
         per_module_ignores={glob: list(codes) for glob, codes in ignores.items()},
         fail_level=reader.choice("fail-level", SEVERITIES),
         output_format=reader.choice("output-format", OUTPUT_FORMATS),

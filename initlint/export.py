@@ -34,6 +34,8 @@ def _import_line(name: str, value: object) -> str:
         raise InitlintError(f"the traced code refers to a global named {name!r}, which generated code cannot write.")
     if isinstance(value, float) and not math.isfinite(value):
         return f"{name} = float({str(value)!r})"
+    if isinstance(value, str):  # a string annotation (``from __future__ import annotations``)
+        return f"{name} = {value!r}"
     if value is type(None):
         return f"{name} = type(None)"
     if isinstance(value, types.ModuleType) and is_dotted_identifier(value.__name__):
@@ -68,6 +70,18 @@ def _constructor(path: str, module: nn.Module) -> str:
     )
 
 
+def _tied_parameters(root: nn.Module) -> list[tuple[str, str]]:
+    """(alias, first path) for each parameter reachable under more than one path."""
+    first: dict[int, str] = {}
+    tied = []
+    for path, parameter in root.named_parameters(remove_duplicate=False):
+        if id(parameter) in first:
+            tied.append((path, first[id(parameter)]))
+        else:
+            first[id(parameter)] = path
+    return tied
+
+
 def generate_code(patched: fx.GraphModule, provenance: str) -> str:
     """The source of ``model.py``: every name in it is checked, and ``provenance`` is written
     through ``repr()``."""
@@ -81,8 +95,11 @@ def generate_code(patched: fx.GraphModule, provenance: str) -> str:
         elif node.op == "get_attr":
             tensor = patched.get_parameter(node.target) if node.target in dict(patched.named_parameters()) \
                 else patched.get_buffer(node.target)
-            kind = "nn.Parameter" if isinstance(tensor, nn.Parameter) else ""
-            lines.append(f"_place(self, {node.target!r}, {kind}(torch.empty({tuple(tensor.shape)}, dtype={tensor.dtype})))")
+            empty = f"torch.empty({tuple(tensor.shape)}, dtype={tensor.dtype})"
+            if isinstance(tensor, nn.Parameter):  # an integer Parameter cannot require gradients
+                empty = f"nn.Parameter({empty}, requires_grad={tensor.requires_grad})"
+            lines.append(f"_place(self, {node.target!r}, {empty})")
+    lines += [f"_tie(self, {alias!r}, {source!r})" for alias, source in _tied_parameters(patched)]
     init = textwrap.indent("\n".join(lines) or "pass", " " * 8)
     forward = textwrap.indent(python.src.strip(), " " * 4)
     renorm_source = textwrap.indent(inspect.getsource(RenormLayer), "    ")
@@ -114,6 +131,12 @@ def _place(root: nn.Module, path: str, value) -> None:
         root.register_parameter(name, value)
     else:
         root.register_buffer(name, value)
+
+
+def _tie(root: nn.Module, path: str, source: str) -> None:
+    """Make the parameter at ``path`` the very Parameter at ``source``: tied weights stay tied."""
+    *parents, name = path.split(".")
+    setattr(root.get_submodule(".".join(parents)), name, root.get_parameter(source))
 
 
 class FixedModel(nn.Module):

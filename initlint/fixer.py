@@ -13,12 +13,14 @@ import torch.nn as nn
 
 from initlint import __version__
 from initlint.errors import InitlintError
-from initlint.api import Analysed, CheckOptions, ModelSource, analyse, parse_options
+from initlint.api import MODEL_EXITS, Analysed, CheckOptions, ModelSource, analyse, parse_options, require_module
 from initlint.fold import FoldResult, fold_plan
 from initlint.inputs import ProbeInputs
 from initlint.materialize import on_meta
+from initlint.preserve import model_preserved
 from initlint.renorm import Renorm, plan_renorm
 from initlint.rewrite import apply_plan, verify
+from initlint.user_code import exits_refused
 
 
 @dataclass
@@ -82,6 +84,15 @@ def run_fix(
     model: nn.Module, example_inputs: Sequence[torch.Tensor], options: CheckOptions, source: ModelSource,
     fold: bool = False, overrides: Mapping[str | type, str] | None = None,
 ) -> FixResult:
+    """Plan, rewrite, verify (and fold); ``model``'s tensors and every RNG are as before afterwards."""
+    with model_preserved(model), exits_refused(*MODEL_EXITS):
+        return _fixed(model, example_inputs, options, source, fold, overrides)
+
+
+def _fixed(
+    model: nn.Module, example_inputs: Sequence[torch.Tensor], options: CheckOptions, source: ModelSource,
+    fold: bool, overrides: Mapping[str | type, str] | None,
+) -> FixResult:
     if on_meta(model):
         raise InitlintError(
             "the model's parameters are on the meta device; `initlint fix` writes the fixed weights, so "
@@ -110,5 +121,6 @@ def fix(model: nn.Module, *example_inputs: torch.Tensor, fold: bool = False,
     """A fixed copy of ``model``: renorm nodes in a GraphModule, or with ``fold=True`` the
     user's own class with the constants folded into its weights. ``overrides`` maps a module
     path or class to a target ("gaussian", "gate" or "none") for everything inside it."""
+    model = require_module(model, "initlint.fix")
     result = run_fix(model, example_inputs, parse_options(options), ModelSource(), fold, overrides)
     return result.folded.model if fold else result.patched

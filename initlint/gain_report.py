@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass
 
+import torch
+
+from initlint.errors import InitlintError
 from initlint.gain import StackCurves, pytorch_gain, recommend_gain, stack_curves
+from initlint.memory import available_bytes
 from initlint.moments import Moments, activation_module, gaussian_moments
 
 BAND = 4.0
@@ -24,18 +29,50 @@ class GainReport:
     recommended: StackCurves | None
 
 
+STACK_BYTES_PER_ENTRY = 16
+"""Each layer of the measured stack holds a width x width weight, and a batch (of ``width``
+samples) of pre-activations, outputs and their gradients: four float32 tensors."""
+
+
+def _require_memory(depth: int, width: int) -> None:
+    """Refuse a stack that cannot fit, before allocating it (the address-space limit counts too)."""
+    needed = depth * width * width * STACK_BYTES_PER_ENTRY
+    limits = [available_bytes(torch.device("cpu"))]
+    with contextlib.suppress(ImportError, ValueError, OSError):
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        limits.append(None if soft == resource.RLIM_INFINITY else soft)
+    free = min((limit for limit in limits if limit is not None), default=None)
+    if free is not None and needed > free:
+        raise InitlintError(
+            f"a stack of depth {depth} and width {width} needs about {needed / 2**30:.1f} GiB and only "
+            f"{free / 2**30:.1f} GiB is free; use a smaller --depth or --width."
+        )
+
+
 def measure_gains(activation: str, depth: int, width: int) -> GainReport:
     module = activation_module(activation)
     pytorch = pytorch_gain(activation)
-    return GainReport(
-        activation=activation,
-        depth=depth,
-        width=width,
-        moments=gaussian_moments(module),
-        pytorch=pytorch,
-        pytorch_curves=stack_curves(module, pytorch, depth, width, batch=width) if pytorch else None,
-        recommended=recommend_gain(module, depth, width, band=BAND),
-    )
+    _require_memory(depth, width)
+    try:
+        return GainReport(
+            activation=activation,
+            depth=depth,
+            width=width,
+            moments=gaussian_moments(module),
+            pytorch=pytorch,
+            pytorch_curves=stack_curves(module, pytorch, depth, width, batch=width) if pytorch else None,
+            recommended=recommend_gain(module, depth, width, band=BAND),
+        )
+    except (MemoryError, torch.OutOfMemoryError) as error:
+        raise InitlintError(f"out of memory for a stack of depth {depth} and width {width}; "
+                            "use a smaller --depth or --width.") from error
+    except RuntimeError as error:
+        if "allocate" not in str(error):
+            raise
+        raise InitlintError(f"out of memory for a stack of depth {depth} and width {width} ({error}); "
+                            "use a smaller --depth or --width.") from error
 
 
 def _fixed(value: float) -> str:

@@ -8,6 +8,7 @@ are documented in the README.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -79,16 +80,6 @@ class ProbeInputs:
 
     specs: list[InputSpec]
     tensors: list[torch.Tensor] = field(default_factory=list)
-
-    @property
-    def args(self) -> tuple[torch.Tensor, ...]:
-        """The tensors passed by position."""
-        return tuple(self.tensors)
-
-    @property
-    def kwargs(self) -> dict[str, torch.Tensor]:
-        """The tensors passed by keyword."""
-        return {}
 
     @property
     def batch_size(self) -> int | None:
@@ -189,8 +180,10 @@ def _from_function(node: fx.Node, root: nn.Module) -> _FirstLayer | None:
     weight = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
     if not isinstance(weight, fx.Node) or weight.op != "get_attr":
         return None
-    shape = root.get_parameter(weight.target).shape
     kind = ops.function_kind(node.target).name
+    if kind not in ("linear", "conv", "embedding"):
+        return None
+    shape = fx.graph_module._get_attr(root, weight.target).shape  # a parameter or a buffer
     where = f"its first layer, {getattr(node.target, '__name__', kind)}"
     if kind == "linear":
         return _FirstLayer(where, "linear", shape[1])
@@ -200,6 +193,17 @@ def _from_function(node: fx.Node, root: nn.Module) -> _FirstLayer | None:
     if kind == "embedding":
         return _FirstLayer(where, "embedding", shape[0])
     return None
+
+
+_ELEMENTWISE = frozenset({operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub,
+                          torch.mul, torch.div})
+
+
+def _with_constants(node: fx.Node) -> bool:
+    """Arithmetic with buffers, parameters or numbers only (``(x - self.mean) / self.std``): it
+    keeps the input's shape, so the layer after it tells the shape."""
+    return node.op == "call_function" and node.target in _ELEMENTWISE and sum(
+        isinstance(a, fx.Node) and a.op != "get_attr" for a in node.args) == 1
 
 
 def _first_layer(node: fx.Node, root: nn.Module) -> _FirstLayer | None:
@@ -216,7 +220,7 @@ def _first_layer(node: fx.Node, root: nn.Module) -> _FirstLayer | None:
             layer = _from_function(user, root) if user.op == "call_function" else None
         if layer is not None:
             return layer
-        if ops.node_kind(user, root).family in (ops.STRUCTURAL, ops.DROPOUT):
+        if ops.node_kind(user, root).family in (ops.STRUCTURAL, ops.DROPOUT) or _with_constants(user):
             frontier.extend(user.users)
     return None
 

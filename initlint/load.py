@@ -22,6 +22,8 @@ from types import ModuleType
 import torch.nn as nn
 
 from initlint.errors import InitlintError
+from initlint.names import checked_path
+from initlint.user_code import exits_refused
 from initlint.locations import (
     SourceLocation,
     definition_of,
@@ -80,12 +82,17 @@ def _import_file(path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        with exits_refused(f"the model file {str(path)!r}, while it was imported,",
+                           'a model file must import without exiting: put its script part under '
+                           '`if __name__ == "__main__":`.'):
+            spec.loader.exec_module(module)
     except SyntaxError as error:
         raise InitlintError(
             f"{error.filename}:{error.lineno}: syntax error in the model file: {error.msg}; "
             "fix the file so that `python` can import it."
         ) from error
+    except InitlintError:
+        raise
     except Exception as error:
         raise InitlintError(
             f"importing {str(path)!r} raised {type(error).__name__}: {error}; "
@@ -96,12 +103,16 @@ def _import_file(path: Path) -> ModuleType:
 
 def _import_module(name: str) -> ModuleType:
     try:
-        return importlib.import_module(name)
+        with exits_refused(f"module {name!r}, while it was imported,",
+                           "a model module must import without exiting."):
+            return importlib.import_module(name)
     except ModuleNotFoundError as error:
         raise InitlintError(
             f"cannot import module {name!r} ({error}); install the package or give a "
             "file path such as 'path/to/model.py:build' instead."
         ) from error
+    except InitlintError:
+        raise
     except Exception as error:
         raise InitlintError(
             f"importing module {name!r} raised {type(error).__name__}: {error}; "
@@ -151,6 +162,8 @@ def _fix_folder_target(folder: Path) -> str:
 def load_target(target: str) -> LoadedTarget:
     """Import the factory named by ``target``, call it, and record where its layers are built.
     A folder written by ``initlint fix`` stands for its generated ``model.py:build``."""
+    source = target.rpartition(":")[0] if ":" in target else target
+    checked_path(source, "the model file or folder")
     if Path(target).is_dir():
         loaded = load_target(_fix_folder_target(Path(target)))
         loaded.target = target
@@ -186,7 +199,10 @@ def resolve_name(name: str, loaded: LoadedTarget | None = None) -> object:
 def _build(factory: Callable[[], object], target: str) -> tuple[nn.Module, dict]:
     with recording_construction_sites() as sites:
         try:
-            model = factory()
+            with exits_refused(f"the factory {target}", "a factory must return the model, not exit."):
+                model = factory()
+        except InitlintError:
+            raise
         except Exception as error:
             raise InitlintError(
                 f"the factory {target} raised {type(error).__name__}: {error}; "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -12,11 +13,13 @@ from pathlib import Path
 import torch
 
 from initlint.errors import InitlintError
+from initlint.interrupts import deferred
+from initlint.names import checked_path
 
 
 def refuse_existing(path: str | os.PathLike, force: bool) -> None:
     """Fail before any work is done when ``path`` exists and ``force`` was not given."""
-    if Path(path).exists() and not force:
+    if checked_path(path, "the output file").exists() and not force:
         raise InitlintError(f"{str(path)!r} already exists; pass --force to overwrite it.")
 
 
@@ -24,7 +27,7 @@ def refuse_existing_folder(folder: str | os.PathLike, force: bool, ours: Callabl
     """Fail unless ``folder`` is new, or ``force`` is given and it is empty or ``ours`` recognises
     it as a folder that initlint itself wrote. The working folder and its parents are never
     replaced: ``--force`` must not be able to empty a project."""
-    target = Path(folder)
+    target = checked_path(folder, "the output folder")
     if not (target.exists() or target.is_symlink()):
         return
     resolved = target.resolve()
@@ -61,17 +64,34 @@ def _permissions(base: int) -> int:
     return base & ~mask
 
 
+_written: list[str] = []
+
+
+def written() -> list[str]:
+    """The outputs this process has put in place, for a message after an interruption."""
+    return list(_written)
+
+
 def write_bytes_atomically(path: str | os.PathLike, data: bytes, force: bool = False) -> None:
-    """Write to a temporary file beside ``path``, then rename it into place in one step."""
+    """Write to a temporary file beside ``path``, then rename it into place in one step. The
+    temporary file is removed whatever happens, a signal included."""
     target = _writable(path, force)
+    temporary = None
     try:
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        with deferred():
+            handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
         os.chmod(temporary, _permissions(0o666))
-        os.replace(temporary, target)
+        with deferred():
+            os.replace(temporary, target)
+            _written.append(str(target))
     except OSError as error:
-        raise InitlintError(f"cannot write {str(target)!r}: {error.strerror or error}.") from error
+        raise InitlintError(f"cannot write {str(target)!r}: {_reason(error)}.") from error
+    finally:
+        with deferred():
+            if temporary is not None and os.path.lexists(temporary):
+                os.unlink(temporary)
 
 
 def write_text_atomically(path: str | os.PathLike, text: str, force: bool = False) -> None:
@@ -88,10 +108,12 @@ def write_folder_atomically(
     target = Path(folder)
     if not target.parent.is_dir():
         raise InitlintError(f"cannot write {str(target)!r}: folder {str(target.parent)!r} does not exist.")
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    replaced = staging.with_name(staging.name + ".old")
-    staging.chmod(_permissions(0o777))
+    staging = replaced = None
     try:
+        with deferred():
+            staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+            replaced = staging.with_name(staging.name + ".old")
+        staging.chmod(_permissions(0o777))
         for name, content in files.items():
             if isinstance(content, str):
                 (staging / name).write_text(content, encoding="utf-8")
@@ -99,13 +121,26 @@ def write_folder_atomically(
                 (staging / name).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
             else:
                 torch.save(content, staging / name)
-        if target.exists():
-            os.replace(target, replaced)
-        os.replace(staging, target)
+        with deferred():
+            if target.exists():
+                os.replace(target, replaced)
+            os.replace(staging, target)
+            _written.append(str(target))
     except OSError as error:
-        if replaced.exists() and not target.exists():
-            os.replace(replaced, target)
-        raise InitlintError(f"cannot write {str(target)!r}: {error.strerror or error}.") from error
+        with deferred():
+            if replaced is not None and replaced.exists() and not target.exists():
+                os.replace(replaced, target)
+        raise InitlintError(f"cannot write {str(target)!r}: {_reason(error)}.") from error
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(replaced, ignore_errors=True)
+        with deferred():
+            for leftover in filter(None, (staging, replaced)):
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _reason(error: OSError) -> str:
+    """What the operating system said, with the mend for the usual cases."""
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{error.strerror}; choose a folder you can write to, or change its permissions"
+    if error.errno == errno.ENAMETOOLONG:
+        return f"{error.strerror}; choose a shorter file or folder name"
+    return str(error.strerror or error)

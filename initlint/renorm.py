@@ -131,12 +131,20 @@ class _Planner(FirstStepInterpreter):
         super().__init__(graph_module)
         self.sites, self.signal, self.batch_size = sites, graph, batch_size
         self.plan: list[Renorm] = []
+        self.rescaled: dict[str, Renorm] = {}
+        """Weighted layers already planned, by module path: a layer called twice is rescaled once."""
+        self.tied = _tied_modules(graph_module)
 
     def observe(self, n: fx.Node, args: tuple, kwargs: dict, result: object) -> object:
         site = self.sites.get(n.name)
         if site is None or not isinstance(result, torch.Tensor):
             return result
+        if site == "weighted" and n.target in self.rescaled:
+            earlier = self.rescaled[n.target]  # its weights are already rescaled: this call sees that too
+            return result * earlier.scale + earlier.bias
         renorm = self._constants(n, site, result, args)
+        if site == "weighted":
+            self.rescaled[n.target] = renorm
         self.plan.append(renorm)
         return result * renorm.scale + renorm.bias
 
@@ -148,6 +156,9 @@ class _Planner(FirstStepInterpreter):
         make = lambda target, scale, bias, source: Renorm(  # noqa: E731
             n.name, view.module, site, target, float(scale), float(bias), source)
         if site == "weighted":
+            if n.target in self.tied:
+                return make("none: its weights are tied to another layer's, which rescaling would change too",
+                            1.0, 0.0, "graph")
             return make("std 1", 1 / stats.std, 0.0, "probe")
         if site == "gate":
             if not stats.mean > 0:
@@ -176,6 +187,15 @@ class _Planner(FirstStepInterpreter):
             return gaussian_moments(module), "quadrature"
         loc, spread = round(seen.mean, 4), round(seen.std, 4)
         return gaussian_moments(module, loc, spread), f"quadrature, input N({loc:g}, {spread:g}^2)"
+
+
+def _tied_modules(root: nn.Module) -> set[str]:
+    """Paths of modules that share a parameter with another module (tied weights)."""
+    owners: dict[int, set[str]] = {}
+    for path, module in root.named_modules(remove_duplicate=False):
+        for parameter in module.parameters(recurse=False):
+            owners.setdefault(id(parameter), set()).add(path)
+    return {path for paths in owners.values() if len(paths) > 1 for path in paths}
 
 
 def plan_renorm(

@@ -44,22 +44,26 @@ class Report:
     def codes(self) -> list[str]:
         return [f.code for f in self.findings]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, timings: bool = False) -> dict[str, Any]:
+        """The report as JSON-ready data. The probe's duration ("seconds") only with ``timings``:
+        without it the same model, seed and options give the same bytes on every run."""
         main_path = set(self.graph.main_path)
-        return {
+        document = {
             "target": self.target,
             "trace": {"mode": self.trace_mode, "nodes": len(self.graph.nodes), "note": self.trace_note,
                       "skipped_rules": self.skipped_rules, "rule_count": self.rule_count},
             "inputs": [spec.to_dict() for spec in self.inputs],
             "device": self.device,
             "probe_note": self.probe_note,
-            "seconds": round(self.seconds, 3),
             "findings": [f.to_dict() for f in self.findings],
             "nodes": [
                 _node_dict(view, view.name in main_path)
                 for view in self.graph.nodes.values() if view.op != "output"
             ],
         }
+        if timings:
+            document["seconds"] = round(self.seconds, 3)
+        return document
 
 
 def _node_dict(view: NodeView, on_main_path: bool) -> dict[str, Any]:
@@ -96,8 +100,8 @@ def json_document(document: dict[str, Any]) -> str:
     return json.dumps(_strict_json(document), indent=2, allow_nan=False) + "\n"
 
 
-def to_json(reports: list[Report]) -> str:
-    return json_document({"initlint": __version__, "reports": [r.to_dict() for r in reports]})
+def to_json(reports: list[Report], timings: bool = False) -> str:
+    return json_document({"initlint": __version__, "reports": [r.to_dict(timings) for r in reports]})
 
 
 def _where(finding: Finding) -> str:

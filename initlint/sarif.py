@@ -10,6 +10,7 @@ initlint ran in, which in CI is the repository's root.
 from __future__ import annotations
 
 import inspect
+import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,9 +40,11 @@ def _rule_descriptor(rule: type) -> dict[str, Any]:
 
 
 def _artifact_location(file: Path) -> dict[str, str]:
+    """A valid URI (RFC 3986): spaces and other reserved characters of a relative path are
+    percent-encoded, as ``as_uri`` does for an absolute one."""
     if file.is_absolute():
         return {"uri": file.as_uri()}
-    return {"uri": file.as_posix(), "uriBaseId": SOURCE_ROOT}
+    return {"uri": urllib.parse.quote(file.as_posix()), "uriBaseId": SOURCE_ROOT}
 
 
 def _location(finding: Finding) -> dict[str, Any]:

@@ -24,6 +24,16 @@ def _matching(selector: str) -> list[type[Rule]]:
     return matches
 
 
+def known_selector(selector: str) -> list[type[Rule]]:
+    """The rules ``selector`` names; an unknown one is ``validate.Invalid``."""
+    from initlint.validate import Invalid
+
+    try:
+        return _matching(selector)
+    except InitlintError as error:
+        raise Invalid(str(error).rstrip(".")) from None
+
+
 def split_codes(values: Iterable[str] | None) -> list[str]:
     """Accept both repeated options and comma-separated lists."""
     return [part for value in values or () for part in value.split(",") if part.strip()]
@@ -44,6 +54,11 @@ def select_rules(
     for code in overrides:
         _matching(code)
     chosen = sorted(selected - ignored, key=lambda r: r.code)
+    if not chosen:
+        raise InitlintError(
+            "the selection runs no rule (every selected rule is ignored, or none is selected), so nothing "
+            "would be checked; select at least one rule, e.g. --select ALL."
+        )
     return [
         rule(**{k: v for c, t in overrides.items() if rule in _matching(c) for k, v in t.items()})
         for rule in chosen

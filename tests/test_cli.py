@@ -142,3 +142,14 @@ def test_github_annotations(run_cli, monkeypatch):
                                           "::warning file=examples/deep_sigmoid_mlp.py,line=")) for line in lines)
     assert ",title=IL101 variance-drift::" in result.stdout
     assert "\n" not in lines[0] and "%" not in lines[0].split("::")[2].replace("%25", "")
+
+
+def test_json_is_the_same_on_every_run_and_timings_are_opt_in(run_cli, model_file, monkeypatch):
+    from conftest import DEEP_SIGMOID_NET
+
+    path = model_file(DEEP_SIGMOID_NET, "net.py")
+    monkeypatch.chdir(path.parent)
+    first, second = (run_cli("check", "net.py:build", "--output-format", "json").stdout for _ in range(2))
+    assert first == second and '"seconds"' not in first
+    timed = json.loads(run_cli("check", "net.py:build", "--output-format", "json", "--timings").stdout)
+    assert timed["reports"][0]["seconds"] > 0

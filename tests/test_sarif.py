@@ -76,3 +76,20 @@ def test_files_outside_the_working_folder_get_absolute_uris(run_cli, broken_mode
     validate(log)
     uris = {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in log["runs"][0]["results"]}
     assert uris == {broken_model_elsewhere.as_uri()}
+
+
+@pytest.mark.parametrize("folder", ["my models", "100% sure", "a#b?c"])
+def test_a_path_with_reserved_characters_is_a_percent_encoded_uri(run_cli, model_file, monkeypatch, tmp_path, folder):
+    from urllib.parse import unquote, urlsplit
+
+    from conftest import DEEP_SIGMOID_NET
+
+    (tmp_path / folder).mkdir()
+    (tmp_path / folder / "net.py").write_text(DEEP_SIGMOID_NET)
+    monkeypatch.chdir(tmp_path)
+    log = json.loads(run_cli("check", f"{folder}/net.py:build", "--output-format", "sarif").stdout)
+    validate(log)
+    uris = {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in log["runs"][0]["results"]}
+    (uri,) = uris
+    assert " " not in uri and urlsplit(uri).path == uri  # no space; '#' and '?' do not start a fragment or query
+    assert unquote(uri) == f"{folder}/net.py"
