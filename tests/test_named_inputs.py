@@ -4,7 +4,6 @@ that runs before any graph exists: from forward's signature, registered layers a
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ import torch.nn as nn
 import initlint
 from initlint.errors import InitlintError
 from initlint.forward_inputs import specs_before_capture
-from initlint.inputs import DEFAULT_BATCH, DEFAULT_TOKENS, InputSpec, draw, parse_input_option
+from initlint.inputs import DEFAULT_BATCH, DEFAULT_TOKENS, draw, parse_input_option
 
 
 @pytest.mark.parametrize("text, shape, dtype", [
