@@ -235,7 +235,7 @@ def test_fix_into_a_read_only_folder_says_so(run_cli, project):
 
 # --- The same through the Python API: InitlintError (never TypeError or AttributeError), and
 # the model untouched.
-def _linear() -> nn.Module:
+def _linear() -> "torch.nn.Module":
     import torch
 
     torch.manual_seed(0)
