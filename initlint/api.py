@@ -195,12 +195,13 @@ def _captured(
         fx_failure.reason += f"; torch.export needs the inputs first, and {error}"
         raise fx_failure from None
     try:
-        graph_module = capture_with_export(model, inputs, options.leaf_modules)
+        graph_module, eval_note = capture_with_export(model, inputs, options.leaf_modules)
     except CaptureFailure as failure:
         fx_failure.reason += f"; torch.export failed too: {failure.reason}"
         raise fx_failure from None
     tag_nodes(graph_module, sites, fallback)
-    return Traced(graph_module, "export", f"{fx_failure.reason}, so torch.export captured it"), inputs
+    note = "; ".join(filter(None, [f"{fx_failure.reason}, so torch.export captured it", eval_note]))
+    return Traced(graph_module, "export", note), inputs
 
 
 @dataclass

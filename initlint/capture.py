@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import io
 import logging
 import warnings
 from collections.abc import Iterator, Sequence
@@ -36,6 +37,7 @@ from initlint.inputs import ProbeInputs
 from initlint.locations import SourceLocation, is_user_file
 from initlint.renorm_layer import RenormLayer
 from initlint.safe_code import safe_root
+from initlint.train_or_eval import train_else_eval
 from initlint.trace import CALL_SITE
 
 WRAPPED = "model"
@@ -94,16 +96,16 @@ def _plain_reason(error: Exception) -> str:
 
 @contextlib.contextmanager
 def _quiet_torch() -> Iterator[None]:
-    """Export logs its failures and warns as it goes; initlint reports a failure in one sentence."""
-    logger = logging.getLogger("torch")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
+    """Export logs its failures, prints the partial graph of one to stderr, and warns as it
+    goes; initlint reports a failure in one sentence."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
-        logger.setLevel(level)
+        logging.disable(previous)
 
 
 def export_program(model: nn.Module, inputs: ProbeInputs) -> ExportedProgram:
@@ -329,12 +331,26 @@ def _live_nodes(outputs: list[fx.Node]) -> set[fx.Node]:
 
 def capture_with_export(
     model: nn.Module, inputs: ProbeInputs, leaf_modules: Sequence[type[nn.Module]] = (),
-) -> fx.GraphModule:
-    """``model`` as initlint's graph, captured by non-strict export with the probe inputs."""
-    program = export_program(model, inputs)
-    try:
-        return _Converter(program, model, leaf_modules).convert(inputs)
-    except CaptureFailure:
-        raise
-    except Exception as error:
-        raise CaptureFailure(f"initlint could not read the exported graph ({type(error).__name__}: {error})") from error
+) -> tuple[fx.GraphModule, str | None]:
+    """``model`` as initlint's graph, captured by non-strict export with the probe inputs, and
+    a note when it had to be captured in eval mode (a training forward that needs targets, or
+    that draws masks with data-dependent sizes, as Wav2Vec2's SpecAugment). The model's
+    train/eval flags are left as they were."""
+    def attempt(training: bool) -> fx.GraphModule:
+        flags = {module: module.training for module in model.modules()}
+        model.train(training)
+        try:
+            program = export_program(model, inputs)
+            try:
+                return _Converter(program, model, leaf_modules).convert(inputs)
+            except CaptureFailure:
+                raise
+            except Exception as error:
+                raise CaptureFailure(
+                    f"initlint could not read the exported graph ({type(error).__name__}: {error})") from error
+        finally:
+            for module, flag in flags.items():
+                module.training = flag
+
+    return train_else_eval(attempt, "captured", "BatchNorm still normalizes with batch statistics and dropout is "
+                                                "off, as in training; other train-only code paths are not seen")

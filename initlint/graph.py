@@ -265,6 +265,16 @@ class SignalGraph:
             if pool.name in self.input_dependent and pool.name not in carries_signal:
                 pool.roles.add(SQUEEZE)
 
+    def _signal_sources(self) -> list[str]:
+        """The inputs that carry a sample's signal: floating-point ones, and ids an embedding
+        reads. An integer a model only computes with (a diffusion timestep, a length) starts no
+        main path; where no input qualifies, every input does."""
+        carriers = [
+            name for name in self.inputs if self.nodes[name].stats is not None
+            or any(user.kind.name == "embedding" for user in self.through_plumbing(name, "users"))
+        ]
+        return carriers or self.inputs
+
     def _main_path(self) -> list[str]:
         """The path that carries the signal: from an input to the output through the fewest
         computing nodes, so that it follows skip connections rather than residual branches
@@ -275,7 +285,7 @@ class SignalGraph:
         outputs = [n for n in sub if self.nodes[n].op == "output"]
         paths = [
             nx.shortest_path(sub, source, outputs[0], weight="weight")
-            for source in self.inputs if source in sub and outputs
+            for source in self._signal_sources() if source in sub and outputs
         ]
         path = max(paths, key=lambda p: sum(self.nodes[n].weight for n in p), default=[])
         return [n for n in path if self.nodes[n].op != "output"]

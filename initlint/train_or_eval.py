@@ -16,8 +16,11 @@ from initlint.errors import InitlintError
 T = TypeVar("T")
 
 
-def train_else_eval(attempt: Callable[[bool], T]) -> tuple[T, str | None]:
-    """``attempt(True)`` (train mode); if it raises, ``attempt(False)`` (eval mode) and a note."""
+def train_else_eval(
+    attempt: Callable[[bool], T], what: str = "probed", consequence: str = "BatchNorm used its running statistics",
+) -> tuple[T, str | None]:
+    """``attempt(True)`` (train mode); if it raises, ``attempt(False)`` (eval mode) and a note
+    that says what was done in eval mode and what that changes."""
     try:
         return attempt(True), None
     except InitlintError:
@@ -28,5 +31,5 @@ def train_else_eval(attempt: Callable[[bool], T]) -> tuple[T, str | None]:
         except Exception:
             raise train_error from None
         reason = (str(train_error).strip().splitlines() or [""])[0]
-        return result, (f"probed in eval mode: in train mode the forward raised "
-                        f"{type(train_error).__name__}: {reason} (BatchNorm used its running statistics)")
+        return result, (f"{what} in eval mode: in train mode the forward raised "
+                        f"{type(train_error).__name__}: {reason} ({consequence})")

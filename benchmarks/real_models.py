@@ -1,0 +1,216 @@
+"""Model definitions people actually have, through the CLI with no wrapper code.
+
+Each family below is a factory that returns the bare model, built from a small config (random
+init, nothing downloaded): Hugging Face transformers, torchvision detectors, segmenters, optical
+flow and video models, and a diffusers UNet. Each is checked as a user would check it,
+
+    initlint check benchmarks/real_models.py:FAMILY --output-format json --timings [--input ...]
+
+in a child process, and a plain training step on the same batch (forward, then backward from
+every floating-point output, in the mode the check used) is timed in this process. It prints
+one JSON line per model: capture mode, nodes, findings, the check's seconds (its own report,
+imports aside), the training step's seconds (median of 3) and their ratio; a markdown table
+goes to stderr.
+
+    python benchmarks/real_models.py            # every family
+    python benchmarks/real_models.py --quick    # a few (the test suite runs it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve()
+NEEDS = {"unet2d": ["--input", "timestep=8:int64"]}
+"""Flags a family needs: a diffusers UNet's timestep is an integer no layer's shape tells."""
+QUICK = ("gpt2", "bert", "r3d_18")
+
+
+def _transformers():
+    import transformers
+
+    return transformers
+
+
+def bert():
+    t = _transformers()
+    return t.BertModel(t.BertConfig(hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                                    intermediate_size=1024, vocab_size=8000))
+
+
+def bert_classifier():
+    t = _transformers()
+    return t.BertForSequenceClassification(t.BertConfig(
+        hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024, vocab_size=8000))
+
+
+def gpt2():
+    t = _transformers()
+    return t.GPT2LMHeadModel(t.GPT2Config(n_embd=256, n_layer=4, n_head=4, vocab_size=8000, n_positions=256))
+
+
+def llama():
+    t = _transformers()
+    return t.LlamaForCausalLM(t.LlamaConfig(hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                                            num_attention_heads=4, num_key_value_heads=2, vocab_size=8000))
+
+
+def t5():
+    t = _transformers()
+    return t.T5ForConditionalGeneration(t.T5Config(d_model=256, d_ff=1024, num_layers=4, num_heads=4, d_kv=64,
+                                                   vocab_size=8000))
+
+
+def vit():
+    t = _transformers()
+    return t.ViTForImageClassification(t.ViTConfig(hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                                                   intermediate_size=1024, image_size=224, patch_size=16))
+
+
+def whisper():
+    t = _transformers()
+    return t.WhisperModel(t.WhisperConfig(
+        d_model=256, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+        encoder_ffn_dim=1024, decoder_ffn_dim=1024, vocab_size=8000, num_mel_bins=80, max_source_positions=750,
+        max_target_positions=256, pad_token_id=1, bos_token_id=2, eos_token_id=3, decoder_start_token_id=2))
+
+
+def wav2vec2():
+    t = _transformers()
+    return t.Wav2Vec2Model(t.Wav2Vec2Config(hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                                            intermediate_size=1024))
+
+
+def mamba():
+    t = _transformers()
+    return t.MambaForCausalLM(t.MambaConfig(hidden_size=256, num_hidden_layers=4, vocab_size=8000, state_size=16))
+
+
+def rwkv():
+    t = _transformers()
+    return t.RwkvForCausalLM(t.RwkvConfig(hidden_size=256, num_hidden_layers=4, vocab_size=8000,
+                                          attention_hidden_size=256, intermediate_size=1024, context_length=256))
+
+
+def fasterrcnn():
+    import torchvision
+
+    return torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None)
+
+
+def deeplabv3():
+    import torchvision
+
+    return torchvision.models.segmentation.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None)
+
+
+def raft_small():
+    import torchvision
+
+    return torchvision.models.optical_flow.raft_small(weights=None)
+
+
+def r3d_18():
+    import torchvision
+
+    return torchvision.models.video.r3d_18(weights=None)
+
+
+def unet2d():
+    import diffusers
+
+    return diffusers.UNet2DModel(sample_size=32, in_channels=3, out_channels=3, layers_per_block=1,
+                                 block_out_channels=(32, 64), down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                                 up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_num_groups=8)
+
+
+FAMILIES = ("bert", "bert_classifier", "gpt2", "llama", "t5", "vit", "whisper", "wav2vec2", "mamba", "rwkv",
+            "fasterrcnn", "deeplabv3", "raft_small", "r3d_18", "unet2d")
+
+
+def _tensor(spec: dict, generator: torch.Generator) -> torch.Tensor:
+    """A tensor like the probe's, from the report's description of an input."""
+    shape, dtype = spec["shape"], spec["dtype"]
+    if "fill" in spec:
+        return torch.full(shape, spec["fill"], dtype=getattr(torch, dtype))
+    if dtype in ("float", "float32", "bfloat16", "float16"):
+        return torch.randn(shape, generator=generator)
+    return torch.randint(0, spec.get("high", 2), shape, generator=generator, dtype=getattr(torch, dtype))
+
+
+def training_step_seconds(family: str, inputs: list[dict]) -> float:
+    """Median of 3: forward and backward from every floating output, in train mode, or in eval
+    mode where the training forward needs more than inputs (as the check decides)."""
+    from initlint.capture import output_tensors
+    from initlint.train_or_eval import train_else_eval
+
+    torch.manual_seed(0)
+    model = globals()[family]()
+    generator = torch.Generator().manual_seed(0)
+    tensors = {spec["name"]: _tensor(spec, generator) for spec in inputs}
+    args = [tensors[s["name"]] for s in inputs if not s["keyword"]]
+    kwargs = {s["name"]: tensors[s["name"]] for s in inputs if s["keyword"]}
+
+    def step(training: bool) -> float:
+        model.train(training)
+        started = time.perf_counter()
+        outputs = [o for o in output_tensors(model(*args, **kwargs)).values() if o.is_floating_point()
+                   and o.requires_grad]
+        torch.autograd.backward(outputs, [torch.randn_like(o) for o in outputs])
+        model.zero_grad(set_to_none=True)
+        return time.perf_counter() - started
+
+    first, note = train_else_eval(step)
+    return statistics.median([first] + [step(note is None) for _ in range(2)])
+
+
+def measure(family: str) -> dict:
+    command = [sys.executable, "-c", "from initlint.cli import main; main()", "check", f"{HERE}:{family}", "--output-format", "json",
+               "--timings", "--exit-zero", *NEEDS.get(family, [])]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"model": family, "error": (done.stderr.strip().splitlines() or ["?"])[-1]}
+    report = json.loads(done.stdout)["reports"][0]
+    step = training_step_seconds(family, report["inputs"])
+    return {
+        "model": family,
+        "capture": report["trace"]["mode"],
+        "nodes": report["trace"]["nodes"],
+        "inputs": {i["name"]: i["shape"] for i in report["inputs"]},
+        "findings": sorted(f"{f['code']} {f['module'] or ''}".strip() for f in report["findings"]),
+        "check_seconds": report["seconds"],
+        "training_step_seconds": round(step, 3),
+        "ratio": round(report["seconds"] / step, 2),
+        "note": report["trace"].get("note"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}")
+    parser.add_argument("families", nargs="*", help="a subset of: " + ", ".join(FAMILIES))
+    arguments = parser.parse_args()
+    rows = [measure(f) for f in (arguments.families or (QUICK if arguments.quick else FAMILIES))]
+    for row in rows:
+        print(json.dumps(row), flush=True)
+    print("| model | capture | nodes | findings | check | training step | ratio |", file=sys.stderr)
+    print("|---|---|---|---|---|---|---|", file=sys.stderr)
+    for row in rows:
+        if "error" in row:
+            print(f"| {row['model']} | error: {row['error']} | | | | | |", file=sys.stderr)
+            continue
+        findings = ", ".join(row["findings"]) or "none"
+        print(f"| {row['model']} | {row['capture']} | {row['nodes']} | {findings} | {row['check_seconds']:.2f} s "
+              f"| {row['training_step_seconds']:.2f} s | {row['ratio']:.2f}x |", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
