@@ -29,9 +29,21 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve()
-NEEDS = {"unet2d": ["--input", "timestep=8:int64"]}
-"""Flags a family needs: a diffusers UNet's timestep is an integer no layer's shape tells."""
-QUICK = ("gpt2", "bert", "r3d_18")
+_TOKENS = ["--input", "input_ids=8,128:int64"]
+FLAGS = {
+    # needed: a diffusers UNet's timestep is an integer that no layer's shape tells
+    "unet2d": ["--input", "timestep=8:int64"],
+    # sizes in use rather than the inferred ones (32 tokens, 32x32 images), so that the
+    # training step the check is compared with is a real one
+    **{family: _TOKENS for family in ("bert", "bert_classifier", "gpt2", "llama")},
+    "t5": [*_TOKENS, "--input", "decoder_input_ids=8,128:int64"],
+    "wav2vec2": ["--input", "input_values=8,16000"],
+    "deeplabv3": ["--input-shape", "8,3,224,224"],
+    "raft_small": ["--input-shape", "4,3,128,128", "--input-shape", "4,3,128,128"],
+    "r3d_18": ["--input-shape", "4,3,16,112,112"],
+}
+"""Flags per family: what a family needs, and the input sizes it is used at."""
+QUICK = ("gpt2", "unet2d")
 
 
 def _transformers():
@@ -174,7 +186,7 @@ def training_step_seconds(family: str, inputs: list[dict]) -> float:
 
 def measure(family: str) -> dict:
     command = [sys.executable, "-c", "from initlint.cli import main; main()", "check", f"{HERE}:{family}", "--output-format", "json",
-               "--timings", "--exit-zero", *NEEDS.get(family, [])]
+               "--timings", "--exit-zero", *FLAGS.get(family, [])]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         return {"model": family, "error": (done.stderr.strip().splitlines() or ["?"])[-1]}

@@ -40,6 +40,10 @@ from initlint.safe_code import safe_root
 from initlint.train_or_eval import train_else_eval
 from initlint.trace import CALL_SITE
 
+OPERATIONS = "initlint_operations"
+"""Node meta of a call_module node made from a module call: the call's own operators as a graph
+of one input (its parameters as get_attr relative to the module), so that code can be written
+for a module whose class cannot be rebuilt (``initlint fix``)."""
 WRAPPED = "model"
 """The attribute under which ``_TensorOutputs`` holds the user's model; stripped from paths."""
 
@@ -74,15 +78,30 @@ def output_tensors(value: object, prefix: str = "") -> dict[str, torch.Tensor]:
 
 
 class _TensorOutputs(nn.Module):
-    """The user's model with its output flattened to a dict of tensors, which export accepts
-    whatever the model returns."""
+    """The user's model, its output kept as it is when export can return it (tensors in
+    tuples, lists and dicts), else flattened to a dict of its tensors (a Hugging Face output
+    that holds a cache object, ``None``s, numbers)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         setattr(self, WRAPPED, model)
 
-    def forward(self, *args: object, **kwargs: object) -> dict[str, torch.Tensor]:
-        return output_tensors(getattr(self, WRAPPED)(*args, **kwargs))
+    def forward(self, *args: object, **kwargs: object) -> object:
+        output = getattr(self, WRAPPED)(*args, **kwargs)
+        plain = all(isinstance(leaf, torch.Tensor) for leaf in pytree.tree_leaves(output)) and \
+            _is_plain_container(output)
+        return output if plain else output_tensors(output)
+
+
+def _is_plain_container(value: object) -> bool:
+    """A tensor, or tuples, lists and dicts of them: what a fixed model can return unchanged."""
+    if isinstance(value, torch.Tensor):
+        return True
+    if type(value) in (tuple, list):
+        return all(_is_plain_container(v) for v in value)
+    if type(value) is dict:
+        return all(_is_plain_container(v) for v in value.values())
+    return False
 
 
 def _plain_reason(error: Exception) -> str:
@@ -273,6 +292,7 @@ class _Converter:
                 new.meta["val"] = node.meta.get("val")
                 if call.kind is not None:
                     new.meta[ops.KIND] = call.kind
+                new.meta[OPERATIONS] = self._operations(call, external, node)
             else:
                 continue
             new.meta[CALL_SITE] = _user_call_site(node.meta.get("stack_trace"))
@@ -283,6 +303,25 @@ class _Converter:
         self.graph.output(result)
         root = safe_root(self.graph, self.attributes | self._modules_called())
         return fx.GraphModule(root, self.graph, type(self.model).__name__)
+
+    def _operations(self, call: _ModuleCall, external: fx.Node, result: fx.Node) -> fx.Graph | None:
+        """The call's operators with ``external`` as their one input; None when they read a
+        constant that export lifted out of the module (then no code can be written for it)."""
+        graph = fx.Graph()
+        env = {external: graph.placeholder("x")}
+        prefix = f"{call.path}."
+        for node in call.nodes:
+            for source in node.all_input_nodes:
+                if source in env or source in call.nodes:
+                    continue
+                path = _strip(self.state.get(source.name, ""))
+                if not path.startswith(prefix):
+                    return None
+                env[source] = graph.get_attr(path[len(prefix):])
+            env[node] = graph.node_copy(node, env.__getitem__)
+            env[node].target = out_of_place(env[node].target)
+        graph.output(env[result])
+        return graph
 
     def _modules_called(self) -> dict[str, nn.Module]:
         return {n.target: self.model.get_submodule(n.target) for n in self.graph.nodes if n.op == "call_module"}

@@ -8,6 +8,7 @@ loads with ``torch.load(..., weights_only=True)``: no pickled code anywhere.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import math
@@ -20,6 +21,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from initlint.capture import OPERATIONS
 from initlint.errors import InitlintError
 from initlint.output import refuse_existing_folder, write_folder_atomically
 from initlint.renorm_layer import RenormLayer
@@ -80,6 +82,45 @@ def _tied_parameters(root: nn.Module) -> list[tuple[str, str]]:
         else:
             first[id(parameter)] = path
     return tied
+
+
+def _rebuildable(path: str, module: nn.Module) -> bool:
+    try:
+        _constructor(path, module)
+    except InitlintError:
+        return False
+    return True
+
+
+def with_operations_inlined(patched: fx.GraphModule) -> fx.GraphModule:
+    """``patched`` with each call of a module whose class code cannot rebuild (a captured
+    LlamaRMSNorm, a user's written-out GELU) replaced by the operators export recorded for
+    it, reading that module's parameters; only what the graph then uses is kept."""
+    graph = fx.Graph()
+    graph.output(graph.graph_copy(patched.graph, {}))
+    inlined = False
+    for node in list(graph.nodes):
+        operations = node.meta.get(OPERATIONS) if node.op == "call_module" else None
+        if operations is None or _rebuildable(node.target, patched.get_submodule(node.target)):
+            continue
+        env: dict[fx.Node, object] = {}
+        with graph.inserting_before(node):
+            for inner in operations.nodes:
+                if inner.op == "placeholder":
+                    env[inner] = node.args[0]
+                elif inner.op == "get_attr":
+                    env[inner] = graph.get_attr(f"{node.target}.{inner.target}")
+                elif inner.op == "output":
+                    node.replace_all_uses_with(env[inner.args[0]])
+                else:
+                    env[inner] = graph.node_copy(inner, env.__getitem__)
+        graph.erase_node(node)
+        inlined = True
+    if not inlined:
+        return patched
+    used = {n.target for n in graph.nodes if n.op in ("call_module", "get_attr")}
+    root = {path: functools.reduce(getattr, path.split("."), patched) for path in used}
+    return fx.GraphModule(root, graph, type(patched).__name__)
 
 
 def generate_code(patched: fx.GraphModule, provenance: str) -> str:
@@ -192,9 +233,10 @@ def _plain(state_dict: dict) -> dict:
 
 def write_fix(folder: str | os.PathLike, result, target: str, force: bool) -> None:
     """The folder ``initlint fix`` writes; ``initlint check FOLDER`` loads it back."""
+    writable = with_operations_inlined(result.patched)
     files: dict[str, object] = {
-        CODE_FILE: generate_code(result.patched, target),
-        WEIGHTS_FILE: _plain(result.patched.state_dict()),
+        CODE_FILE: generate_code(writable, target),
+        WEIGHTS_FILE: _plain(writable.state_dict()),
         PLAN_FILE: result.plan_document(target),
     }
     if result.folded is not None:

@@ -91,3 +91,22 @@ def test_bench_scale_small_keeps_one_layer_of_weights():
     assert document["parameters"] == 2 * 32_000 * width + blocks * per_block + 2 * width
     # the note rounds to 0.1 MiB: 31.25 prints as 31.2
     assert document["weights_at_once_mib"] == pytest.approx(32_000 * width * 4 / 2**20, abs=0.06)
+
+
+def test_real_models_quick():
+    """Library models through the CLI with no wrapper: captured as graphs, no false findings
+    at default init, and a training step on the same batch timed beside the check."""
+    if importlib.util.find_spec("transformers") is None or importlib.util.find_spec("diffusers") is None:
+        pytest.skip("the real models need transformers and diffusers (the test extra installs them)")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "real_models.py"), "--quick"],
+        capture_output=True, text=True, check=True, timeout=600,
+    )
+    rows = {row["model"]: row for row in map(json.loads, result.stdout.splitlines())}
+    assert set(rows) == {"gpt2", "unet2d"}, rows
+    for row in rows.values():
+        assert row["capture"] == "export" and row["findings"] == [], row
+        assert row["check_seconds"] > 0 and row["training_step_seconds"] > 0
+        assert row["ratio"] == pytest.approx(row["check_seconds"] / row["training_step_seconds"], rel=0.02)
+    assert rows["unet2d"]["inputs"]["timestep"] == [8]  # named with --input, as the README says
+    assert "| gpt2 | export |" in result.stderr

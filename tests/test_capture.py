@@ -155,5 +155,24 @@ def test_llama_rmsnorms_are_norms_whatever_their_class():
     model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
         hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
         num_key_value_heads=2, vocab_size=128))
-    norms = [v for v in initlint.check(model).graph.nodes.values() if v.kind.family == ops.NORM]
+    graph = initlint.check(model).graph
+    norms = [v for v in graph.nodes.values() if v.kind.family == ops.NORM]
     assert len(norms) == 2 * 3 + 1  # two per block and the final one
+    # the signal runs embedding -> residual adds -> final norm -> head; the rotary cos/sin,
+    # made from positions and the input's dtype, are no part of it
+    path = [graph.view(name) for name in graph.main_path]
+    assert [v.module for v in path[1:2]] == ["model.embed_tokens"] and path[-1].module == "lm_head"
+    assert not [v for v in path if v.module and "rotary" in v.module]
+
+
+def test_fix_writes_an_exported_model_whose_modules_code_cannot_rebuild(run_cli, size_slicing_model, tmp_path):
+    """The written-out RMSNorm and GELU classes of the model file cannot be rebuilt by generated
+    code: their captured operators are written instead, and the folder imports, loads its
+    weights and checks; the folded weights match the renorm-node model."""
+    out = tmp_path / "fixed"
+    result = run_cli("fix", f"{size_slicing_model}:build", "-o", str(out), "--fold")
+    assert result.exit_code == 0, result.output
+    plan = json.loads((out / "renorm.json").read_text())
+    assert plan["fold_error"] < 1e-4 and plan["constants"]
+    assert run_cli("check", str(out)).exit_code in (0, 1)  # imports, builds, loads weights strictly
+    assert "rsqrt" in (out / "model.py").read_text()  # the norm's own operators
