@@ -35,15 +35,11 @@ from torch.utils import _pytree as pytree
 from initlint import ops
 from initlint.inputs import ProbeInputs
 from initlint.locations import SourceLocation, is_user_file
-from initlint.renorm_layer import RenormLayer
+from initlint.module_calls import OPERATIONS, ModuleCalls, op_name
 from initlint.safe_code import safe_root
 from initlint.train_or_eval import train_else_eval
 from initlint.trace import CALL_SITE
 
-OPERATIONS = "initlint_operations"
-"""Node meta of a call_module node made from a module call: the call's own operators as a graph
-of one input (its parameters as get_attr relative to the module), so that code can be written
-for a module whose class cannot be rebuilt (``initlint fix``)."""
 WRAPPED = "model"
 """The attribute under which ``_TensorOutputs`` holds the user's model; stripped from paths."""
 
@@ -153,54 +149,6 @@ def _user_call_site(stack_trace: str | None) -> SourceLocation | None:
     return site
 
 
-def _is_leaf(module: nn.Module, leaf_modules: Sequence[type[nn.Module]]) -> bool:
-    return (ops.module_kind(module) is not ops.UNKNOWN and not isinstance(module, (nn.Sequential, nn.ModuleList))) \
-        or isinstance(module, (RenormLayer, *leaf_modules))
-
-
-_REDUCTIONS = frozenset({"mean", "var", "var_mean", "std", "std_mean"})
-_INVERSE_SCALES = frozenset({"rsqrt", "sqrt", "div", "reciprocal"})
-_SHAPE_ONLY = frozenset({"view", "reshape", "_unsafe_view", "expand", "to", "_to_copy", "detach", "clone",
-                         "contiguous", "lift_fresh_copy", "alias", "unsqueeze", "squeeze"})
-_AFFINE = frozenset({"add", "sub", "mul", "div", "neg", "rsub"})
-
-
-def _op_name(node: fx.Node) -> str:
-    target = node.target
-    return target.overloadpacket.__name__ if isinstance(target, torch._ops.OpOverload) else getattr(target, "__name__", "")
-
-
-def _is_pointwise(node: fx.Node) -> bool:
-    return isinstance(node.target, torch._ops.OpOverload) and torch.Tag.pointwise in node.target.tags
-
-
-def behaviour_kind(nodes: list[fx.Node], uses_state: bool) -> ops.OpKind | None:
-    """What a module computes, read from its ATen operators: ``x * rsqrt(mean(x**2) + eps) * w``
-    or ``(x - mean) / std`` is a normalization, whatever its class (LlamaRMSNorm, T5LayerNorm);
-    pointwise arithmetic around a nonlinear function, with no weights, is an activation
-    (GPT-2's ``0.5 * x * (1 + tanh(...))``), whose inner additions are no residual adds."""
-    names = {_op_name(node) for node in nodes}
-    plain = all(_is_pointwise(node) or _op_name(node) in _SHAPE_ONLY for node in nodes
-                if _op_name(node) not in _REDUCTIONS)
-    if not plain:
-        return None
-    if names & _REDUCTIONS and names & _INVERSE_SCALES:
-        return ops.OpKind(ops.NORM, "layer_norm" if "sub" in names else "rms_norm")
-    if not uses_state and not names & _REDUCTIONS and names - _AFFINE - _SHAPE_ONLY:
-        return ops.OpKind(ops.ACTIVATION, "activation")
-    return None
-
-
-@dataclasses.dataclass
-class _ModuleCall:
-    """The live ATen nodes of one call of a module, and what it computes when capture must tell."""
-
-    path: str
-    stack: dict
-    nodes: list[fx.Node] = dataclasses.field(default_factory=list)
-    kind: ops.OpKind | None = None
-
-
 class _Converter:
     def __init__(self, program: ExportedProgram, model: nn.Module, leaf_modules: Sequence[type[nn.Module]]) -> None:
         self.program = program
@@ -236,38 +184,6 @@ class _Converter:
             self.env[node] = self.graph.get_attr(path)
         return self.env[node]
 
-    def _module_calls(self, live: set[fx.Node]) -> dict[fx.Node, _ModuleCall]:
-        """For each live node that a module call becomes one node for, that call: the outermost
-        call of a leaf module, or of a module whose behaviour says what it is (``behaviour_kind``),
-        taking one tensor and giving one value, as fx records ``module(x)``."""
-        calls: dict[str, _ModuleCall] = {}
-        for node in self.program.graph.nodes:
-            if node in live and node.op == "call_function":
-                stack = list((node.meta.get("nn_module_stack") or {}).items())
-                for depth, (key, (path, _)) in enumerate(stack):
-                    if _strip(path):
-                        calls.setdefault(key, _ModuleCall(_strip(path), dict(stack[:depth + 1]))).nodes.append(node)
-        owner: dict[fx.Node, _ModuleCall] = {}
-        for call in calls.values():  # outer calls come first: they claim their nodes first
-            if any(node in owner for node in call.nodes) or not self._collapsible(call, live):
-                continue
-            module = self.model.get_submodule(call.path)
-            if not _is_leaf(module, self.leaf_modules):
-                uses_state = any(n.name in self.state for node in call.nodes for n in node.all_input_nodes)
-                call.kind = behaviour_kind(call.nodes, uses_state)
-                if call.kind is None:
-                    continue
-            owner.update((node, call) for node in call.nodes)
-        return owner
-
-    def _external_inputs(self, call: _ModuleCall) -> set[fx.Node]:
-        """What the call reads from outside itself, its own parameters aside."""
-        return {n for node in call.nodes for n in node.all_input_nodes if n not in call.nodes and n.name not in self.state}
-
-    def _collapsible(self, call: _ModuleCall, live: set[fx.Node]) -> bool:
-        leaving = [node for node in call.nodes if any(user in live and user not in call.nodes for user in node.users)]
-        return len(self._external_inputs(call)) == 1 and len(leaving) == 1
-
     def convert(self, inputs: ProbeInputs) -> fx.GraphModule:
         _bypass_identity_casts(self.program.graph)
         nodes = list(self.program.graph.nodes)
@@ -276,7 +192,8 @@ class _Converter:
         placeholders = self._placeholders(inputs)
         for name, tensor_index in placeholders:
             self.env[by_name[name]] = self.graph.placeholder(inputs.specs[tensor_index].name)
-        calls = self._module_calls(live)
+        finder = ModuleCalls(self.model, self.leaf_modules, _strip, lambda n: n.name in self.state)
+        calls = finder.owners(self.program.graph.nodes, live, ops_only=False)
         for node in nodes:
             if node not in live or node.op in ("placeholder", "output"):
                 continue
@@ -285,14 +202,14 @@ class _Converter:
                 new = self.graph.node_copy(node, self._arg)
                 new.target = out_of_place(new.target)
                 new.meta["nn_module_stack"] = {k: (_strip(p), t) for k, (p, t) in (node.meta.get("nn_module_stack") or {}).items()}
-            elif any(user in live and user not in call.nodes for user in node.users):
-                (external,) = self._external_inputs(call)
-                new = self.graph.call_module(call.path, (self._arg(external),))
+            elif node is call.result:
+                new = self.graph.call_module(call.path, (self._arg(call.external),))
                 new.meta["nn_module_stack"] = {k: (_strip(p), t) for k, (p, t) in call.stack.items()}
                 new.meta["val"] = node.meta.get("val")
                 if call.kind is not None:
                     new.meta[ops.KIND] = call.kind
-                new.meta[OPERATIONS] = self._operations(call, external, node)
+                new.meta[OPERATIONS] = finder.operations(
+                    call, lambda n: _strip(self.state.get(n.name, "")), out_of_place)
             else:
                 continue
             new.meta[CALL_SITE] = _user_call_site(node.meta.get("stack_trace"))
@@ -303,25 +220,6 @@ class _Converter:
         self.graph.output(result)
         root = safe_root(self.graph, self.attributes | self._modules_called())
         return fx.GraphModule(root, self.graph, type(self.model).__name__)
-
-    def _operations(self, call: _ModuleCall, external: fx.Node, result: fx.Node) -> fx.Graph | None:
-        """The call's operators with ``external`` as their one input; None when they read a
-        constant that export lifted out of the module (then no code can be written for it)."""
-        graph = fx.Graph()
-        env = {external: graph.placeholder("x")}
-        prefix = f"{call.path}."
-        for node in call.nodes:
-            for source in node.all_input_nodes:
-                if source in env or source in call.nodes:
-                    continue
-                path = _strip(self.state.get(source.name, ""))
-                if not path.startswith(prefix):
-                    return None
-                env[source] = graph.get_attr(path[len(prefix):])
-            env[node] = graph.node_copy(node, env.__getitem__)
-            env[node].target = out_of_place(env[node].target)
-        graph.output(env[result])
-        return graph
 
     def _modules_called(self) -> dict[str, nn.Module]:
         return {n.target: self.model.get_submodule(n.target) for n in self.graph.nodes if n.op == "call_module"}
@@ -347,7 +245,7 @@ def _bypass_identity_casts(graph: fx.Graph) -> None:
     itself, so export records every later use of ``x`` as a use of the cast: a residual add
     would seem to read from inside the norm (LlamaRMSNorm's ``hidden_states.to(float32)``)."""
     for node in graph.nodes:
-        if node.op != "call_function" or _op_name(node) not in ("to", "alias") or not node.args:
+        if node.op != "call_function" or op_name(node) not in ("to", "alias") or not node.args:
             continue
         source = node.args[0]
         before, after = getattr(source, "meta", {}).get("val"), node.meta.get("val")

@@ -8,7 +8,6 @@ loads with ``torch.load(..., weights_only=True)``: no pickled code anywhere.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import json
 import math
@@ -21,7 +20,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from initlint.capture import OPERATIONS
+from initlint.module_calls import OPERATIONS
 from initlint.errors import InitlintError
 from initlint.output import refuse_existing_folder, write_folder_atomically
 from initlint.renorm_layer import RenormLayer
@@ -84,6 +83,14 @@ def _tied_parameters(root: nn.Module) -> list[tuple[str, str]]:
     return tied
 
 
+def _empty(tensor: torch.Tensor) -> str:
+    """An expression for an uninitialised tensor like ``tensor``; its values come from weights.pt."""
+    empty = f"torch.empty({tuple(tensor.shape)}, dtype={tensor.dtype})"
+    if isinstance(tensor, nn.Parameter):  # an integer Parameter cannot require gradients
+        empty = f"nn.Parameter({empty}, requires_grad={tensor.requires_grad})"
+    return empty
+
+
 def _rebuildable(path: str, module: nn.Module) -> bool:
     try:
         _constructor(path, module)
@@ -92,57 +99,39 @@ def _rebuildable(path: str, module: nn.Module) -> bool:
     return True
 
 
-def with_operations_inlined(patched: fx.GraphModule) -> fx.GraphModule:
-    """``patched`` with each call of a module whose class code cannot rebuild (a captured
-    LlamaRMSNorm, a user's written-out GELU) replaced by the operators export recorded for
-    it, reading that module's parameters; only what the graph then uses is kept."""
-    graph = fx.Graph()
-    graph.output(graph.graph_copy(patched.graph, {}))
-    inlined = False
-    for node in list(graph.nodes):
-        operations = node.meta.get(OPERATIONS) if node.op == "call_module" else None
-        if operations is None or _rebuildable(node.target, patched.get_submodule(node.target)):
-            continue
-        env: dict[fx.Node, object] = {}
-        with graph.inserting_before(node):
-            for inner in operations.nodes:
-                if inner.op == "placeholder":
-                    env[inner] = node.args[0]
-                elif inner.op == "get_attr":
-                    env[inner] = graph.get_attr(f"{node.target}.{inner.target}")
-                elif inner.op == "output":
-                    node.replace_all_uses_with(env[inner.args[0]])
-                else:
-                    env[inner] = graph.node_copy(inner, env.__getitem__)
-        graph.erase_node(node)
-        inlined = True
-    if not inlined:
-        return patched
-    used = {n.target for n in graph.nodes if n.op in ("call_module", "get_attr")}
-    root = {path: functools.reduce(getattr, path.split("."), patched) for path in used}
-    return fx.GraphModule(root, graph, type(patched).__name__)
-
-
 def generate_code(patched: fx.GraphModule, provenance: str) -> str:
     """The source of ``model.py``: every name in it is checked, and ``provenance`` is written
     through ``repr()``."""
     check_graph(patched.graph)
     python = patched.graph.python_code(root_module="self")
-    imports = sorted({line for n, v in python.globals.items() if (line := _import_line(n, v))})
+    globals_used = dict(python.globals)
+    classes: dict[str, str] = {}  # forward source -> class name
     lines = []
     for node in patched.graph.nodes:
         if node.op == "call_module":
-            lines.append(f"_place(self, {node.target!r}, {_constructor(node.target, patched.get_submodule(node.target))})")
+            module = patched.get_submodule(node.target)
+            operations = node.meta.get(OPERATIONS)
+            if operations is None or _rebuildable(node.target, module):
+                lines.append(f"_place(self, {node.target!r}, {_constructor(node.target, module)})")
+                continue
+            check_graph(operations)
+            code = operations.python_code(root_module="self")
+            globals_used.update(code.globals)
+            name = classes.setdefault(code.src.strip(), f"CapturedOperations{len(classes)}")
+            lines.append(f"_place(self, {node.target!r}, {name}())")
+            lines += [f"_place(self, {f'{node.target}.{path}'!r}, {_empty(tensor)})"
+                      for path, tensor in [*module.named_parameters(), *module.named_buffers()]]
         elif node.op == "get_attr":
             tensor = patched.get_parameter(node.target) if node.target in dict(patched.named_parameters()) \
                 else patched.get_buffer(node.target)
-            empty = f"torch.empty({tuple(tensor.shape)}, dtype={tensor.dtype})"
-            if isinstance(tensor, nn.Parameter):  # an integer Parameter cannot require gradients
-                empty = f"nn.Parameter({empty}, requires_grad={tensor.requires_grad})"
-            lines.append(f"_place(self, {node.target!r}, {empty})")
+            lines.append(f"_place(self, {node.target!r}, {_empty(tensor)})")
     lines += [f"_tie(self, {alias!r}, {source!r})" for alias, source in _tied_parameters(patched)]
+    imports = sorted({line for n, v in globals_used.items() if (line := _import_line(n, v))})
     init = textwrap.indent("\n".join(lines) or "pass", " " * 8)
     forward = textwrap.indent(python.src.strip(), " " * 4)
+    captured = "".join(
+        f"\n\nclass {name}(nn.Module):\n    \"\"\"Operators captured from a layer whose class code cannot rebuild.\"\"\"\n"
+        f"{textwrap.indent(source, ' ' * 4)}\n" for source, name in classes.items())
     renorm_source = textwrap.indent(inspect.getsource(RenormLayer), "    ")
     docstring = f"Generated by initlint from {provenance}. ``build()`` returns the fixed model."
     return f'''{docstring!r}
@@ -173,6 +162,8 @@ def _place(root: nn.Module, path: str, value) -> None:
     else:
         root.register_buffer(name, value)
 
+
+{captured}
 
 def _tie(root: nn.Module, path: str, source: str) -> None:
     """Make the parameter at ``path`` the very Parameter at ``source``: tied weights stay tied."""
@@ -233,10 +224,9 @@ def _plain(state_dict: dict) -> dict:
 
 def write_fix(folder: str | os.PathLike, result, target: str, force: bool) -> None:
     """The folder ``initlint fix`` writes; ``initlint check FOLDER`` loads it back."""
-    writable = with_operations_inlined(result.patched)
     files: dict[str, object] = {
-        CODE_FILE: generate_code(writable, target),
-        WEIGHTS_FILE: _plain(writable.state_dict()),
+        CODE_FILE: generate_code(result.patched, target),
+        WEIGHTS_FILE: _plain(result.patched.state_dict()),
         PLAN_FILE: result.plan_document(target),
     }
     if result.folded is not None:

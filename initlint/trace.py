@@ -17,6 +17,7 @@ from initlint.errors import InitlintError
 from initlint.inplace import functionalize_inplace
 from initlint.locations import SourceLocation, innermost_user_frame
 from initlint.progress import Progress
+from initlint.module_calls import collapse_in_place
 from initlint.renorm_layer import RenormLayer
 from initlint.safe_code import ORIGINAL_PATH, safe_root
 
@@ -103,6 +104,7 @@ def trace(
     finally:
         progress.done()
     functionalize_inplace(graph, tracer.root)
+    collapse_in_place(graph, model, leaf_modules, CALL_SITE)
     graph_module = fx.GraphModule(safe_root(graph, tracer.root), graph, type(model).__name__)
     tag_nodes(graph_module, module_sites or {}, fallback)
     return Traced(graph_module, "fx", None)
