@@ -103,10 +103,10 @@ def test_real_models_quick():
         capture_output=True, text=True, check=True, timeout=600,
     )
     rows = {row["model"]: row for row in map(json.loads, result.stdout.splitlines())}
-    assert set(rows) == {"gpt2", "unet2d"}, rows
+    assert set(rows) == {"tiny_gpt2", "unet2d"}, rows
     for row in rows.values():
         assert row["capture"] == "export" and row["findings"] == [], row
         assert row["check_seconds"] > 0 and row["training_step_seconds"] > 0
         assert row["ratio"] == pytest.approx(row["check_seconds"] / row["training_step_seconds"], rel=0.02)
     assert rows["unet2d"]["inputs"]["timestep"] == [8]  # named with --input, as the README says
-    assert "| gpt2 | export |" in result.stderr
+    assert "| tiny_gpt2 | export |" in result.stderr
