@@ -220,9 +220,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}")
     parser.add_argument("families", nargs="*", help="a subset of: " + ", ".join(FAMILIES))
     arguments = parser.parse_args()
-    rows = [measure(f) for f in (arguments.families or (QUICK if arguments.quick else FAMILIES))]
-    for row in rows:
-        print(json.dumps(row), flush=True)
+    rows = []
+    for family in arguments.families or (QUICK if arguments.quick else FAMILIES):
+        rows.append(measure(family))
+        print(json.dumps(rows[-1]), flush=True)
     print("| model | capture | nodes | findings | check | training step | ratio |", file=sys.stderr)
     print("|---|---|---|---|---|---|---|", file=sys.stderr)
     for row in rows:
