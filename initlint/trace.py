@@ -40,7 +40,8 @@ class TraceFailure(InitlintError):
 
     def __init__(self, model: nn.Module, error: Exception) -> None:
         first_line = (str(error).strip().splitlines() or [""])[0]
-        self.reason = f"torch.fx could not trace {type(model).__name__}: {type(error).__name__}: {first_line}"
+        first_sentence = first_line.split(". ")[0]
+        self.reason = f"torch.fx could not trace {type(model).__name__}: {type(error).__name__}: {first_sentence}"
         super().__init__(
             f"{self.reason}. Data-dependent control flow cannot be traced symbolically; declare the "
             "block that contains it a leaf module: leaf-modules = [\"package.module.Block\"] in "
