@@ -171,7 +171,7 @@ def _tensor(spec: dict, generator: torch.Generator) -> torch.Tensor:
 def training_step_seconds(family: str, inputs: list[dict]) -> float:
     """Median of 3: forward and backward from every floating output, in train mode, or in eval
     mode where the training forward needs more than inputs (as the check decides)."""
-    from initlint.capture import output_tensors
+    from initlint.model_outputs import output_tensors
     from initlint.train_or_eval import train_else_eval
 
     torch.manual_seed(0)

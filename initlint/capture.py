@@ -18,7 +18,6 @@ so that every later stage reads one vocabulary:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import io
 import logging
@@ -35,6 +34,7 @@ from torch.utils import _pytree as pytree
 from initlint import ops
 from initlint.inputs import ProbeInputs
 from initlint.locations import SourceLocation, is_user_file
+from initlint.model_outputs import output_tensors
 from initlint.module_calls import OPERATIONS, ModuleCalls, op_name
 from initlint.safe_code import safe_root
 from initlint.train_or_eval import train_else_eval
@@ -50,27 +50,6 @@ class CaptureFailure(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-def output_tensors(value: object, prefix: str = "") -> dict[str, torch.Tensor]:
-    """The tensors of a model's output, keyed by where they sit ("logits", "hidden_states.1"):
-    Hugging Face ``ModelOutput``s, dataclasses, named tuples, dicts, tuples and lists. Anything
-    else (``None``, a cache object, a number) holds no signal for the probe."""
-    if isinstance(value, torch.Tensor):
-        return {prefix or "output": value}
-    if isinstance(value, dict) or (hasattr(value, "keys") and hasattr(value, "__getitem__")):
-        items = [(str(key), value[key]) for key in value.keys()]
-    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        items = [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
-    elif isinstance(value, (tuple, list)):
-        names = getattr(value, "_fields", None) or [str(i) for i in range(len(value))]
-        items = list(zip(names, value))
-    else:
-        return {}
-    found: dict[str, torch.Tensor] = {}
-    for key, item in items:
-        found.update(output_tensors(item, f"{prefix}.{key}" if prefix else key))
-    return found
 
 
 class _TensorOutputs(nn.Module):

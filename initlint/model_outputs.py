@@ -35,13 +35,22 @@ def unwrap(value: object) -> object:
     return {str(k): unwrap(v) for k, v in fields if v is not None}
 
 
-def tensors_in(value: object) -> list[torch.Tensor]:
-    """The tensors in a (nested) value, in order."""
+def output_tensors(value: object, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The tensors in a (nested) value, in order, keyed by where they sit ("logits",
+    "hidden_states.1"). Anything else (a cache object, a number) holds no tensor to probe."""
     value = unwrap(value)
     if isinstance(value, torch.Tensor):
-        return [value]
-    items = value.values() if isinstance(value, dict) else value if isinstance(value, tuple) else ()
-    return [t for item in items for t in tensors_in(item)]
+        return {prefix or "output": value}
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, tuple) else ()
+    found: dict[str, torch.Tensor] = {}
+    for key, item in items:
+        found.update(output_tensors(item, f"{prefix}.{key}" if prefix else str(key)))
+    return found
+
+
+def tensors_in(value: object) -> list[torch.Tensor]:
+    """The tensors in a (nested) value, in order."""
+    return list(output_tensors(value).values())
 
 
 def backward_outputs(value: object) -> list[torch.Tensor]:

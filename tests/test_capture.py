@@ -11,7 +11,7 @@ from torch import nn
 
 import initlint
 from initlint import ops
-from initlint.capture import output_tensors
+from initlint.model_outputs import output_tensors
 from initlint.module_calls import behaviour_kind
 
 POSITIONAL_ENCODING_MODEL = """
