@@ -122,8 +122,9 @@ def _named_inputs(texts: tuple[str, ...]) -> dict[str, str]:
 def _for_target(options: CheckOptions, config: Config, loaded: LoadedTarget, job: TargetConfig) -> CheckOptions:
     """The options for one target: its inputs, and the config's imports resolved beside it."""
     leaf_modules, wrap_functions = config.imports_for(loaded)
-    return replace(options, input_shapes=job.input_shapes or None, inputs=job.inputs, target=job.target,
-                   leaf_modules=leaf_modules, wrap_functions=wrap_functions)
+    given = job.input_shapes or job.inputs
+    return replace(options, input_shapes=job.input_shapes or None, inputs=job.inputs if given else loaded.recorded_inputs,
+                   target=job.target, leaf_modules=leaf_modules, wrap_functions=wrap_functions)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -105,6 +105,7 @@ def generate_code(patched: fx.GraphModule, provenance: str) -> str:
     check_graph(patched.graph)
     python = patched.graph.python_code(root_module="self")
     globals_used = dict(python.globals)
+    parameters = dict(patched.named_parameters(remove_duplicate=False))  # a tied weight under each of its names
     classes: dict[str, str] = {}  # forward source -> class name
     lines = []
     for node in patched.graph.nodes:
@@ -122,8 +123,7 @@ def generate_code(patched: fx.GraphModule, provenance: str) -> str:
             lines += [f"_place(self, {f'{node.target}.{path}'!r}, {_empty(tensor)})"
                       for path, tensor in [*module.named_parameters(), *module.named_buffers()]]
         elif node.op == "get_attr":
-            tensor = patched.get_parameter(node.target) if node.target in dict(patched.named_parameters()) \
-                else patched.get_buffer(node.target)
+            tensor = patched.get_parameter(node.target) if node.target in parameters else patched.get_buffer(node.target)
             lines.append(f"_place(self, {node.target!r}, {_empty(tensor)})")
     lines += [f"_tie(self, {alias!r}, {source!r})" for alias, source in _tied_parameters(patched)]
     imports = sorted({line for n, v in globals_used.items() if (line := _import_line(n, v))})

@@ -57,6 +57,7 @@ class FixResult:
             "initlint": __version__,
             "target": target,
             "inputs": [spec.to_dict() for spec in self.analysed.inputs.specs],
+            "capture": self.analysed.traced.mode,
             "device": str(self.analysed.device),
             "constants": [renorm.to_dict() for renorm in self.plan],
             "unverified": self.unverified,

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import importlib.util
 import inspect
 import itertools
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
@@ -43,6 +44,9 @@ class LoadedTarget:
     """The module the factory was found in (a file target's is imported under a private name)."""
     source_file: Path | None = None
     """The file of a ``path/to/file.py:factory`` target."""
+    recorded_inputs: dict[str, str] = field(default_factory=dict)
+    """For a folder ``fix`` wrote from an exported graph: the inputs it was planned with, as
+    ``--input`` takes them. Export fixes the shapes into the code, so it runs at those only."""
 
 
 def split_target(target: str) -> tuple[str, str]:
@@ -159,6 +163,21 @@ def _fix_folder_target(folder: Path) -> str:
     return f"{folder / CODE_FILE}:build"
 
 
+def _shape_fixed_inputs(folder: Path) -> dict[str, str]:
+    from initlint.export import PLAN_FILE
+
+    try:
+        plan = json.loads((folder / PLAN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(plan, dict) or plan.get("capture") != "export":
+        return {}
+    return {
+        spec["name"]: ",".join(map(str, spec["shape"])) + ("" if spec["dtype"] == "float" else f":{spec['dtype']}")
+        for spec in plan.get("inputs", [])
+    }
+
+
 def load_target(target: str) -> LoadedTarget:
     """Import the factory named by ``target``, call it, and record where its layers are built.
     A folder written by ``initlint fix`` stands for its generated ``model.py:build``."""
@@ -167,6 +186,7 @@ def load_target(target: str) -> LoadedTarget:
     if Path(target).is_dir():
         loaded = load_target(_fix_folder_target(Path(target)))
         loaded.target = target
+        loaded.recorded_inputs = _shape_fixed_inputs(Path(target))
         return loaded
     source, name = split_target(target)
     if is_file_source(source):

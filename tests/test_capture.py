@@ -199,3 +199,28 @@ def test_fix_writes_an_exported_model_whose_modules_code_cannot_rebuild(run_cli,
     # operators stay in a module of their own, so the re-check recognises the norm again
     assert run_cli("check", str(out)).exit_code == 0
     assert "rsqrt" in (out / "model.py").read_text()
+
+
+TINY_GPT2 = """
+import torch
+import transformers
+
+def build():
+    torch.manual_seed(0)
+    return transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        n_embd=32, n_layer=2, n_head=2, vocab_size=100, n_positions=32))
+"""
+
+
+def test_a_fixed_exported_model_is_checked_at_the_inputs_it_was_planned_with(run_cli, model_file, tmp_path):
+    """Export writes the planned shapes into the code (views of [64, 32, ...]): ``check DIR``
+    takes the recorded inputs instead of inferring others the code cannot run."""
+    path = model_file(TINY_GPT2, "gpt.py")
+    out = tmp_path / "fixed"
+    assert run_cli("fix", f"{path}:build", "-o", str(out)).exit_code == 0
+    plan = json.loads((out / "renorm.json").read_text())
+    assert plan["capture"] == "export"
+    result = run_cli("check", str(out), "--output-format", "json")
+    assert result.exit_code in (0, 1), result.output
+    (used,) = json.loads(result.stdout)["reports"][0]["inputs"]
+    assert used["shape"] == plan["inputs"][0]["shape"]
