@@ -222,6 +222,23 @@ def _plain(state_dict: dict) -> dict:
     return {k: v.detach().cpu() for k, v in state_dict.items()}
 
 
+def _runs(folder: Path) -> None:
+    """Import the written folder as ``initlint check FOLDER`` will, build the model, load its
+    weights and probe it: fix never leaves a folder behind that does not run."""
+    from initlint.api import CheckOptions, ModelSource, analyse
+    from initlint.load import load_target
+
+    try:
+        loaded = load_target(str(folder))
+        analyse(loaded.model, (), CheckOptions(inputs=loaded.recorded_inputs), ModelSource())
+    except InitlintError as error:
+        raise InitlintError(
+            f"the fixed model initlint generated does not run, so nothing was written ({error}). "
+            "Please report it; --fold still fixes your own model class through the Python API "
+            "(initlint.fix(model, fold=True))."
+        ) from error
+
+
 def write_fix(folder: str | os.PathLike, result, target: str, force: bool) -> None:
     """The folder ``initlint fix`` writes; ``initlint check FOLDER`` loads it back."""
     files: dict[str, object] = {
@@ -231,4 +248,4 @@ def write_fix(folder: str | os.PathLike, result, target: str, force: bool) -> No
     }
     if result.folded is not None:
         files[FOLDED_FILE] = _plain(result.folded.model.state_dict())
-    write_folder_atomically(folder, files, force, is_fix_output)
+    write_folder_atomically(folder, files, force, is_fix_output, _runs)

@@ -100,10 +100,12 @@ def write_text_atomically(path: str | os.PathLike, text: str, force: bool = Fals
 
 def write_folder_atomically(
     folder: str | os.PathLike, files: dict[str, object], force: bool, ours: Callable[[Path], bool],
+    verify: Callable[[Path], None] = lambda staging: None,
 ) -> None:
     """Write ``files`` (name -> text, dict for JSON, or anything ``torch.save`` takes) into a
-    temporary sibling folder, then rename it into place. An existing folder is replaced only as
-    ``refuse_existing_folder`` allows, and is moved aside until the new one is in place."""
+    temporary sibling folder, ``verify`` it there (it raises to refuse it), then rename it into
+    place. An existing folder is replaced only as ``refuse_existing_folder`` allows, and is
+    moved aside until the new one is in place."""
     refuse_existing_folder(folder, force, ours)
     target = Path(folder)
     if not target.parent.is_dir():
@@ -121,6 +123,7 @@ def write_folder_atomically(
                 (staging / name).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
             else:
                 torch.save(content, staging / name)
+        verify(staging)
         with deferred():
             if target.exists():
                 os.replace(target, replaced)

@@ -159,3 +159,17 @@ def test_fix_folder_round_trip(run_cli, tmp_path, model_file):
 def test_a_folder_that_is_not_a_fix_output(run_cli, tmp_path):
     result = run_cli("check", str(tmp_path))
     assert result.exit_code == 2 and "not one written by `initlint fix`" in result.stderr
+
+
+def test_fix_writes_nothing_when_the_generated_model_does_not_run(run_cli, model_file, monkeypatch, tmp_path):
+    """The written folder is imported and probed before it is renamed into place."""
+    import initlint.export as export
+
+    path = model_file(DEEP_SIGMOID_NET)
+    real = export.generate_code
+    monkeypatch.setattr(export, "generate_code",
+                        lambda patched, provenance: real(patched, provenance) + "\nraise ImportError('broken')\n")
+    out = tmp_path / "fixed"
+    result = run_cli("fix", f"{path}:build", "-o", str(out))
+    assert result.exit_code == 2 and "does not run, so nothing was written" in result.stderr
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".fixed")]
