@@ -123,8 +123,9 @@ def _for_target(options: CheckOptions, config: Config, loaded: LoadedTarget, job
     """The options for one target: its inputs, and the config's imports resolved beside it."""
     leaf_modules, wrap_functions = config.imports_for(loaded)
     given = job.input_shapes or job.inputs
-    return replace(options, input_shapes=job.input_shapes or None, inputs=job.inputs if given else loaded.recorded_inputs,
-                   target=job.target, leaf_modules=leaf_modules, wrap_functions=wrap_functions)
+    shapes, named = (job.input_shapes, job.inputs) if given else (loaded.planned.shapes, loaded.planned.named)
+    return replace(options, input_shapes=shapes or None, inputs=named, target=job.target,
+                   leaf_modules=leaf_modules, wrap_functions=wrap_functions)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import math
 import os
 import textwrap
@@ -99,12 +100,28 @@ def _rebuildable(path: str, module: nn.Module) -> bool:
     return True
 
 
+_WRAP = re.compile(r'torch\.fx\._symbolic_trace\.wrap\("[A-Za-z_][A-Za-z0-9_]*"\)')
+"""The line fx writes before ``forward`` for a function it keeps as a leaf (``math.sqrt`` of a
+size): ``wrap`` refuses to run anywhere but at a module's top level."""
+
+
+def _split_wraps(source: str, wraps: list[str]) -> str:
+    """``source``'s method, its ``wrap(...)`` lines moved to ``wraps``, each checked."""
+    preamble, found, method = source.partition("def forward")
+    for line in filter(None, map(str.strip, preamble.splitlines())):
+        if not _WRAP.fullmatch(line):
+            raise InitlintError(f"torch.fx wrote {line!r} before the forward, which generated code cannot keep.")
+        wraps.append(line)
+    return (found + method).strip()
+
+
 def generate_code(patched: fx.GraphModule, provenance: str) -> str:
     """The source of ``model.py``: every name in it is checked, and ``provenance`` is written
     through ``repr()``."""
     check_graph(patched.graph)
     python = patched.graph.python_code(root_module="self")
     globals_used = dict(python.globals)
+    wraps: list[str] = []  # fx's wrap() calls: they must run at a module's top level
     parameters = dict(patched.named_parameters(remove_duplicate=False))  # a tied weight under each of its names
     classes: dict[str, str] = {}  # forward source -> class name
     lines = []
@@ -118,7 +135,8 @@ def generate_code(patched: fx.GraphModule, provenance: str) -> str:
             check_graph(operations)
             code = operations.python_code(root_module="self")
             globals_used.update(code.globals)
-            name = classes.setdefault(code.src.strip(), f"CapturedOperations{len(classes)}")
+            method = _split_wraps(code.src, wraps)
+            name = classes.setdefault(method, f"CapturedOperations{len(classes)}")
             lines.append(f"_place(self, {node.target!r}, {name}())")
             lines += [f"_place(self, {f'{node.target}.{path}'!r}, {_empty(tensor)})"
                       for path, tensor in [*module.named_parameters(), *module.named_buffers()]]
@@ -128,7 +146,7 @@ def generate_code(patched: fx.GraphModule, provenance: str) -> str:
     lines += [f"_tie(self, {alias!r}, {source!r})" for alias, source in _tied_parameters(patched)]
     imports = sorted({line for n, v in globals_used.items() if (line := _import_line(n, v))})
     init = textwrap.indent("\n".join(lines) or "pass", " " * 8)
-    forward = textwrap.indent(python.src.strip(), " " * 4)
+    forward = textwrap.indent(_split_wraps(python.src, wraps), " " * 4)
     captured = "".join(
         f"\n\nclass {name}(nn.Module):\n    \"\"\"Operators captured from a layer whose class code cannot rebuild.\"\"\"\n"
         f"{textwrap.indent(source, ' ' * 4)}\n" for source, name in classes.items())
@@ -141,6 +159,7 @@ from pathlib import Path
 import torch
 from torch import nn
 {chr(10).join(imports)}
+{chr(10).join(dict.fromkeys(wraps))}
 
 
 try:  # initlint's own class, so that `initlint check` recognizes renorm layers
@@ -230,7 +249,8 @@ def _runs(folder: Path) -> None:
 
     try:
         loaded = load_target(str(folder))
-        analyse(loaded.model, (), CheckOptions(inputs=loaded.recorded_inputs), ModelSource())
+        planned = loaded.planned
+        analyse(loaded.model, (), CheckOptions(input_shapes=planned.shapes or None, inputs=planned.named), ModelSource())
     except InitlintError as error:
         raise InitlintError(
             f"the fixed model initlint generated does not run, so nothing was written ({error}). "

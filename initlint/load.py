@@ -35,6 +35,14 @@ _unique = itertools.count()
 
 
 @dataclass
+class PlannedInputs:
+    """Inputs as ``--input-shape`` (positional, in order) and ``--input`` (by name) give them."""
+
+    shapes: list[tuple[int, ...]]
+    named: dict[str, str]
+
+
+@dataclass
 class LoadedTarget:
     target: str
     model: nn.Module
@@ -44,9 +52,9 @@ class LoadedTarget:
     """The module the factory was found in (a file target's is imported under a private name)."""
     source_file: Path | None = None
     """The file of a ``path/to/file.py:factory`` target."""
-    recorded_inputs: dict[str, str] = field(default_factory=dict)
-    """For a folder ``fix`` wrote from an exported graph: the inputs it was planned with, as
-    ``--input`` takes them. Export fixes the shapes into the code, so it runs at those only."""
+    planned: PlannedInputs = field(default_factory=lambda: PlannedInputs([], {}))
+    """For a folder ``fix`` wrote: the inputs it was planned with. The constants were chosen
+    at those shapes, and a model captured by export has them written into its code."""
 
 
 def split_target(target: str) -> tuple[str, str]:
@@ -163,19 +171,19 @@ def _fix_folder_target(folder: Path) -> str:
     return f"{folder / CODE_FILE}:build"
 
 
-def _shape_fixed_inputs(folder: Path) -> dict[str, str]:
+def _planned_inputs(folder: Path) -> PlannedInputs:
     from initlint.export import PLAN_FILE
 
     try:
         plan = json.loads((folder / PLAN_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(plan, dict) or plan.get("capture") != "export":
-        return {}
-    return {
-        spec["name"]: ",".join(map(str, spec["shape"])) + ("" if spec["dtype"] == "float" else f":{spec['dtype']}")
-        for spec in plan.get("inputs", [])
-    }
+        specs = [spec for spec in plan["inputs"] if isinstance(spec, dict)]
+        return PlannedInputs(
+            [tuple(spec["shape"]) for spec in specs if not spec.get("keyword")],
+            {spec["name"]: ",".join(map(str, spec["shape"])) + ("" if spec["dtype"] == "float" else f":{spec['dtype']}")
+             for spec in specs if spec.get("keyword")},
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return PlannedInputs([], {})
 
 
 def load_target(target: str) -> LoadedTarget:
@@ -186,7 +194,7 @@ def load_target(target: str) -> LoadedTarget:
     if Path(target).is_dir():
         loaded = load_target(_fix_folder_target(Path(target)))
         loaded.target = target
-        loaded.recorded_inputs = _shape_fixed_inputs(Path(target))
+        loaded.planned = _planned_inputs(Path(target))
         return loaded
     source, name = split_target(target)
     if is_file_source(source):

@@ -173,3 +173,37 @@ def test_fix_writes_nothing_when_the_generated_model_does_not_run(run_cli, model
     result = run_cli("fix", f"{path}:build", "-o", str(out))
     assert result.exit_code == 2 and "does not run, so nothing was written" in result.stderr
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".fixed")]
+
+
+NANO_ATTENTION = '''
+import math
+import torch
+from torch import nn
+
+class Attention(nn.Module):
+    def __init__(self, width=32):
+        super().__init__()
+        self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).split(x.size(-1), dim=-1)
+        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # nanoGPT's scaling
+        return self.proj(scores.softmax(-1) @ v)
+
+def build():
+    torch.manual_seed(0)
+    return nn.Sequential(Attention(), nn.Tanh(), nn.Linear(32, 4))
+'''
+
+
+def test_a_wrapped_function_is_declared_at_module_level_and_the_plan_shape_is_kept(run_cli, model_file, tmp_path):
+    """fx keeps ``math.sqrt`` of a size as a leaf with ``wrap("math_sqrt")``, which runs only at
+    a module's top level; the fixed folder is checked at the shape fix planned with."""
+    path = model_file(NANO_ATTENTION)
+    out = tmp_path / "fixed"
+    assert run_cli("fix", f"{path}:build", "-o", str(out), "--input-shape", "8,16,32").exit_code == 0
+    code = (out / "model.py").read_text()
+    assert code.index('wrap("math_sqrt")') < code.index("class FixedModel")
+    result = run_cli("check", str(out), "--output-format", "json")
+    assert result.exit_code in (0, 1), result.output
+    assert json.loads(result.stdout)["reports"][0]["inputs"][0]["shape"] == [8, 16, 32]
