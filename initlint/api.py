@@ -217,10 +217,13 @@ class Analysed:
 
 
 def analyse(
-    model: nn.Module, example_inputs: Sequence[torch.Tensor], options: CheckOptions, source: ModelSource
+    model: nn.Module, example_inputs: Sequence[torch.Tensor], options: CheckOptions, source: ModelSource,
+    needs_graph: str | None = None,
 ) -> Analysed:
     """Trace, probe and analyse ``model``: the stages that check and fix share. A model on the
-    meta device is probed one layer at a time, each built with its own initializer."""
+    meta device is probed one layer at a time, each built with its own initializer. With
+    ``needs_graph`` (the sentence that says why), a model no capture turns into a graph is
+    refused before it is probed, instead of being probed with hooks."""
     device = resolve_device(options.device, model)
     pieces = None
     if on_meta(model):
@@ -244,6 +247,8 @@ def analyse(
             traced, inputs = _captured(model, options, sites, fallback, progress, draw_inputs)
     except TraceFailure as failure:
         reason = failure.reason
+        if needs_graph:  # refused before any probing
+            raise InitlintError(f"{reason}. {needs_graph}") from None
         if pieces is not None:
             raise InitlintError(
                 f"{reason}. A model on the meta device is probed one layer at a time through its traced "
@@ -272,15 +277,14 @@ def run_check(
     """The pipeline behind ``check`` and the CLI."""
     started = time.perf_counter()
     rules = select_rules(options.select, options.ignore, options.thresholds, options.extend_select)
+    needs_graph = (
+        "require-graph is set, so a model that cannot be captured as a graph fails instead of being "
+        "checked with the rules hooks allow: declare the block that cannot be captured a leaf module "
+        "(leaf-modules in [tool.initlint]), or drop require-graph (--require-graph / require-graph = true) "
+        "to accept a partial check."
+    ) if options.require_graph else None
     with model_preserved(model), exits_refused(*MODEL_EXITS):
-        analysed = analyse(model, example_inputs, options, source)
-    if options.require_graph and analysed.traced.mode == "hooks":
-        raise InitlintError(
-            f"{analysed.traced.note}. require-graph is set, so a model that cannot be captured as a "
-            "graph fails instead of being checked with the rules hooks allow: declare the block that "
-            "cannot be captured a leaf module (leaf-modules in [tool.initlint]), or drop require-graph "
-            "(--require-graph / require-graph = true) to accept a partial check."
-        )
+        analysed = analyse(model, example_inputs, options, source, needs_graph)
     skipped = [r for r in rules if r.needs_structure and analysed.traced.mode == "hooks"]
     findings = [
         finding for rule in rules if rule not in skipped for finding in rule.check(analysed.graph)

@@ -17,6 +17,7 @@ from initlint.api import MODEL_EXITS, Analysed, CheckOptions, ModelSource, analy
 from initlint.fold import FoldResult, fold_plan
 from initlint.inputs import ProbeInputs
 from initlint.materialize import on_meta
+from initlint.model_outputs import output_tensors
 from initlint.preserve import model_preserved
 from initlint.renorm import Renorm, plan_renorm
 from initlint.rewrite import apply_plan, verify
@@ -73,12 +74,15 @@ FIX_BATCH = 64
 
 @torch.no_grad()
 def _relative_difference(a: nn.Module, b: nn.Module, inputs: ProbeInputs) -> float:
-    """How far two modules' outputs differ, in units of the second's std (both in eval mode)."""
+    """How far two modules' outputs differ, in units of the second's std (both in eval mode);
+    for several outputs (a tuple, a dict), the largest difference."""
     first, second = copy.deepcopy(a).eval(), copy.deepcopy(b).eval()
-    out_a, out_b = first(*inputs.args, **inputs.kwargs), second(*inputs.args, **inputs.kwargs)
-    if not (isinstance(out_a, torch.Tensor) and isinstance(out_b, torch.Tensor)):
+    out_a = output_tensors(first(*inputs.args, **inputs.kwargs))
+    out_b = output_tensors(second(*inputs.args, **inputs.kwargs))
+    shared = [key for key in out_b if key in out_a and out_b[key].is_floating_point()]
+    if not shared:
         return float("nan")
-    return ((out_a - out_b).abs().max() / out_b.std().clamp_min(1e-12)).item()
+    return max(((out_a[k] - out_b[k]).abs().max() / out_b[k].std().clamp_min(1e-12)).item() for k in shared)
 
 
 def run_fix(
@@ -99,13 +103,12 @@ def _fixed(
             "the model's parameters are on the meta device; `initlint fix` writes the fixed weights, so "
             "build the model on a real device (`initlint check` probes a meta model one layer at a time)."
         )
-    analysed = analyse(model, example_inputs, replace(options, batch_size=FIX_BATCH), source)
-    if analysed.traced.mode == "hooks":
-        raise InitlintError(
-            f"{analysed.traced.note}. `initlint fix` rewrites the traced graph, so it needs a model "
-            "torch.fx can trace: declare the block with data-dependent control flow a leaf module "
-            "(leaf-modules in [tool.initlint], or leaf_modules=[Block] in Python)."
-        )
+    analysed = analyse(
+        model, example_inputs, replace(options, batch_size=FIX_BATCH), source,
+        needs_graph="`initlint fix` rewrites the captured graph, so it needs one: declare the block with "
+                    "data-dependent control flow a leaf module (leaf-modules in [tool.initlint], or "
+                    "leaf_modules=[Block] in Python).",
+    )
     graph_module = analysed.traced.graph_module
     plan = plan_renorm(graph_module, analysed.graph, analysed.inputs, analysed.model, overrides)
     patched = apply_plan(graph_module, plan)

@@ -207,3 +207,42 @@ def test_a_wrapped_function_is_declared_at_module_level_and_the_plan_shape_is_ke
     result = run_cli("check", str(out), "--output-format", "json")
     assert result.exit_code in (0, 1), result.output
     assert json.loads(result.stdout)["reports"][0]["inputs"][0]["shape"] == [8, 16, 32]
+
+
+class _BranchesOnValues(nn.Module):
+    """``if x.sum() > 0``: neither fx nor export captures it. Counts forwards on real tensors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.real_calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(x, torch.Tensor) and not isinstance(x, torch._subclasses.FakeTensor):
+            self.real_calls += 1  # not fx's Proxy, not export's fake tensors: a probe
+        return torch.sigmoid(self.fc(x)) if x.sum() > 0 else torch.tanh(self.fc(x))
+
+
+def test_fix_refuses_a_model_without_a_graph_before_probing_it():
+    model = _BranchesOnValues()
+    with pytest.raises(initlint.InitlintError, match="leaf-modules") as refused:
+        initlint.fix(model)
+    assert "torch.export failed too" in str(refused.value)
+    assert model.real_calls == 0  # the hooks probe would have run the model on real inputs
+
+
+class _DictOutput(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(16, 16), nn.Sigmoid(), nn.Linear(16, 16), nn.Sigmoid())
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        hidden = self.body(x)
+        return {"logits": self.head(hidden), "hidden": hidden}
+
+
+def test_fold_is_measured_on_every_output_of_a_model_that_returns_a_dict(run_cli, model_file):
+    torch.manual_seed(0)
+    result = run_fix(_DictOutput(), (), CheckOptions(), ModelSource(), fold=True)
+    assert result.fold_error is not None and result.fold_error < 1e-4  # not nan: each output compared
