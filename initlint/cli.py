@@ -255,8 +255,11 @@ def fix(target: str, output: str, fold: bool, force: bool, input_shapes: tuple[s
     job = TargetConfig(target, shapes, _named_inputs(named_inputs))
     options = _for_target(_merged_options(config, device, seed, show_progress=True), config, loaded, job)
     result = run_fix(loaded.model, (), options, ModelSource(loaded.construction_sites, loaded.factory_location), fold)
-    write_fix(output, result, target, force)
+    missing_code = write_fix(output, result, target, force)
     click.echo(result.summary(output), err=True)
+    if missing_code:
+        click.echo(f"  wrote the folded weights and the plan only: {missing_code}; load {output}/folded_state_dict.pt "
+                   "into your model class with strict=True", err=True)
 
 
 @main.command()

@@ -259,13 +259,22 @@ def _runs(folder: Path) -> None:
         ) from error
 
 
-def write_fix(folder: str | os.PathLike, result, target: str, force: bool) -> None:
-    """The folder ``initlint fix`` writes; ``initlint check FOLDER`` loads it back."""
-    files: dict[str, object] = {
-        CODE_FILE: generate_code(result.patched, target),
-        WEIGHTS_FILE: _plain(result.patched.state_dict()),
-        PLAN_FILE: result.plan_document(target),
-    }
+def write_fix(folder: str | os.PathLike, result, target: str, force: bool) -> str | None:
+    """The folder ``initlint fix`` writes; ``initlint check FOLDER`` loads it back. With folded
+    weights, a model whose code cannot be generated still gets them (and the plan): returns
+    why model.py is missing then."""
+    plan = result.plan_document(target)
+    try:
+        files: dict[str, object] = {CODE_FILE: generate_code(result.patched, target),
+                                    WEIGHTS_FILE: _plain(result.patched.state_dict())}
+        missing_code = None
+    except InitlintError as error:
+        if result.folded is None:
+            raise
+        files, missing_code = {}, str(error).split("; use --fold")[0]
+        plan["code"] = f"not written: {missing_code}"
+    files[PLAN_FILE] = plan
     if result.folded is not None:
         files[FOLDED_FILE] = _plain(result.folded.model.state_dict())
-    write_folder_atomically(folder, files, force, is_fix_output, _runs)
+    write_folder_atomically(folder, files, force, is_fix_output, _runs if missing_code is None else lambda staging: None)
+    return missing_code

@@ -161,8 +161,14 @@ def _factory_from(module: ModuleType, name: str, where: str) -> Callable[[], obj
 
 
 def _fix_folder_target(folder: Path) -> str:
-    from initlint.export import CODE_FILE, PLAN_FILE  # the layout `initlint fix` writes
+    from initlint.export import CODE_FILE, FOLDED_FILE, PLAN_FILE  # the layout `initlint fix` writes
 
+    if (folder / FOLDED_FILE).is_file() and not (folder / CODE_FILE).exists():
+        raise InitlintError(
+            f"{str(folder)!r} holds only folded weights ({FOLDED_FILE}: fix could not write code for this "
+            f"model); load them into your model, model.load_state_dict(torch.load('{FOLDED_FILE}', "
+            "weights_only=True)), and check the factory that builds it."
+        )
     if not ((folder / CODE_FILE).is_file() and (folder / PLAN_FILE).is_file()):
         raise InitlintError(
             f"{str(folder)!r} is a folder but not one written by `initlint fix` (it lacks "

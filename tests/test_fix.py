@@ -246,3 +246,45 @@ def test_fold_is_measured_on_every_output_of_a_model_that_returns_a_dict(run_cli
     torch.manual_seed(0)
     result = run_fix(_DictOutput(), (), CheckOptions(), ModelSource(), fold=True)
     assert result.fold_error is not None and result.fold_error < 1e-4  # not nan: each output compared
+
+
+ATTENTION_MODEL = '''
+import torch
+from torch import nn
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inp, self.act = nn.Linear(16, 32), nn.Tanh()
+        self.attn = nn.MultiheadAttention(32, 4, batch_first=True)
+        self.head = nn.Linear(32, 4)
+
+    def forward(self, x):
+        h = self.act(self.inp(x))
+        return self.head(self.attn(h, h, h)[0])
+
+def build():
+    torch.manual_seed(0)
+    return Net()
+'''
+
+
+def test_fold_writes_the_folded_weights_when_no_code_can_be_written(run_cli, model_file, tmp_path):
+    """nn.MultiheadAttention cannot be rebuilt by generated code; --fold still gives the user
+    their folded weights (and says why model.py is missing) instead of "use --fold"."""
+    path = model_file(ATTENTION_MODEL)
+    out = tmp_path / "fixed"
+    without = run_cli("fix", f"{path}:build", "-o", str(out), "--input-shape", "8,10,16")
+    assert without.exit_code == 2 and "use --fold" in without.stderr and not out.exists()
+    result = run_cli("fix", f"{path}:build", "-o", str(out), "--input-shape", "8,10,16", "--fold")
+    assert result.exit_code == 0 and "folded weights and the plan only" in result.stderr, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["folded_state_dict.pt", "renorm.json"]
+    assert "MultiheadAttention" in json.loads((out / "renorm.json").read_text())["code"]
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("attention_model", path)
+    user = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(user)
+    user.build().load_state_dict(torch.load(out / "folded_state_dict.pt", weights_only=True), strict=True)
+    refused = run_cli("check", str(out))
+    assert refused.exit_code == 2 and "holds only folded weights" in refused.stderr
