@@ -1,7 +1,8 @@
 """Fold a renorm plan into the weights of a copy of the user's model: same class, same keys.
 
 A constant pair (a, c) after a node folds into the next Linear or ConvNd that consumes it
-alone (through flatten-like plumbing): W' = a W and b' = b + c * sum of W over its inputs.
+alone, through what commutes with it (plumbing, flattens and averages; max pools for a > 0;
+ReLU-like activations for a scale alone): W' = a W and b' = b + c * sum of W over its inputs.
 That is exact for Linear and unpadded convolutions; with zero padding, border outputs see
 fewer inputs and the bias is off there, so the error is measured, never hidden. A weighted
 layer's own constants rescale its weight and bias. What cannot be folded is listed.
@@ -31,14 +32,32 @@ class FoldResult:
     """Each constant pair that could not be folded, with the reason."""
 
 
-def _consumer(node: fx.Node, root: nn.Module) -> fx.Node | None:
-    """The single Linear/Conv call that consumes ``node``, looking through plumbing."""
+_AVERAGES = frozenset({"avg_pool", "adaptive_avg_pool", "mean"})
+"""Linear in their input: ``avg(a x + c) = a avg(x) + c``."""
+_POSITIVELY_HOMOGENEOUS = frozenset({"relu", "leaky_relu", "prelu"})
+"""``f(a x) = a f(x)`` for a > 0: a scale passes, a shift does not."""
+
+
+def _passes(kind: ops.OpKind, scale: float, shift: float) -> bool:
+    """Whether ``kind`` commutes with ``x -> scale * x + shift``, so the constants can go on
+    past it to the layer after: plumbing and averages always, a max (pool) for a positive scale
+    (max(a x + c) = a max(x) + c), a ReLU-like activation for a positive scale alone."""
+    if kind.family in (ops.STRUCTURAL, ops.DROPOUT) or kind.name in _AVERAGES:
+        return True
+    if kind.name == "max_pool":
+        return scale > 0
+    return kind.name in _POSITIVELY_HOMOGENEOUS and scale > 0 and shift == 0
+
+
+def _consumer(node: fx.Node, root: nn.Module, scale: float, shift: float) -> fx.Node | None:
+    """The single Linear/Conv call that consumes ``node``, looking through what the constants
+    pass (``_passes``)."""
     current = node
     while len(current.users) == 1:
         (user,) = current.users
         if user.op == "call_module" and isinstance(root.get_submodule(user.target), _FOLDABLE):
             return user
-        if ops.node_kind(user, root).family not in (ops.STRUCTURAL, ops.DROPOUT):
+        if not _passes(ops.node_kind(user, root), scale, shift):
             return None
         current = user
     return None
@@ -58,19 +77,23 @@ def fold_plan(model: nn.Module, graph_module: fx.GraphModule, plan: list[Renorm]
     folded = copy.deepcopy(model)
     result = FoldResult(folded)
     nodes = {n.name: n for n in graph_module.graph.nodes}
-    for renorm in plan:  # execution order: a layer's own rescale comes after what folds into it
+    # Latest first: of two constants that reach the same layer (an activation's, then a pool's),
+    # the one nearer the layer must be folded first, since layer(a2 (a1 x + c1) + c2) folds as
+    # layer' = layer(a2 y + c2), then layer'(a1 x + c1). A layer's own rescale commutes with the
+    # folds into it: its input sum is taken from the weights as they are then.
+    for renorm in reversed(plan):
         node = nodes[renorm.node]
         if renorm.site == "weighted":
             rescale_weights(folded.get_submodule(node.meta[MODULE]), renorm.scale, renorm.bias)
             continue
-        consumer = _consumer(node, graph_module)
+        consumer = _consumer(node, graph_module, renorm.scale, renorm.bias)
         layer = folded.get_submodule(consumer.meta[MODULE]) if consumer is not None else None
         if layer is None:
-            reason = "no single Linear or Conv consumes it"
+            reason = "no single Linear or Conv consumes it through operations the constants pass"
         elif renorm.bias and getattr(layer, "bias", None) is None:
             reason = f"its shift needs a bias, and {consumer.meta[MODULE]} has none"
         else:
             _fold_into(layer, renorm.scale, renorm.bias)
             continue
-        result.unfolded.append({**renorm.to_dict(), "reason": reason})
+        result.unfolded.insert(0, {**renorm.to_dict(), "reason": reason})
     return result

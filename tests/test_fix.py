@@ -130,6 +130,32 @@ def test_unfoldable_constants_are_listed_not_dropped():
     assert unfolded["node"] == "_1" and "needs a bias" in unfolded["reason"]
 
 
+def _pooled_cnn(between: nn.Module, side: int = 4) -> nn.Sequential:
+    """conv -> sigmoid -> ``between`` -> conv -> ... : the sigmoid's renorm has a scale and a shift."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.Sigmoid(), between, nn.Conv2d(8, 8, 3), nn.Flatten(),
+                         nn.Linear(8 * side * side, 4))
+
+
+@pytest.mark.parametrize("between", [nn.MaxPool2d(2), nn.AvgPool2d(2), nn.AdaptiveAvgPool2d(6)],
+                         ids=["max pool", "average pool", "adaptive average pool"])
+def test_constants_fold_through_what_commutes_with_them(between):
+    """max(a x + c) = a max(x) + c for a > 0, averages and reshapes are linear: the sigmoid's
+    constants reach the next convolution, and the folded model computes the renorm-node model."""
+    result = run_fix(_pooled_cnn(between), (), CheckOptions(input_shapes=[(8, 3, 14, 14)]), ModelSource(), fold=True)
+    sigmoid = [r for r in result.plan if r.site == "activation"]
+    assert sigmoid and sigmoid[0].bias != 0 and result.folded.unfolded == []
+    assert result.fold_error < 1e-4  # unpadded convolutions: exact up to float32 rounding
+
+
+def test_a_shift_does_not_fold_through_a_relu():
+    """relu(x + c) is not relu(x) + c: the shift stays unfolded, and says why."""
+    result = run_fix(_pooled_cnn(nn.ReLU(), side=10), (), CheckOptions(input_shapes=[(8, 3, 14, 14)]), ModelSource(),
+                     fold=True)
+    (unfolded,) = [u for u in result.folded.unfolded if u["site"] == "activation"]
+    assert "operations the constants pass" in unfolded["reason"]
+
+
 def test_fix_folder_round_trip(run_cli, tmp_path, model_file):
     path = model_file(DEEP_SIGMOID_NET)
     out = tmp_path / "fixed"
