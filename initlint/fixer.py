@@ -38,10 +38,29 @@ class FixResult:
         """Nodes whose constants missed their target on the re-probe."""
         return [r.node for r in self.plan if r.verified is False]
 
+    def planned_at(self) -> str | None:
+        """A warning when the constants were fitted at inferred input sizes: the constants of
+        a pool or a layer after one depend on the feature maps' size (DeepLabV3's, fitted on
+        the 2x2 maps of an inferred 32x32 input, overshoot at 224)."""
+        inferred = [spec for spec in self.analysed.inputs.specs if spec.inferred_from]
+        if not inferred:
+            return None
+        maps = [(min(v.stats.shape[2:]), v.module or v.name) for v in self.analysed.graph.nodes.values()
+                if v.kind.name == "conv" and v.stats is not None and len(v.stats.shape) > 2]
+        shapes = ", ".join(f"{spec.name} {tuple(spec.shape)}" for spec in inferred)
+        line = (f"  planned at inferred inputs ({shapes}); the constants are fitted at these sizes, so give "
+                "--input-shape or --input at the size you train at")
+        smallest = min(maps, default=None)
+        if smallest is not None and smallest[0] < TINY_FEATURE_MAP:
+            line += f" (feature maps shrink to {smallest[0]} at {smallest[1]})"
+        return line
+
     def summary(self, folder: str) -> str:
         sites = Counter(r.site for r in self.plan)
         parts = ", ".join(f"{count} {site}" for site, count in sorted(sites.items()))
         lines = [f"initlint: wrote {folder}: {len(self.plan)} renorm constants ({parts or 'none needed'})"]
+        if (warning := self.planned_at()) is not None:
+            lines.append(warning)
         if self.unverified:
             lines.append(f"  {len(self.unverified)} missed their target on the re-probe: "
                          f"{', '.join(self.unverified)}")
@@ -68,6 +87,8 @@ class FixResult:
         }
 
 
+TINY_FEATURE_MAP = 8
+"""Feature maps smaller than this (per side) make a warning when shapes were inferred."""
 FIX_BATCH = 64
 """Probe batch for planning when shapes are inferred: each constant is a batch estimate."""
 

@@ -314,3 +314,19 @@ def test_fold_writes_the_folded_weights_when_no_code_can_be_written(run_cli, mod
     user.build().load_state_dict(torch.load(out / "folded_state_dict.pt", weights_only=True), strict=True)
     refused = run_cli("check", str(out))
     assert refused.exit_code == 2 and "holds only folded weights" in refused.stderr
+
+
+def _strided_cnn() -> nn.Sequential:
+    """Four stride-2 convolutions: an inferred 32x32 input leaves 2x2 feature maps."""
+    torch.manual_seed(0)
+    layers: list[nn.Module] = [nn.Conv2d(3, 8, 3, padding=1), nn.ReLU()]
+    for _ in range(4):
+        layers += [nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU()]
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+def test_fix_warns_when_it_planned_at_inferred_sizes_with_tiny_feature_maps():
+    inferred = run_fix(_strided_cnn(), (), CheckOptions(), ModelSource()).summary("out")
+    assert "planned at inferred inputs" in inferred and "feature maps shrink to 2 at 8" in inferred
+    given = run_fix(_strided_cnn(), (), CheckOptions(input_shapes=[(8, 3, 64, 64)]), ModelSource()).summary("out")
+    assert "planned at inferred" not in given
