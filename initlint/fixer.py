@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.fx as fx
@@ -18,6 +18,8 @@ from initlint.fold import FoldResult, fold_plan
 from initlint.inputs import ProbeInputs
 from initlint.materialize import on_meta
 from initlint.model_outputs import output_tensors
+from initlint.never_worse import decline_what_hurts
+from initlint.selection import select_rules
 from initlint.preserve import model_preserved
 from initlint.renorm import Renorm, plan_renorm
 from initlint.rewrite import apply_plan, verify
@@ -32,6 +34,10 @@ class FixResult:
     folded: FoldResult | None = None
     fold_error: float | None = None
     """max |folded output - renorm-node output| / std(renorm-node output) on the probe batch."""
+    declined: list[str] = field(default_factory=list)
+    """Kinds of change left out because they made the model worse, and how."""
+    still_worse: str = ""
+    """What the fixed model still has that the original lacked (nothing, normally)."""
 
     @property
     def unverified(self) -> list[str]:
@@ -61,6 +67,9 @@ class FixResult:
         lines = [f"initlint: wrote {folder}: {len(self.plan)} renorm constants ({parts or 'none needed'})"]
         if (warning := self.planned_at()) is not None:
             lines.append(warning)
+        lines += [f"  declined {reason}" for reason in self.declined]
+        if self.still_worse:
+            lines.append(f"  warning: the fixed model still has what the original lacked: {self.still_worse}")
         if self.unverified:
             lines.append(f"  {len(self.unverified)} missed their target on the re-probe: "
                          f"{', '.join(self.unverified)}")
@@ -84,6 +93,8 @@ class FixResult:
             "folded": self.folded is not None,
             "unfolded": self.folded.unfolded if self.folded else [],
             "fold_error": self.fold_error,
+            "declined": self.declined,
+            "still_worse": self.still_worse,
         }
 
 
@@ -132,9 +143,15 @@ def _fixed(
     )
     graph_module = analysed.traced.graph_module
     plan = plan_renorm(graph_module, analysed.graph, analysed.inputs, analysed.model, overrides)
-    patched = apply_plan(graph_module, plan)
-    verify(patched, plan, analysed.inputs, options.seed)
-    result = FixResult(patched, plan, analysed)
+
+    def build(kept: list[Renorm]) -> fx.GraphModule:
+        patched = apply_plan(graph_module, kept)
+        verify(patched, kept, analysed.inputs, options.seed)
+        return patched
+
+    rules = select_rules(options.select, options.ignore, options.thresholds, options.extend_select)
+    plan, patched, declined, worse = decline_what_hurts(plan, analysed.graph, rules, build)
+    result = FixResult(patched, plan, analysed, declined=declined, still_worse=worse.describe())
     if fold:
         result.folded = fold_plan(analysed.model, graph_module, plan)
         result.fold_error = _relative_difference(result.folded.model, patched, analysed.inputs)

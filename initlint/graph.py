@@ -220,6 +220,14 @@ class SignalGraph:
                 found.append(other)
         return found
 
+    def _readers(self, name: str) -> list[NodeView]:
+        """The users of ``name`` through plumbing and through the renorm node ``fix`` put after
+        it: a gate with its mean-1 constant is still a gate."""
+        readers = []
+        for user in self.through_plumbing(name, "users"):
+            readers += self._readers(user.name) if user.kind.name == "renorm" else [user]
+        return readers
+
     def _assign_depths(self) -> None:
         for view in self.nodes.values():  # fx order is topological
             before = [self.nodes[n].depth for n in view.inputs if n in self.input_dependent]
@@ -234,9 +242,7 @@ class SignalGraph:
             if view.op == "output":
                 for source in self.through_plumbing(view.name, "inputs"):
                     source.roles.add(OUTPUT)
-            if view.kind.name in ops.GATE_LIKE and any(
-                u.kind.family == ops.MUL for u in self.through_plumbing(view.name, "users")
-            ):
+            if view.kind.name in ops.GATE_LIKE and any(u.kind.family == ops.MUL for u in self._readers(view.name)):
                 view.roles.add(GATE)
             selects_token = view.kind.name in ("getitem", "select")  # a class token, x[:, 0]
             if (view.kind.family == ops.POOL or selects_token) and view.inputs and _is_global(

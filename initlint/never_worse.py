@@ -1,0 +1,86 @@
+"""``fix`` never makes a model worse: the fixed model is re-checked at the planned inputs, and a
+kind of change that adds a finding the original lacked, or moves an output's std out of the band
+around 1 it was in, is declined.
+
+The renorm plan is sequential (each site is measured on its already-corrected inputs), so a
+change is judged by its effect on the whole model, not locally. Changes are tried away by site
+kind, the ones that rescale existing weights first (an LSUV-like rescale of a residual branch's
+last layer removes the skip's dominance; a head's rescale changes the logits' scale).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch.fx as fx
+
+from initlint.graph import OUTPUT, SignalGraph
+from initlint.renorm import Renorm
+from initlint.rule import Rule
+
+DECLINE_ORDER = ("weighted", "pool", "gate", "activation")
+OUTPUT_BAND = 4.0
+"""An output std within 1/4x..4x of 1 (IL101's band) is in the band."""
+
+
+@dataclass(frozen=True)
+class Worse:
+    """What a fixed model has that its original lacked."""
+
+    findings: frozenset[tuple[str, str | None]]
+    """(code, module) of each new finding."""
+    outputs: tuple[str, ...]
+    """Outputs whose std left the band."""
+
+    def __bool__(self) -> bool:
+        return bool(self.findings or self.outputs)
+
+    def __len__(self) -> int:
+        return len(self.findings) + len(self.outputs)
+
+    def describe(self) -> str:
+        parts = [f"{code} at {module or 'the model'}" for code, module in sorted(self.findings, key=str)]
+        parts += [f"the std of output {name} out of the band" for name in self.outputs]
+        return ", ".join(parts)
+
+
+def _output_stds(graph: SignalGraph) -> dict[str, float]:
+    return {v.name: v.stats.std for v in graph.nodes.values() if OUTPUT in v.roles and v.stats is not None}
+
+
+def _out_of_band(std: float) -> float:
+    """How far ``std`` is outside the band, in log units (0 inside)."""
+    return max(0.0, abs(math.log(max(std, 1e-30))) - math.log(OUTPUT_BAND))
+
+
+def compare(original: SignalGraph, fixed: SignalGraph, rules: list[Rule]) -> Worse:
+    def findings(graph: SignalGraph) -> set[tuple[str, str | None]]:
+        return {(f.code, f.module) for rule in rules for f in rule.check(graph)}
+
+    before, after = _output_stds(original), _output_stds(fixed)
+    outputs = tuple(name for name, std in after.items()
+                    if name in before and _out_of_band(std) > _out_of_band(before[name]))
+    return Worse(frozenset(findings(fixed) - findings(original)), outputs)
+
+
+def decline_what_hurts(
+    plan: list[Renorm], original: SignalGraph, rules: list[Rule], build: Callable[[list[Renorm]], fx.GraphModule],
+) -> tuple[list[Renorm], fx.GraphModule, list[str], Worse]:
+    """The plan with the kinds of change that made the model worse taken away, the model it
+    builds (probed), what was declined and why, and what is still worse than the original."""
+    patched = build(plan)
+    worse = compare(original, SignalGraph(patched), rules)
+    declined: list[str] = []
+    for site in DECLINE_ORDER:
+        trial_plan = [r for r in plan if r.site != site]
+        if not worse or len(trial_plan) == len(plan):
+            continue
+        trial = build(trial_plan)
+        trial_worse = compare(original, SignalGraph(trial), rules)
+        if len(trial_worse) < len(worse):
+            declined.append(f"the {len(plan) - len(trial_plan)} {site} constants: with them the fixed model "
+                            f"had {worse.describe()}")
+            plan, patched, worse = trial_plan, trial, trial_worse
+    return plan, patched, declined, worse

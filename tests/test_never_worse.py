@@ -1,0 +1,56 @@
+"""fix keeps no kind of change that makes the model worse than it was."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from initlint.api import CheckOptions, ModelSource, analyse
+from initlint.never_worse import compare, decline_what_hurts
+from initlint.renorm import Renorm
+from initlint.rules import ALL_RULES
+from initlint.graph import SignalGraph
+
+
+def _relu_mlp(gain: float) -> nn.Sequential:
+    """Eight Linear -> ReLU layers, weights N(0, gain^2 / fan_in): gain sqrt(2) holds the signal."""
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for _ in range(8):
+        linear = nn.Linear(64, 64)
+        nn.init.normal_(linear.weight, std=gain / 64**0.5)
+        nn.init.zeros_(linear.bias)
+        layers += [linear, nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(64, 4))
+
+
+def _probed(model: nn.Module):
+    return analyse(model, (), CheckOptions(), ModelSource()).traced.graph_module
+
+
+def _renorm(site: str) -> Renorm:
+    return Renorm(node="_0", module="0", site=site, target="std 1", scale=1.0, bias=0.0, source="probe")
+
+
+RULES = [rule() for rule in ALL_RULES]
+
+
+def test_a_kind_of_change_that_adds_a_finding_is_declined_and_said():
+    """The stand-in fix: with its weighted constants the MLP's weights are 3x too large (the
+    signal grows 3x per layer: IL101), with only its activation constants it stays healthy."""
+    healthy, exploding = _probed(_relu_mlp(2**0.5)), _probed(_relu_mlp(3 * 2**0.5))
+    original = SignalGraph(healthy)
+    plan = [_renorm("weighted"), _renorm("activation")]
+    kept, patched, declined, worse = decline_what_hurts(
+        plan, original, RULES, lambda kept: exploding if any(r.site == "weighted" for r in kept) else healthy)
+    assert [r.site for r in kept] == ["activation"] and patched is healthy and not worse
+    (reason,) = declined
+    assert reason.startswith("the 1 weighted constants") and "IL101" in reason
+
+
+def test_nothing_is_declined_when_nothing_got_worse():
+    healthy = _probed(_relu_mlp(2**0.5))
+    assert not compare(SignalGraph(healthy), SignalGraph(healthy), RULES)
+    plan = [_renorm("weighted")]
+    kept, _, declined, _ = decline_what_hurts(plan, SignalGraph(healthy), RULES, lambda kept: healthy)
+    assert kept == plan and declined == []
