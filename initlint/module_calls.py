@@ -74,9 +74,14 @@ def behaviour_kind(nodes: list[fx.Node], uses_state: bool) -> ops.OpKind | None:
 
 
 def is_leaf(module: nn.Module, leaf_modules: Sequence[type[nn.Module]]) -> bool:
-    """A layer the registry knows, or one the user declared a leaf."""
-    return (ops.module_kind(module) is not ops.UNKNOWN and not isinstance(module, (nn.Sequential, nn.ModuleList))) \
-        or isinstance(module, (RenormLayer, *leaf_modules))
+    """A layer the registry knows, called as the registry knows it, or one the user declared a
+    leaf. A subclass with a ``forward`` of its own (OPT's and BART's learned positional
+    embeddings are ``nn.Embedding``s that take a mask or ids and compute positions) is no leaf:
+    ``module(x)`` would not be the call that was made."""
+    if isinstance(module, (RenormLayer, *leaf_modules)):
+        return True
+    known = ops.module_kind(module) is not ops.UNKNOWN and not isinstance(module, (nn.Sequential, nn.ModuleList))
+    return known and type(module).forward.__module__.startswith("torch.nn.")
 
 
 @dataclasses.dataclass

@@ -224,3 +224,32 @@ def test_a_fixed_exported_model_is_checked_at_the_inputs_it_was_planned_with(run
     assert result.exit_code in (0, 1), result.output
     (used,) = json.loads(result.stdout)["reports"][0]["inputs"]
     assert used["shape"] == plan["inputs"][0]["shape"]
+
+
+class _LearnedPositions(nn.Embedding):
+    """An ``nn.Embedding`` with a forward of its own, as OPT's and BART's: it takes the token
+    ids and embeds their positions, so ``module(x)`` is not the call the model made."""
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return super().forward(torch.arange(ids.shape[1]).expand_as(ids) + 2)
+
+
+class _PositionalModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens, self.positions = nn.Embedding(50, 16), _LearnedPositions(40, 16)
+        self.head = nn.Linear(16, 50)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if ids.shape[1] > 32:  # fx cannot branch on a traced size; export can
+            raise ValueError("sequence too long")
+        return self.head(self.tokens(ids) + self.positions(ids))
+
+
+def test_a_standard_layer_with_a_forward_of_its_own_stays_its_operators():
+    torch.manual_seed(0)
+    report = initlint.check(_PositionalModel())
+    assert report.trace_mode == "export"
+    positions = [v for v in report.graph.nodes.values() if v.module == "positions"]
+    assert positions and all(v.op == "call_function" for v in positions)  # not call_module(positions)(ids)
+    assert any(v.kind.name == "embedding" for v in positions)
