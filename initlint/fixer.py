@@ -64,7 +64,8 @@ class FixResult:
     def summary(self, folder: str) -> str:
         sites = Counter(r.site for r in self.plan)
         parts = ", ".join(f"{count} {site}" for site, count in sorted(sites.items()))
-        lines = [f"initlint: wrote {folder}: {len(self.plan)} renorm constants ({parts or 'none needed'})"]
+        nothing = "none kept" if self.declined else "none needed"
+        lines = [f"initlint: wrote {folder}: {len(self.plan)} renorm constants ({parts or nothing})"]
         if (warning := self.planned_at()) is not None:
             lines.append(warning)
         lines += [f"  declined {reason}" for reason in self.declined]

@@ -32,13 +32,18 @@ class Worse:
     findings: frozenset[tuple[str, str | None]]
     """(code, module) of each new finding."""
     outputs: tuple[str, ...]
-    """Outputs whose std left the band."""
+    """Outputs whose std left the band, or moved further out of it."""
+    excess: float = 0.0
+    """How much further out of the band they moved, in log units, all outputs together."""
 
     def __bool__(self) -> bool:
         return bool(self.findings or self.outputs)
 
-    def __len__(self) -> int:
-        return len(self.findings) + len(self.outputs)
+    @property
+    def score(self) -> float:
+        """Each new finding counts 1; an output counts by how far it moved out of the band,
+        so that taking away one kind of change can be seen to help before it all goes."""
+        return len(self.findings) + self.excess
 
     def describe(self) -> str:
         parts = [f"{code} at {module or 'the model'}" for code, module in sorted(self.findings, key=str)]
@@ -60,9 +65,9 @@ def compare(original: SignalGraph, fixed: SignalGraph, rules: list[Rule]) -> Wor
         return {(f.code, f.module) for rule in rules for f in rule.check(graph)}
 
     before, after = _output_stds(original), _output_stds(fixed)
-    outputs = tuple(name for name, std in after.items()
-                    if name in before and _out_of_band(std) > _out_of_band(before[name]))
-    return Worse(frozenset(findings(fixed) - findings(original)), outputs)
+    moved = {name: _out_of_band(std) - _out_of_band(before[name]) for name, std in after.items() if name in before}
+    outputs = tuple(name for name, excess in moved.items() if excess > 0)
+    return Worse(frozenset(findings(fixed) - findings(original)), outputs, sum(moved[name] for name in outputs))
 
 
 def decline_what_hurts(
@@ -79,7 +84,7 @@ def decline_what_hurts(
             continue
         trial = build(trial_plan)
         trial_worse = compare(original, SignalGraph(trial), rules)
-        if len(trial_worse) < len(worse):
+        if trial_worse.score < worse.score:
             declined.append(f"the {len(plan) - len(trial_plan)} {site} constants: with them the fixed model "
                             f"had {worse.describe()}")
             plan, patched, worse = trial_plan, trial, trial_worse
