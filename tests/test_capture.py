@@ -160,7 +160,13 @@ transformers = pytest.importorskip("transformers")
     lambda: transformers.ViTForImageClassification(transformers.ViTConfig(
         hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128, image_size=32,
         patch_size=8)),
-], ids=["llama", "gpt2", "t5", "bert", "vit"])
+    lambda: transformers.OPTForCausalLM(transformers.OPTConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, ffn_dim=128, vocab_size=128,
+        word_embed_proj_dim=64)),
+    lambda: transformers.BartForConditionalGeneration(transformers.BartConfig(
+        d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+        encoder_ffn_dim=128, decoder_ffn_dim=128, vocab_size=128)),
+], ids=["llama", "gpt2", "t5", "bert", "vit", "opt", "bart"])
 def test_default_initialized_transformers_are_graphs_without_findings(build):
     """Their 0.02-scale residual streams closed by a final norm, T5's position-bucket table
     and log(0), BERT's pooler in the head: the design (DESIGN.md), not faults."""
