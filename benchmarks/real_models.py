@@ -201,7 +201,7 @@ def measure(family: str) -> dict:
     if done.returncode != 0:
         return {"model": family, "error": (done.stderr.strip().splitlines() or ["?"])[-1]}
     report = json.loads(done.stdout)["reports"][0]
-    step = training_step_seconds(family, report["inputs"])
+    step = round(training_step_seconds(family, report["inputs"]), 4)
     return {
         "model": family,
         "capture": report["trace"]["mode"],
@@ -209,7 +209,7 @@ def measure(family: str) -> dict:
         "inputs": {i["name"]: i["shape"] for i in report["inputs"]},
         "findings": sorted(f"{f['code']} {f['module'] or ''}".strip() for f in report["findings"]),
         "check_seconds": report["seconds"],
-        "training_step_seconds": round(step, 3),
+        "training_step_seconds": step,
         "ratio": round(report["seconds"] / step, 2),
         "note": report["trace"].get("note"),
     }
