@@ -25,7 +25,7 @@ from initlint.module_calls import OPERATIONS
 from initlint.errors import InitlintError
 from initlint.output import refuse_existing_folder, write_folder_atomically
 from initlint.renorm_layer import RenormLayer
-from initlint.safe_code import check_graph, is_dotted_identifier, is_identifier, is_literal_call
+from initlint.safe_code import CodeNotWritable, check_graph, is_dotted_identifier, is_identifier, is_literal_call
 
 CODE_FILE, WEIGHTS_FILE, PLAN_FILE, FOLDED_FILE = "model.py", "weights.pt", "renorm.json", "folded_state_dict.pt"
 
@@ -33,7 +33,7 @@ CODE_FILE, WEIGHTS_FILE, PLAN_FILE, FOLDED_FILE = "model.py", "weights.pt", "ren
 def _import_line(name: str, value: object) -> str:
     """Python that binds ``name`` to the global that fx's generated code refers to."""
     if not is_identifier(name):
-        raise InitlintError(f"the traced code refers to a global named {name!r}, which generated code cannot write.")
+        raise CodeNotWritable(f"the traced code refers to a global named {name!r}, which generated code cannot write")
     if isinstance(value, float) and not math.isfinite(value):
         return f"{name} = float({str(value)!r})"
     if isinstance(value, str):  # a string annotation (``from __future__ import annotations``)
@@ -46,10 +46,7 @@ def _import_line(name: str, value: object) -> str:
         return ""
     module, qualname = getattr(value, "__module__", None), getattr(value, "__qualname__", None)
     if not (is_dotted_identifier(module) and is_identifier(qualname)) or module.startswith("initlint_target_"):
-        raise InitlintError(
-            f"the traced code uses {name!r} ({value!r}), which generated code cannot import; "
-            "use --fold to write a state dict for your own model class instead."
-        )
+        raise CodeNotWritable(f"the traced code uses {name!r} ({value!r}), which generated code cannot import")
     return f"from {module} import {qualname} as {name}"
 
 
@@ -66,10 +63,7 @@ def _constructor(path: str, module: nn.Module) -> str:
                 return expression
         except Exception:
             pass
-    raise InitlintError(
-        f"cannot write code that rebuilds layer {path!r} ({cls.__name__}); use --fold to write a "
-        "state dict for your own model class instead."
-    )
+    raise CodeNotWritable(f"cannot write code that rebuilds layer {path!r} ({cls.__name__})")
 
 
 def _tied_parameters(root: nn.Module) -> list[tuple[str, str]]:
@@ -92,14 +86,6 @@ def _empty(tensor: torch.Tensor) -> str:
     return empty
 
 
-def _rebuildable(path: str, module: nn.Module) -> bool:
-    try:
-        _constructor(path, module)
-    except InitlintError:
-        return False
-    return True
-
-
 _WRAP = re.compile(r'torch\.fx\._symbolic_trace\.wrap\("[A-Za-z_][A-Za-z0-9_]*"\)')
 """The line fx writes before ``forward`` for a function it keeps as a leaf (``math.sqrt`` of a
 size): ``wrap`` refuses to run anywhere but at a module's top level."""
@@ -110,7 +96,7 @@ def _split_wraps(source: str, wraps: list[str]) -> str:
     preamble, found, method = source.partition("def forward")
     for line in filter(None, map(str.strip, preamble.splitlines())):
         if not _WRAP.fullmatch(line):
-            raise InitlintError(f"torch.fx wrote {line!r} before the forward, which generated code cannot keep.")
+            raise CodeNotWritable(f"torch.fx wrote {line!r} before the forward, which generated code cannot keep")
         wraps.append(line)
     return (found + method).strip()
 
@@ -128,10 +114,13 @@ def generate_code(patched: fx.GraphModule, provenance: str) -> str:
     for node in patched.graph.nodes:
         if node.op == "call_module":
             module = patched.get_submodule(node.target)
-            operations = node.meta.get(OPERATIONS)
-            if operations is None or _rebuildable(node.target, module):
+            try:
                 lines.append(f"_place(self, {node.target!r}, {_constructor(node.target, module)})")
                 continue
+            except CodeNotWritable:
+                operations = node.meta.get(OPERATIONS)
+                if operations is None:
+                    raise
             check_graph(operations)
             code = operations.python_code(root_module="self")
             globals_used.update(code.globals)
@@ -268,10 +257,10 @@ def write_fix(folder: str | os.PathLike, result, target: str, force: bool) -> st
         files: dict[str, object] = {CODE_FILE: generate_code(result.patched, target),
                                     WEIGHTS_FILE: _plain(result.patched.state_dict())}
         missing_code = None
-    except InitlintError as error:
+    except CodeNotWritable as error:
         if result.folded is None:
             raise
-        files, missing_code = {}, str(error).split("; use --fold")[0]
+        files, missing_code = {}, error.reason
         plan["code"] = f"not written: {missing_code}"
     files[PLAN_FILE] = plan
     if result.folded is not None:

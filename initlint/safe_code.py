@@ -23,6 +23,15 @@ from torch.fx.immutable_collections import immutable_dict, immutable_list
 
 from initlint.errors import InitlintError
 
+class CodeNotWritable(InitlintError):
+    """``fix`` cannot write code for this model; ``reason`` says why. The message adds the way
+    out: ``--fold`` writes a state dict for the user's own class instead."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{reason}; use --fold to write a state dict for your own model class instead.")
+        self.reason = reason
+
+
 _LITERAL_TYPES = (
     type(None), bool, int, float, complex, str, bytes, type(Ellipsis),
     torch.dtype, torch.device, torch.layout, torch.memory_format,
@@ -73,7 +82,7 @@ def check_paths(graph: fx.Graph) -> None:
     """Refuse a graph whose module paths fx would paste into code unescaped."""
     for node in graph.nodes:
         if node.op in ("call_module", "get_attr") and not _is_safe_path(node.target):
-            raise InitlintError(f"the module path {node.target!r} cannot be written as code.")
+            raise CodeNotWritable(f"the module path {node.target!r} cannot be written as code")
 
 
 def _check_constant(value: object, node: fx.Node) -> None:
@@ -90,9 +99,9 @@ def _check_constant(value: object, node: fx.Node) -> None:
         for item in (value.start, value.stop, value.step):
             _check_constant(item, node)
     else:
-        raise InitlintError(
+        raise CodeNotWritable(
             f"the traced code passes a {type(value).__name__} constant to {node.name!r}, which generated code "
-            "cannot write safely; use --fold to write a state dict for your own model class instead."
+            "cannot write safely"
         )
 
 
@@ -102,10 +111,7 @@ def check_graph(graph: fx.Graph) -> None:
     check_paths(graph)
     for node in graph.nodes:
         if node.op == "call_method" and not is_identifier(node.target):
-            raise InitlintError(
-                f"the traced code calls a method named {node.target!r}, which generated code cannot write; "
-                "use --fold to write a state dict for your own model class instead."
-            )
+            raise CodeNotWritable(f"the traced code calls a method named {node.target!r}, which generated code cannot write")
         _check_constant(node.args, node)
         _check_constant(node.kwargs, node)
 
