@@ -115,6 +115,11 @@ def _strip(path: str) -> str:
     return path[len(WRAPPED) + 1:] if path.startswith(WRAPPED + ".") else "" if path == WRAPPED else path
 
 
+def _stripped(stack: dict) -> dict:
+    """An ``nn_module_stack`` with paths in the user's model."""
+    return {key: (_strip(path), kind) for key, (path, kind) in stack.items()}
+
+
 def _user_call_site(stack_trace: str | None) -> SourceLocation | None:
     """The innermost frame of the user's own code in an export stack trace."""
     site = None
@@ -180,10 +185,10 @@ class _Converter:
             if call is None:
                 new = self.graph.node_copy(node, self._arg)
                 new.target = out_of_place(new.target)
-                new.meta["nn_module_stack"] = {k: (_strip(p), t) for k, (p, t) in (node.meta.get("nn_module_stack") or {}).items()}
+                new.meta["nn_module_stack"] = _stripped(node.meta.get("nn_module_stack") or {})
             elif node is call.result:
                 new = self.graph.call_module(call.path, (self._arg(call.external),))
-                new.meta["nn_module_stack"] = {k: (_strip(p), t) for k, (p, t) in call.stack.items()}
+                new.meta["nn_module_stack"] = _stripped(call.stack)
                 new.meta["val"] = node.meta.get("val")
                 if call.kind is not None:
                     new.meta[ops.KIND] = call.kind
