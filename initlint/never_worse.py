@@ -60,14 +60,25 @@ def _out_of_band(std: float) -> float:
     return max(0.0, abs(math.log(max(std, 1e-30))) - math.log(OUTPUT_BAND))
 
 
-def compare(original: SignalGraph, fixed: SignalGraph, rules: list[Rule]) -> Worse:
-    def findings(graph: SignalGraph) -> set[tuple[str, str | None]]:
-        return {(f.code, f.module) for rule in rules for f in rule.check(graph)}
+def _findings(graph: SignalGraph, rules: list[Rule]) -> set[tuple[str, str | None]]:
+    return {(f.code, f.module) for rule in rules for f in rule.check(graph)}
 
-    before, after = _output_stds(original), _output_stds(fixed)
-    moved = {name: _out_of_band(std) - _out_of_band(before[name]) for name, std in after.items() if name in before}
-    outputs = tuple(name for name, excess in moved.items() if excess > 0)
-    return Worse(frozenset(findings(fixed) - findings(original)), outputs, sum(moved[name] for name in outputs))
+
+def judge_against(original: SignalGraph, rules: list[Rule]) -> Callable[[SignalGraph], Worse]:
+    """What a fixed model has that ``original`` lacked; the original is read once."""
+    findings, before = _findings(original, rules), _output_stds(original)
+
+    def worse(fixed: SignalGraph) -> Worse:
+        moved = {name: _out_of_band(std) - _out_of_band(before[name])
+                 for name, std in _output_stds(fixed).items() if name in before}
+        outputs = tuple(name for name, excess in moved.items() if excess > 0)
+        return Worse(frozenset(_findings(fixed, rules) - findings), outputs, sum(moved[name] for name in outputs))
+
+    return worse
+
+
+def compare(original: SignalGraph, fixed: SignalGraph, rules: list[Rule]) -> Worse:
+    return judge_against(original, rules)(fixed)
 
 
 def decline_what_hurts(
@@ -75,15 +86,16 @@ def decline_what_hurts(
 ) -> tuple[list[Renorm], fx.GraphModule, list[str], Worse]:
     """The plan with the kinds of change that made the model worse taken away, the model it
     builds (probed), what was declined and why, and what is still worse than the original."""
+    judge = judge_against(original, rules)
     patched = build(plan)
-    worse = compare(original, SignalGraph(patched), rules)
+    worse = judge(SignalGraph(patched))
     declined: list[str] = []
     for site in DECLINE_ORDER:
         trial_plan = [r for r in plan if r.site != site]
         if not worse or len(trial_plan) == len(plan):
             continue
         trial = build(trial_plan)
-        trial_worse = compare(original, SignalGraph(trial), rules)
+        trial_worse = judge(SignalGraph(trial))
         if trial_worse.score < worse.score:
             declined.append(f"the {len(plan) - len(trial_plan)} {site} constants: with them the fixed model "
                             f"had {worse.describe()}")
