@@ -21,7 +21,7 @@ from initlint.model_outputs import output_tensors
 from initlint.never_worse import decline_what_hurts
 from initlint.selection import select_rules
 from initlint.preserve import model_preserved
-from initlint.renorm import Renorm, plan_renorm
+from initlint.renorm import DKS, Renorm, plan_renorm, require_method
 from initlint.rewrite import apply_plan, verify
 from initlint.user_code import exits_refused
 
@@ -34,6 +34,8 @@ class FixResult:
     folded: FoldResult | None = None
     fold_error: float | None = None
     """max |folded output - renorm-node output| / std(renorm-node output) on the probe batch."""
+    method: str = DKS
+    """How activations were fixed: ``renorm.METHODS``."""
     declined: list[str] = field(default_factory=list)
     """Kinds of change left out because they made the model worse, and how."""
     still_worse: str = ""
@@ -88,6 +90,7 @@ class FixResult:
             "target": target,
             "inputs": [spec.to_dict() for spec in self.analysed.inputs.specs],
             "capture": self.analysed.traced.mode,
+            "method": self.method,
             "device": str(self.analysed.device),
             "constants": [renorm.to_dict() for renorm in self.plan],
             "unverified": self.unverified,
@@ -120,17 +123,18 @@ def _relative_difference(a: nn.Module, b: nn.Module, inputs: ProbeInputs) -> flo
 
 def run_fix(
     model: nn.Module, example_inputs: Sequence[torch.Tensor], options: CheckOptions, source: ModelSource,
-    fold: bool = False, overrides: Mapping[str | type, str] | None = None,
+    fold: bool = False, overrides: Mapping[str | type, str] | None = None, method: str = DKS,
 ) -> FixResult:
     """Plan, rewrite, verify (and fold); ``model``'s tensors and every RNG are as before afterwards."""
     with model_preserved(model), exits_refused(*MODEL_EXITS):
-        return _fixed(model, example_inputs, options, source, fold, overrides)
+        return _fixed(model, example_inputs, options, source, fold, overrides, method)
 
 
 def _fixed(
     model: nn.Module, example_inputs: Sequence[torch.Tensor], options: CheckOptions, source: ModelSource,
-    fold: bool, overrides: Mapping[str | type, str] | None,
+    fold: bool, overrides: Mapping[str | type, str] | None, method: str,
 ) -> FixResult:
+    require_method(method)
     if on_meta(model):
         raise InitlintError(
             "the model's parameters are on the meta device; `initlint fix` writes the fixed weights, so "
@@ -143,7 +147,7 @@ def _fixed(
                     "leaf_modules=[Block] in Python).",
     )
     graph_module = analysed.traced.graph_module
-    plan = plan_renorm(graph_module, analysed.graph, analysed.inputs, analysed.model, overrides)
+    plan = plan_renorm(graph_module, analysed.graph, analysed.inputs, analysed.model, overrides, method)
 
     def build(kept: list[Renorm]) -> fx.GraphModule:
         patched = apply_plan(graph_module, kept)
@@ -152,7 +156,7 @@ def _fixed(
 
     rules = select_rules(options.select, options.ignore, options.thresholds, options.extend_select)
     plan, patched, declined, worse = decline_what_hurts(plan, analysed.graph, rules, build)
-    result = FixResult(patched, plan, analysed, declined=declined, still_worse=worse.describe())
+    result = FixResult(patched, plan, analysed, method=method, declined=declined, still_worse=worse.describe())
     if fold:
         result.folded = fold_plan(analysed.model, graph_module, plan)
         result.fold_error = _relative_difference(result.folded.model, patched, analysed.inputs)
@@ -160,10 +164,12 @@ def _fixed(
 
 
 def fix(model: nn.Module, *example_inputs: torch.Tensor, fold: bool = False,
-        overrides: Mapping[str | type, str] | None = None, **options: object) -> nn.Module:
+        overrides: Mapping[str | type, str] | None = None, method: str = DKS, **options: object) -> nn.Module:
     """A fixed copy of ``model``: renorm nodes in a GraphModule, or with ``fold=True`` the
     user's own class with the constants folded into its weights. ``overrides`` maps a module
-    path or class to a target ("gaussian", "gate" or "none") for everything inside it."""
+    path or class to a target ("gaussian", "gate" or "none") for everything inside it.
+    ``method`` "dks" shapes each activation's kernel (constants before and after it),
+    "renorm" only renormalizes its output."""
     model = require_module(model, "initlint.fix")
-    result = run_fix(model, example_inputs, parse_options(options), ModelSource(), fold, overrides)
+    result = run_fix(model, example_inputs, parse_options(options), ModelSource(), fold, overrides, method)
     return result.folded.model if fold else result.patched

@@ -5,7 +5,8 @@ alone, through what commutes with it (plumbing, flattens and averages; max pools
 ReLU-like activations for a scale alone): W' = a W and b' = b + c * sum of W over its inputs.
 That is exact for Linear and unpadded convolutions; with zero padding, border outputs see
 fewer inputs and the bias is off there, so the error is measured, never hidden. A weighted
-layer's own constants rescale its weight and bias. What cannot be folded is listed.
+layer's own constants rescale its weight and bias, and so do the constants on an activation's
+input (kernel shaping) when that layer alone feeds it. What cannot be folded is listed.
 """
 
 from __future__ import annotations
@@ -63,6 +64,29 @@ def _consumer(node: fx.Node, root: nn.Module, scale: float, shift: float) -> fx.
     return None
 
 
+def _producer(node: fx.Node, root: nn.Module) -> fx.Node | None:
+    """The Linear/Conv call whose output only ``node`` reads, looking back through plumbing."""
+    current = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
+    while current is not None and len(current.users) == 1:
+        if current.op == "call_module" and isinstance(root.get_submodule(current.target), _FOLDABLE):
+            return current
+        if ops.node_kind(current, root).family not in (ops.STRUCTURAL, ops.DROPOUT):
+            return None
+        current = current.args[0] if current.args and isinstance(current.args[0], fx.Node) else None
+    return None
+
+
+def _rescaled_layer(renorm: Renorm, node: fx.Node, graph_module: fx.GraphModule) -> str | None:
+    """The path of the layer whose own weights take ``renorm``: a weighted site's layer, or
+    the layer that alone feeds an activation's input constants; None for a fold forward."""
+    if renorm.site == "weighted":
+        return node.meta[MODULE]
+    if renorm.placement == "before":
+        producer = _producer(node, graph_module)
+        return producer.meta[MODULE] if producer is not None else ""
+    return None
+
+
 @torch.no_grad()
 def _fold_into(layer: nn.Module, scale: float, shift: float) -> None:
     """layer(scale * x + shift) == layer'(x), up to zero-padded borders."""
@@ -77,15 +101,25 @@ def fold_plan(model: nn.Module, graph_module: fx.GraphModule, plan: list[Renorm]
     folded = copy.deepcopy(model)
     result = FoldResult(folded)
     nodes = {n.name: n for n in graph_module.graph.nodes}
-    # Latest first: of two constants that reach the same layer (an activation's, then a pool's),
-    # the one nearer the layer must be folded first, since layer(a2 (a1 x + c1) + c2) folds as
-    # layer' = layer(a2 y + c2), then layer'(a1 x + c1). A layer's own rescale commutes with the
-    # folds into it: its input sum is taken from the weights as they are then.
-    for renorm in reversed(plan):
+    # Rescales of a layer's own output first, in plan order: y -> a2 (a1 y + c1) + c2 does not
+    # commute. Then folds into inputs, latest first: of two constants that reach the same layer
+    # (an activation's, then a pool's), the one nearer the layer must be folded first, since
+    # layer(a2 (a1 x + c1) + c2) folds as layer' = layer(a2 y + c2), then layer'(a1 x + c1). A
+    # layer's own rescale commutes with the folds into it: its input sum is taken from the
+    # weights as they are then.
+    forward, unfolded = [], {}
+    for index, renorm in enumerate(plan):
+        path = _rescaled_layer(renorm, nodes[renorm.node], graph_module)
+        if path is None:
+            forward.append((index, renorm))
+        elif not path:
+            unfolded[index] = "no Linear or Conv alone feeds the activation"
+        elif renorm.bias and getattr(folded.get_submodule(path), "bias", None) is None:
+            unfolded[index] = f"its shift needs a bias, and {path} has none"
+        else:
+            rescale_weights(folded.get_submodule(path), renorm.scale, renorm.bias)
+    for index, renorm in reversed(forward):
         node = nodes[renorm.node]
-        if renorm.site == "weighted":
-            rescale_weights(folded.get_submodule(node.meta[MODULE]), renorm.scale, renorm.bias)
-            continue
         consumer = _consumer(node, graph_module, renorm.scale, renorm.bias)
         layer = folded.get_submodule(consumer.meta[MODULE]) if consumer is not None else None
         if layer is None:
@@ -95,5 +129,6 @@ def fold_plan(model: nn.Module, graph_module: fx.GraphModule, plan: list[Renorm]
         else:
             _fold_into(layer, renorm.scale, renorm.bias)
             continue
-        result.unfolded.insert(0, {**renorm.to_dict(), "reason": reason})
+        unfolded[index] = reason
+    result.unfolded = [{**plan[index].to_dict(), "reason": unfolded[index]} for index in sorted(unfolded)]
     return result

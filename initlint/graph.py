@@ -2,7 +2,8 @@
 
 Rules read this view and never run the model. Roles come from the graph's structure:
 a *gate* is a sigmoid-like output that feeds a multiply (squeeze-excitation), a *squeeze* is a
-pool whose output only reaches the network's output through a gate, a *global pool* leaves no
+pool whose output only reaches the network's output through a gate, *inside_activation*
+marks the constant scales and shifts of a transformed activation, a *global pool* leaves no
 positions (or drops the token axis, like a ViT's ``x[:, 0]``), a *residual add* sums two
 input-dependent tensors, *pool*, *norm*, *activation* and *weighted* come from the op
 registry, and *output* marks what the network returns.
@@ -26,6 +27,12 @@ from initlint.trace import LOCATION, MODULE
 
 INPUT, OUTPUT, GATE, RESIDUAL_ADD = "input", "output", "gate", "residual_add"
 SQUEEZE, GLOBAL_POOL, NORM = "squeeze", "global_pool", "norm"
+INSIDE_ACTIVATION = "inside_activation"
+"""A value inside a transformed activation ``b * f(a * x + c) + d`` (kernel shaping, initlint
+fix's renorm nodes, the ``dks`` package): the constant scales and shifts around ``f`` and ``f``'s
+own output, when constants follow it. The transformed activation is one step: only its last
+value is its output, and the scales within are no drift."""
+_AFFINE_NAMES = frozenset({"mul", "add", "sub", "div", "truediv", "rsub", "renorm"})
 _LINEAR_IN_SCALE = (ops.STRUCTURAL, ops.DROPOUT, ops.WEIGHTED, ops.ADD, ops.MUL, ops.POOL)
 """Families whose output scales with the input's scale (average pools only: max pools too,
 but the registry has none)."""
@@ -142,6 +149,7 @@ class SignalGraph:
         self._assign_roles()
         self.signal_dag = self._without_gate_edges()
         self._mark_squeezes()
+        self._mark_transformed_activations()
         self.main_path = self._main_path()
 
     def _tensor_edges(self, graph_module: fx.GraphModule) -> nx.DiGraph:
@@ -179,9 +187,11 @@ class SignalGraph:
 
     def scaled_body(self) -> list[NodeView]:
         """The body without the values whose scale does not matter: normalization layers'
-        outputs (the norm sets it) and values that reach a norm before any nonlinearity (the
-        norm cancels it). What IL101 and IL501 follow."""
-        return [v for v in self.body() if NORM not in v.roles and not self.normalized_before_nonlinearity(v.name)]
+        outputs (the norm sets it), values that reach a norm before any nonlinearity (the
+        norm cancels it), and the values inside a transformed activation. What IL101 and IL501
+        follow."""
+        return [v for v in self.body() if NORM not in v.roles and INSIDE_ACTIVATION not in v.roles
+                and not self.normalized_before_nonlinearity(v.name)]
 
     def normalized_before_nonlinearity(self, name: str) -> bool:
         """Whether every path from ``name`` meets a normalization layer before an activation or
@@ -270,6 +280,32 @@ class SignalGraph:
         for pool in self.with_role("pool"):
             if pool.name in self.input_dependent and pool.name not in carries_signal:
                 pool.roles.add(SQUEEZE)
+
+    def _is_constant_affine(self, view: NodeView) -> bool:
+        """A scale or shift of one input-dependent value by constants (a renorm node, ``x * 0.37``)."""
+        dependent = [n for n in view.inputs if n in self.input_dependent]
+        return view.kind.name in _AFFINE_NAMES and len(dependent) == 1 and view.stats is not None
+
+    def _sole_reader(self, view: NodeView) -> NodeView | None:
+        readers = self.through_plumbing(view.name, "users")
+        return readers[0] if len(readers) == 1 else None
+
+    def _mark_transformed_activations(self) -> None:
+        """Mark ``INSIDE_ACTIVATION``: before each activation, the chain of constant affines
+        that only it reads; the activation and the affines after it but the last, when
+        constant affines alone read it."""
+        for activation in self.with_role("activation"):
+            sources = [self.nodes[n] for n in activation.inputs if n in self.input_dependent]
+            chain = {activation.name}
+            while len(sources) == 1 and self._is_constant_affine(sources[0]) and \
+                    getattr(self._sole_reader(sources[0]), "name", None) in chain:
+                sources[0].roles.add(INSIDE_ACTIVATION)
+                chain.add(sources[0].name)
+                sources = [self.nodes[n] for n in sources[0].inputs if n in self.input_dependent]
+            current, after = activation, self._sole_reader(activation)
+            while after is not None and self._is_constant_affine(after):
+                current.roles.add(INSIDE_ACTIVATION)
+                current, after = after, self._sole_reader(after)
 
     def _signal_sources(self) -> list[str]:
         """The inputs that carry a sample's signal: floating-point ones, and ids an embedding

@@ -58,7 +58,7 @@ def activation_module(activation: str | nn.Module) -> nn.Module:
     return ACTIVATIONS[key]()
 
 
-def _in_float64(module: nn.Module) -> nn.Module:
+def in_float64(module: nn.Module) -> nn.Module:
     tensors = [*module.parameters(), *module.buffers()]
     return copy.deepcopy(module).double() if tensors else module
 
@@ -83,15 +83,15 @@ def is_elementwise(module: nn.Module) -> bool:
 _cache: dict[tuple, Moments] = {}
 
 
-def _cache_key(module: nn.Module) -> tuple:
+def cache_key(module: nn.Module) -> tuple:
     values = tuple(tuple(t.detach().flatten().tolist()) for t in [*module.parameters(), *module.buffers()])
     return type(module), repr(module), values
 
 
 def gaussian_moments(activation: str | nn.Module, loc: float = 0.0, spread: float = 1.0) -> Moments:
     """Mean and std of f(x) for x ~ N(loc, spread^2), by quadrature; cached per module configuration."""
-    module = _in_float64(activation_module(activation))
-    key = (*_cache_key(module), loc, spread)
+    module = in_float64(activation_module(activation))
+    key = (*cache_key(module), loc, spread)
     if key not in _cache:
         if not is_elementwise(module):
             raise InitlintError(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch.fx as fx
 
@@ -91,7 +91,9 @@ def decline_what_hurts(
     worse = judge(SignalGraph(patched))
     declined: list[str] = []
     for site in DECLINE_ORDER:
-        trial_plan = [r for r in plan if r.site != site]
+        # copies: a trial's re-probe records its measurements on them, and a trial not kept
+        # must leave the kept plan's as they were
+        trial_plan = [replace(r) for r in plan if r.site != site]
         if not worse or len(trial_plan) == len(plan):
             continue
         trial = build(trial_plan)

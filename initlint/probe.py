@@ -138,6 +138,14 @@ class FirstStepInterpreter(fx.Interpreter):
     def call_module(self, target: str, args: tuple, kwargs: dict) -> object:
         return self.layer(target)(*args, **kwargs)
 
+    def of_first_input(self, n: fx.Node, args: tuple, kwargs: dict) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The node's own operation as a function of its first input."""
+        if n.op == "call_module":
+            return self.layer(n.target)
+        if n.op == "call_method":
+            return lambda x: getattr(x, n.target)(*args[1:], **kwargs)
+        return lambda x: first_step_call(n.target, (x, *args[1:]), kwargs)
+
     def call_function(self, target: Callable, args: tuple, kwargs: dict) -> object:
         return first_step_call(target, args, kwargs)
 
@@ -214,17 +222,9 @@ class Probe(FirstStepInterpreter):
         if isinstance(result, torch.Tensor) and result.is_floating_point():
             saturating = None
             if ops.node_kind(n, self.module).name in ops.SATURATING and isinstance(args[0], torch.Tensor):
-                saturating = (self._elementwise(n, args, kwargs), args[0])
+                saturating = (self.of_first_input(n, args, kwargs), args[0])
             n.meta[STATS] = measure(result, self.batch_size, self.run_state, saturating)
         return result
-
-    def _elementwise(self, n: fx.Node, args: tuple, kwargs: dict) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The node's own operation as a function of its first input."""
-        if n.op == "call_module":
-            return self.layer(n.target)
-        if n.op == "call_method":
-            return lambda x: getattr(x, n.target)(*args[1:], **kwargs)
-        return lambda x: first_step_call(n.target, (x, *args[1:]), kwargs)
 
 
 def run_first_step(

@@ -1,9 +1,11 @@
 """The renorm plan: for each site of the probed graph, the constant scale and bias it needs.
 
 Targets come from roles (see DESIGN.md's pitfalls):
-- a generic activation -> std 1, and mean 0 where its mean would dominate (``CENTER_ABOVE``),
-  with the exact constants of ``moments`` (quadrature) for an elementwise module, else
-  measured on the probe;
+- a generic activation, with the default method "dks" -> constants on its input too, which give
+  it the slope its depth in the graph allows (``kernel_shaping``), then mean 0 and std 1;
+  with "renorm", or where it is not elementwise -> std 1, and mean 0 where its mean would
+  dominate (``CENTER_ABOVE``), with the exact constants of ``moments`` (quadrature) for an
+  elementwise module, else measured on the probe;
 - a gate (sigmoid into a multiply) -> mean 1, by scale alone, so it stays a non-negative gate;
 - a pool -> its measured across-sample shrinkage undone, mean 0;
 - a weighted layer (Linear, ConvNd, Embedding) -> output std 1, by rescaling its weights and
@@ -20,6 +22,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
+import networkx as nx
 import torch
 import torch.fx as fx
 import torch.nn as nn
@@ -28,6 +31,7 @@ from initlint import ops
 from initlint.errors import InitlintError
 from initlint.graph import GATE, OUTPUT, SQUEEZE, NodeView, SignalGraph, activation_module_of
 from initlint.inputs import ProbeInputs
+from initlint.kernel_shaping import layer_slope, shape
 from initlint.moments import Moments, gaussian_moments, is_elementwise
 from initlint.probe import FirstStepInterpreter, placeholder_values
 from initlint.stats import NodeStats, tensor_stats
@@ -41,6 +45,9 @@ CENTER_ABOVE = 1.0
 hardsigmoid 3, softplus 1.5). Smaller offsets (relu 0.68 stds, gelu 0.48, silu 0.37) are left:
 in benchmarks/train_digits.py centering them cost relu x30 9 points of accuracy under Adam."""
 TARGETS = (GAUSSIAN, GATE_TARGET, NONE)
+DKS, RENORM = "dks", "renorm"
+METHODS = (DKS, RENORM)
+"""How activations are fixed: kernel shaping (input and output constants), or output constants alone."""
 
 
 @dataclass
@@ -57,6 +64,10 @@ class Renorm:
     bias: float
     source: str
     """"quadrature" (exact moments of the activation) or "probe" (measured on the probe batch)."""
+    placement: str = "after"
+    """"after" the node, or "before" it, on its first input (kernel shaping's input constants)."""
+    aim: tuple[float, float] | None = None
+    """(mean, std) the constants give, where that is not the site's usual target."""
     measured_mean: float | None = None
     measured_std: float | None = None
     verified: bool | None = None
@@ -127,9 +138,11 @@ class _Planner(FirstStepInterpreter):
     constants as it goes."""
 
     def __init__(self, graph_module: fx.GraphModule, sites: dict[str, str], graph: SignalGraph,
-                 batch_size: int | None) -> None:
+                 batch_size: int | None, method: str) -> None:
         super().__init__(graph_module)
         self.sites, self.signal, self.batch_size = sites, graph, batch_size
+        self.slope = layer_slope(_activation_depth(graph, sites)) if method == DKS else None
+        """C'(1) each activation is shaped to, with kernel shaping."""
         self.plan: list[Renorm] = []
         self.rescaled: dict[str, Renorm] = {}
         """Weighted layers already planned, by module path: a layer called twice is rescaled once."""
@@ -142,6 +155,12 @@ class _Planner(FirstStepInterpreter):
         if site == "weighted" and n.target in self.rescaled:
             earlier = self.rescaled[n.target]  # its weights are already rescaled: this call sees that too
             return result * earlier.scale + earlier.bias
+        if site == "activation" and self.slope is not None:
+            shaped = self._shaped(n, args, kwargs)
+            if shaped is not None:
+                before, after, result = shaped
+                self.plan += [before, after]
+                return result * after.scale + after.bias
         renorm = self._constants(n, site, result, args)
         if site == "weighted":
             self.rescaled[n.target] = renorm
@@ -178,6 +197,34 @@ class _Planner(FirstStepInterpreter):
             return make("mean 0, std 1", moments.scale, moments.bias, source)
         return make("std 1", moments.scale, 0.0, source)
 
+    def _shaped(self, n: fx.Node, args: tuple, kwargs: dict) -> tuple[Renorm, Renorm, torch.Tensor] | None:
+        """Kernel shaping's constants before and after an elementwise activation, and its
+        output between them; None where it is not elementwise or its input is constant. The
+        input constants also standardize the input as measured, so the activation sees the
+        N(0, 1) the shaping assumes whatever the layer before gives."""
+        module = activation_module_of(n, self.module)
+        if module is None or not is_elementwise(module) or not isinstance(args[0], torch.Tensor):
+            return None
+        seen = tensor_stats(args[0], self.batch_size)
+        if not (math.isfinite(seen.std) and seen.std > 0):
+            return None
+        shaping = shape(module, self.slope)
+        scale = shaping.in_scale / seen.std
+        centred = shaping.in_shift == 0 and abs(seen.mean) <= MEAN_TOLERANCE * seen.std
+        shift = 0.0 if centred else shaping.in_shift - scale * seen.mean
+        y = self.of_first_input(n, args, kwargs)(args[0] * scale + shift)
+        view = self.signal.view(n.name)
+        before = Renorm(n.name, view.module, "activation", f"input N({shaping.in_shift:.3g}, {shaping.in_scale:.3g}^2): "
+                        f"slope C'(1) {shaping.slope:.4g}", scale, shift, "quadrature", placement="before",
+                        aim=(shaping.in_shift, shaping.in_scale))
+        exact = Moments(-shaping.out_shift, 1 / shaping.out_scale)
+        stats = tensor_stats(y, self.batch_size)
+        reached = abs(stats.std * exact.scale - 1) <= STD_TOLERANCE and \
+            abs(stats.mean * exact.scale + exact.bias) <= MEAN_TOLERANCE
+        moments, source = (exact, "quadrature") if reached else (Moments(stats.mean, stats.std), "probe")
+        after = Renorm(n.name, view.module, "activation", "mean 0, std 1", moments.scale, moments.bias, source)
+        return before, after, y
+
     def _input_moments(self, module: nn.Module, x: torch.Tensor) -> tuple[Moments, str]:
         """Exact constants for N(0, 1) inputs when the input is that (within the verification
         tolerances), else for a Gaussian with the input's measured mean and std (after a
@@ -187,6 +234,21 @@ class _Planner(FirstStepInterpreter):
             return gaussian_moments(module), "quadrature"
         loc, spread = round(seen.mean, 4), round(seen.std, 4)
         return gaussian_moments(module, loc, spread), f"quadrature, input N({loc:g}, {spread:g}^2)"
+
+
+def require_method(method: str) -> None:
+    if method not in METHODS:
+        raise InitlintError(f"unknown fix method {method!r}; use one of {', '.join(METHODS)}.")
+
+
+def _activation_depth(graph: SignalGraph, sites: dict[str, str]) -> int:
+    """The most activation sites on one path from an input to an output: the nonlinearities in
+    series whose slopes multiply (through every residual branch, not just the skips)."""
+    in_series: dict[str, int] = {}
+    for name in nx.topological_sort(graph.signal_dag):
+        earlier = max((in_series[p] for p in graph.signal_dag.predecessors(name)), default=0)
+        in_series[name] = earlier + (sites.get(name) == "activation")
+    return max(in_series.values(), default=0)
 
 
 def _tied_modules(root: nn.Module) -> set[str]:
@@ -200,9 +262,10 @@ def _tied_modules(root: nn.Module) -> set[str]:
 
 def plan_renorm(
     graph_module: fx.GraphModule, graph: SignalGraph, inputs: ProbeInputs, model: nn.Module,
-    overrides: Mapping[str | type, str] | None = None,
+    overrides: Mapping[str | type, str] | None = None, method: str = DKS,
 ) -> list[Renorm]:
     """The constants of every site of ``graph_module`` (the trace of ``model``), in execution order."""
+    require_method(method)
     overrides = dict(overrides or {})
     bad = {k: v for k, v in overrides.items() if v not in TARGETS}
     if bad:
@@ -212,7 +275,7 @@ def plan_renorm(
         name: site for name, view in graph.nodes.items()
         if (site := site_of(view, graph, targets[name])) is not None
     }
-    planner = _Planner(graph_module, sites, graph, inputs.batch_size)
+    planner = _Planner(graph_module, sites, graph, inputs.batch_size, method)
     with torch.no_grad():
         planner.run(*placeholder_values(graph_module, inputs.args, inputs.kwargs))
     return planner.plan

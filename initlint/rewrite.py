@@ -18,8 +18,9 @@ from initlint.renorm import MEAN_TOLERANCE, STD_TOLERANCE, Renorm
 from initlint.renorm_layer import RenormLayer
 
 
-def renorm_node_name(node: str) -> str:
-    return f"renorm_{node}"
+def renorm_node_name(renorm: Renorm) -> str:
+    """``renorm_<node>`` after a node, ``renorm_<node>_input`` on its input."""
+    return f"renorm_{renorm.node}" + ("_input" if renorm.placement == "before" else "")
 
 
 @torch.no_grad()
@@ -39,8 +40,13 @@ def apply_plan(graph_module: fx.GraphModule, plan: list[Renorm]) -> fx.GraphModu
         if renorm.site == "weighted":
             rescale_weights(patched.get_submodule(node.target), renorm.scale, renorm.bias)
             continue
-        name = renorm_node_name(renorm.node)
+        name = renorm_node_name(renorm)
         patched.add_submodule(name, RenormLayer(renorm.scale, renorm.bias))
+        if renorm.placement == "before":
+            with patched.graph.inserting_before(node):
+                inserted = patched.graph.call_module(name, (node.args[0],))
+            node.args = (inserted, *node.args[1:])
+            continue
         with patched.graph.inserting_after(node):
             inserted = patched.graph.call_module(name, (node,))
         node.replace_all_uses_with(inserted, delete_user_cb=lambda user: user is not inserted)
@@ -54,8 +60,12 @@ def _close(value: float, target: float, tolerance: float) -> bool:
 
 
 def _reached(renorm: Renorm, node: fx.Node, stats) -> bool:
-    """Targets: gates mean 1; pools mean 0 and the pool's input's across-sample std; the rest
-    std 1, and mean 0 where the target says so. Std within 10 %, mean within 0.1."""
+    """Targets: an ``aim`` where the plan sets one; gates mean 1; pools mean 0 and the pool's
+    input's across-sample std; the rest std 1, and mean 0 where the target says so. Std within
+    10 %, mean within 0.1."""
+    if renorm.aim is not None:
+        mean, std = renorm.aim
+        return _close(stats.mean, mean, MEAN_TOLERANCE) and _close(stats.std, std, STD_TOLERANCE * std)
     if renorm.site == "gate":
         return _close(stats.mean, 1.0, MEAN_TOLERANCE)
     if renorm.site == "pool":
@@ -77,7 +87,7 @@ def verify(patched: fx.GraphModule, plan: list[Renorm], inputs: ProbeInputs, see
     for renorm in plan:
         if renorm.target.startswith("none"):
             continue  # nothing was changed there, so there is no target to meet
-        checked = renorm.node if renorm.site == "weighted" else renorm_node_name(renorm.node)
+        checked = renorm.node if renorm.site == "weighted" else renorm_node_name(renorm)
         stats = nodes[checked].meta.get(STATS)
         if stats is None:
             continue

@@ -1,0 +1,123 @@
+"""Kernel shaping (``initlint fix --method dks``): the constants against independent computations,
+and 30-layer stacks that the per-activation renorm leaves chaotic or collapsed."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import initlint
+from initlint.kernel_shaping import BODY_SLOPE, layer_slope, shape
+
+
+def test_a_shifted_relu_meets_its_slope_by_the_closed_form():
+    """For f = relu(z + b): E f' ^2 = Phi(b), E f = b Phi + phi, E f^2 = (b^2 + 1) Phi + b phi, so
+    C'(1) = Phi(b) / Var f. The quadrature's slope at the solved shift must match that to 1e-3
+    (its documented error is 3e-4), and the output constants must centre and normalize it."""
+    target = layer_slope(30)
+    shaping = shape(nn.ReLU(), target)
+    b = shaping.in_shift
+    cdf, pdf = 0.5 * (1 + math.erf(b / math.sqrt(2))), math.exp(-b * b / 2) / math.sqrt(2 * math.pi)
+    mean, second = b * cdf + pdf, (b * b + 1) * cdf + b * pdf
+    assert shaping.in_scale == 1 and b > 0
+    assert cdf / (second - mean * mean) == pytest.approx(target, abs=1e-3)
+    assert shaping.out_shift == pytest.approx(-mean, abs=1e-4)
+    assert shaping.out_scale == pytest.approx(1 / math.sqrt(second - mean * mean), rel=1e-4)
+
+
+@pytest.mark.parametrize("activation, derivative", [
+    (np.tanh, lambda x: 1 / np.cosh(x) ** 2),
+    (lambda x: 1 / (1 + np.exp(-x)), lambda x: np.exp(-x) / (1 + np.exp(-x)) ** 2),
+], ids=["tanh", "sigmoid"])
+def test_a_shaped_saturating_activation_has_mean_0_std_1_and_the_target_slope(activation, derivative):
+    """Checked with numpy's Gauss-Hermite rule (200 nodes, exact to ~1e-12 for these smooth
+    functions), independent of the Simpson grid and autograd that initlint uses."""
+    torch_activation = nn.Tanh() if activation is np.tanh else nn.Sigmoid()
+    target = layer_slope(20)
+    s = shape(torch_activation, target)
+    nodes, weights = np.polynomial.hermite_e.hermegauss(200)
+    weights = weights / weights.sum()
+    psi = s.out_scale * (activation(s.in_scale * nodes + s.in_shift) + s.out_shift)
+    slope = (weights * (s.out_scale * s.in_scale * derivative(s.in_scale * nodes + s.in_shift)) ** 2).sum()
+    assert s.in_shift == 0 and 0 < s.in_scale < 1  # scaled toward its linear middle
+    assert (weights * psi).sum() == pytest.approx(0, abs=1e-6)
+    assert (weights * psi ** 2).sum() == pytest.approx(1, abs=1e-4)
+    assert slope == pytest.approx(target, abs=1e-4)
+
+
+DEPTH, WIDTH = 30, 128
+HEAD = str(2 * DEPTH)
+"""The path of the stack's last Linear, the same in the user's model and in the fixed GraphModule."""
+
+
+def _stack(activation: type[nn.Module], depth: int = DEPTH, width: int = WIDTH) -> nn.Sequential:
+    torch.manual_seed(0)
+    layers = [layer for _ in range(depth) for layer in (nn.Linear(width, width), activation())]
+    return nn.Sequential(*layers, nn.Linear(width, width))
+
+
+def _kernel_and_gradient(model: nn.Module, width: int = WIDTH, batch: int = 256) -> tuple[float, float, float]:
+    """(the input gradient's std / that of the gradient at the body's end (the head's input),
+    output cosine of inputs at cosine 0, at 0.9). Pairs are exact: b = c a + sqrt(1 - c^2) z
+    with z orthogonal to a, both of norm sqrt(width)."""
+    generator = torch.Generator().manual_seed(1)
+    model = model.eval()
+    body_end = []
+    model.get_submodule(HEAD).register_forward_hook(lambda module, args, output: body_end.append(args[0]))
+
+    def unit(v: torch.Tensor) -> torch.Tensor:
+        return v / v.norm(dim=1, keepdim=True) * math.sqrt(width)
+
+    def output_cosine(c: float) -> float:
+        a = unit(torch.randn(batch, width, generator=generator))
+        z = torch.randn(batch, width, generator=generator)
+        z = unit(z - (z * a).sum(1, keepdim=True) / width * a)
+        with torch.no_grad():
+            return nn.functional.cosine_similarity(model(a), model(c * a + math.sqrt(1 - c * c) * z)).mean().item()
+
+    x = torch.randn(batch, width, generator=generator, requires_grad=True)
+    y = model(x)
+    gradient, at_end = torch.autograd.grad(y, [x, body_end[-1]], torch.randn(y.shape, generator=generator))
+    return gradient.std().item() / at_end.std().item(), output_cosine(0.0), output_cosine(0.9)
+
+
+@pytest.mark.parametrize("activation", [nn.Tanh, nn.ReLU], ids=["tanh", "relu"])
+def test_a_30_layer_stack_after_fix_keeps_its_kernel_and_its_gradient(activation):
+    """The body's C'(1) is 1.5, so cosine 0.9 maps to about 1 - 1.5 * 0.1 = 0.85 (>= 0.7),
+    cosine 0 stays 0 (<= 0.3: each layer's C(0) = 0), and gradients grow through the body by
+    about sqrt(1.5) (within 1.5x either way). The folded model computes the same function
+    (so it has the same kernel and gradients), and the checks of both are clean."""
+    model, shapes = _stack(activation), [(256, WIDTH)]
+    fixed, folded = initlint.fix(model, input_shapes=shapes), initlint.fix(model, fold=True, input_shapes=shapes)
+    ratio, orthogonal, close = _kernel_and_gradient(fixed)
+    assert 1 / 1.5 <= ratio <= 1.5, ratio
+    assert orthogonal <= 0.3 and close >= 0.7, (orthogonal, close)
+    x = torch.randn(64, WIDTH, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = fixed.eval()(x)
+        assert (folded.eval()(x) - expected).abs().max() <= 1e-4 * expected.std()
+    assert initlint.check(fixed, input_shapes=shapes).codes() == []
+    assert initlint.check(folded, input_shapes=shapes).codes() == []
+
+
+@pytest.mark.parametrize("activation", [nn.Tanh, nn.ReLU], ids=["tanh", "relu"])
+def test_output_constants_alone_leave_the_stack_chaotic_or_collapsed(activation):
+    """What kernel shaping is for: with ``--method renorm`` the same stacks lose their kernel,
+    tanh to chaos (close inputs decorrelate), ReLU to collapse (orthogonal inputs align)."""
+    fixed = initlint.fix(_stack(activation), method="renorm", input_shapes=[(256, WIDTH)])
+    _, orthogonal, close = _kernel_and_gradient(fixed)
+    assert close < 0.5 if activation is nn.Tanh else orthogonal > 0.9, (orthogonal, close)
+
+
+def test_the_whole_body_gets_the_dks_slope():
+    assert layer_slope(30) ** 30 == pytest.approx(BODY_SLOPE)
+    assert layer_slope(0) == BODY_SLOPE
+
+
+def test_an_unknown_method_is_refused_before_the_probe():
+    with pytest.raises(initlint.InitlintError, match="unknown fix method 'lsuv'; use one of dks, renorm"):
+        initlint.fix(_stack(nn.Tanh, depth=1), method="lsuv")
