@@ -9,7 +9,9 @@ Targets come from roles (see DESIGN.md's pitfalls):
 - a gate (sigmoid into a multiply) -> mean 1, by scale alone, so it stays a non-negative gate;
 - a pool -> its measured across-sample shrinkage undone, mean 0;
 - a weighted layer (Linear, ConvNd, Embedding) -> output std 1, by rescaling its weights and
-  bias (a data-free LSUV: the probe batch replaces data);
+  bias (a data-free LSUV: the probe batch replaces data); the last layer of a residual branch
+  gets a share of the stream instead (``RESIDUAL_GROWTH``), so the stream grows as planned and
+  not as sqrt(1 + 2L); a branch that is exactly 0 (zero-initialized on purpose) is left so;
 - anything right before a normalization layer, or an output of the network -> nothing.
 
 The constants are found in one pass over the graph in execution order, each applied to the
@@ -29,7 +31,7 @@ import torch.nn as nn
 
 from initlint import ops
 from initlint.errors import InitlintError
-from initlint.graph import GATE, OUTPUT, SQUEEZE, NodeView, SignalGraph, activation_module_of
+from initlint.graph import GATE, OUTPUT, RESIDUAL_ADD, SQUEEZE, NodeView, SignalGraph, activation_module_of
 from initlint.inputs import ProbeInputs
 from initlint.kernel_shaping import layer_slope, shape
 from initlint.moments import Moments, gaussian_moments, is_elementwise
@@ -45,6 +47,10 @@ CENTER_ABOVE = 1.0
 hardsigmoid 3, softplus 1.5). Smaller offsets (relu 0.68 stds, gelu 0.48, silu 0.37) are left:
 in benchmarks/train_digits.py centering them cost relu x30 9 points of accuracy under Adam."""
 TARGETS = (GAUSSIAN, GATE_TARGET, NONE)
+RESIDUAL_GROWTH = 2.0
+"""The most the residual stream's std may grow over the body: each of L branches on the main
+path adds a variance of GROWTH ** (2 / L) - 1 times the stream's (L = 24: a branch std of 0.24
+of the stream's)."""
 DKS, RENORM = "dks", "renorm"
 METHODS = (DKS, RENORM)
 """How activations are fixed: kernel shaping (input and output constants), or output constants alone."""
@@ -143,6 +149,11 @@ class _Planner(FirstStepInterpreter):
         self.sites, self.signal, self.batch_size = sites, graph, batch_size
         self.slope = layer_slope(_activation_depth(graph, sites)) if method == DKS else None
         """C'(1) each activation is shaped to, with kernel shaping."""
+        self.main_path = set(graph.main_path)
+        self.by_name = {node.name: node for node in graph_module.graph.nodes}
+        branches = sum(RESIDUAL_ADD in graph.view(name).roles for name in graph.main_path)
+        self.branch_share = math.sqrt(RESIDUAL_GROWTH ** (2 / branches) - 1) if branches else None
+        """A residual branch's output std, as a share of the stream's it is added to."""
         self.plan: list[Renorm] = []
         self.rescaled: dict[str, Renorm] = {}
         """Weighted layers already planned, by module path: a layer called twice is rescaled once."""
@@ -178,6 +189,13 @@ class _Planner(FirstStepInterpreter):
             if n.target in self.tied:
                 return make("none: its weights are tied to another layer's, which rescaling would change too",
                             1.0, 0.0, "graph")
+            stream = self._stream_beside(n)
+            if stream is not None:
+                share = self.branch_share * stream
+                renorm = make(f"std {self.branch_share:.3g} of the residual stream's: the branch's share of "
+                              f"{RESIDUAL_GROWTH:g}x growth over the body", share / stats.std, 0.0, "probe")
+                renorm.aim = (stats.mean * renorm.scale, share)
+                return renorm
             return make("std 1", 1 / stats.std, 0.0, "probe")
         if site == "gate":
             if not stats.mean > 0:
@@ -196,6 +214,19 @@ class _Planner(FirstStepInterpreter):
         if _centers(moments):
             return make("mean 0, std 1", moments.scale, moments.bias, source)
         return make("std 1", moments.scale, 0.0, source)
+
+    def _stream_beside(self, n: fx.Node) -> float | None:
+        """The std of the residual stream that ``n``, the last layer of a residual branch, is
+        added to; None when ``n`` is no such layer or the stream is not computed yet."""
+        readers = self.signal.through_plumbing(n.name, "users")
+        if self.branch_share is None or n.name in self.main_path or len(readers) != 1 or \
+                RESIDUAL_ADD not in readers[0].roles:
+            return None
+        add = self.by_name[readers[0].name]
+        streams = [self.env.get(node) for node in add.all_input_nodes if node.name in self.main_path]
+        if len(streams) != 1 or not isinstance(streams[0], torch.Tensor):
+            return None
+        return streams[0].float().std().item()
 
     def _shaped(self, n: fx.Node, args: tuple, kwargs: dict) -> tuple[Renorm, Renorm, torch.Tensor] | None:
         """Kernel shaping's constants before and after an elementwise activation, and its

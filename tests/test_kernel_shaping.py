@@ -1,5 +1,6 @@
 """Kernel shaping (``initlint fix --method dks``): the constants against independent computations,
-and 30-layer stacks that the per-activation renorm leaves chaotic or collapsed."""
+30-layer stacks that the per-activation renorm leaves chaotic or collapsed, and the residual
+stream's budget."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import torch
 import torch.nn as nn
 
 import initlint
+from initlint.api import CheckOptions, ModelSource
+from initlint.fixer import run_fix
 from initlint.kernel_shaping import BODY_SLOPE, layer_slope, shape
 
 
@@ -121,3 +124,61 @@ def test_the_whole_body_gets_the_dks_slope():
 def test_an_unknown_method_is_refused_before_the_probe():
     with pytest.raises(initlint.InitlintError, match="unknown fix method 'lsuv'; use one of dks, renorm"):
         initlint.fix(_stack(nn.Tanh, depth=1), method="lsuv")
+
+
+class _PreNormBlock(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.ln1, self.attn = nn.LayerNorm(width), nn.MultiheadAttention(width, 4, batch_first=True)
+        self.ln2, self.fc1, self.act, self.fc2 = nn.LayerNorm(width), nn.Linear(width, 4 * width), nn.GELU(), \
+            nn.Linear(4 * width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.ln1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.fc2(self.act(self.fc1(self.ln2(x))))
+
+
+class _PreNormTransformer(nn.Module):
+    def __init__(self, width: int = 64, depth: int = 6, zero_last: bool = False) -> None:
+        super().__init__()
+        self.inp = nn.Linear(8, width)
+        self.blocks = nn.Sequential(*[_PreNormBlock(width) for _ in range(depth)])
+        self.ln, self.head = nn.LayerNorm(width), nn.Linear(width, 10)
+        if zero_last:  # zero-initialized branches, as Fixup / SkipInit / zero-gamma inits leave them
+            for block in self.blocks:
+                nn.init.zeros_(block.fc2.weight), nn.init.zeros_(block.fc2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.ln(self.blocks(self.inp(x))))
+
+
+def _stream_std(model: nn.Module) -> float:
+    """The residual stream's std at the end of the body (before the final norm)."""
+    seen = []
+    model.get_submodule("blocks.5").register_forward_hook(lambda module, args, output: seen.append(output.std()))
+    with torch.no_grad():
+        model.eval()(torch.randn(16, 8, 8, generator=torch.Generator().manual_seed(3)))
+    return seen[-1].item()
+
+
+def test_residual_branches_share_a_budget_so_the_stream_grows_at_most_2x():
+    """The body has 12 branches (6 attention, 6 MLP); each MLP branch's last Linear gets the std
+    sqrt(2 ** (2/12) - 1) = 0.34 of the stream it joins (nn.MultiheadAttention's weights are not
+    rescaled), so the stream ends within 2x of the original's (an LSUV-like std 1 per branch
+    would grow it as sqrt(1 + 12) = 3.6x)."""
+    torch.manual_seed(0)
+    model = _PreNormTransformer()
+    result = run_fix(model, (), CheckOptions(input_shapes=[(16, 8, 8)]), ModelSource(), fold=True)
+    shares = [r for r in result.plan if "residual stream" in r.target]
+    assert len(shares) == 6 and all(r.verified for r in shares)
+    assert 0.5 <= _stream_std(result.folded.model) / _stream_std(model) <= 2
+    assert result.fold_error < 1e-4
+
+
+def test_a_zero_initialized_branch_stays_zero():
+    torch.manual_seed(0)
+    result = run_fix(_PreNormTransformer(zero_last=True), (), CheckOptions(input_shapes=[(16, 8, 8)]), ModelSource(),
+                     fold=True)
+    for block in result.folded.model.blocks:
+        assert not block.fc2.weight.any() and not block.fc2.bias.any()
