@@ -1,0 +1,101 @@
+"""What a person reads: module paths rather than fx node names, the user's own line before a
+library's, severity and module in every human format."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from conftest import DEEP_SIGMOID_NET
+
+TOP_LEVEL_SEQUENTIAL = """
+import torch
+from torch import nn
+
+def build():
+    torch.manual_seed(0)
+    return nn.Sequential(*[m for _ in range(12) for m in (nn.Linear(32, 32), nn.Sigmoid())])
+"""
+
+LIBRARY = """
+import torch
+from torch import nn
+
+class Deep(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(*[m for _ in range(12) for m in (nn.Linear(32, 32), nn.Sigmoid())])
+
+    def forward(self, x):
+        return self.body(x)
+"""
+
+USES_LIBRARY = """
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent / "site-packages"))
+import deeplib
+
+def build():
+    torch.manual_seed(0)
+    return deeplib.Deep()  # the user's own line
+"""
+
+FX_NAME = re.compile(r"\bbody_\d+\b|(?<![\w.])_\d+\b")
+"""fx's node names: ``body_3`` for ``body.3``, ``_36`` for a top-level ``nn.Sequential``'s 36."""
+
+
+def _findings(run_cli, target: str, output_format: str) -> list[str]:
+    result = run_cli("check", target, "--output-format", output_format)
+    assert result.exit_code == 1, result.output
+    return result.stdout.splitlines()
+
+
+@pytest.mark.parametrize("output_format", ["text", "concise", "github"])
+def test_nested_modules_show_as_dotted_paths_never_as_fx_names(run_cli, model_file, output_format):
+    path = model_file(DEEP_SIGMOID_NET)
+    lines = [line for line in _findings(run_cli, f"{path}:build", output_format) if "IL101" in line]
+    assert lines and all("`body." in line and not FX_NAME.search(line) for line in lines), lines
+
+
+def test_a_top_level_sequential_layer_is_quoted_with_its_kind(run_cli, model_file):
+    """``2`` alone reads like a count: it shows as ``linear `2``` (what it is and its path)."""
+    path = model_file(TOP_LEVEL_SEQUENTIAL)
+    text = "\n".join(_findings(run_cli, f"{path}:build", "text"))
+    assert re.search(r"\((error|warning)\) at (linear|sigmoid) `\d+`: ", text), text
+    assert not re.search(r"\[\d+\]", text) and not FX_NAME.search(text), text
+
+
+def test_json_keeps_fx_node_names_apart_from_module_paths(run_cli, model_file):
+    path = model_file(DEEP_SIGMOID_NET)
+    (report,) = json.loads("\n".join(_findings(run_cli, f"{path}:build", "json")))["reports"]
+    finding = next(f for f in report["findings"] if f["code"] == "IL101")
+    assert re.fullmatch(r"body_\d+", finding["node"]) and finding["module"] == finding["node"].replace("_", ".")
+    assert not FX_NAME.search(finding["message"])
+
+
+def test_concise_shows_severity_and_module(run_cli, model_file):
+    path = model_file(DEEP_SIGMOID_NET)
+    lines = _findings(run_cli, f"{path}:build", "concise")
+    assert lines and all(re.search(r": IL\d{3} (error|warning|info) at \w+ `[\w.]+`: ", line) for line in lines), lines
+    assert len(set(lines)) == len(lines)
+
+
+def test_a_library_line_follows_the_users_own_line(run_cli, model_file, tmp_path):
+    (tmp_path / "site-packages").mkdir()
+    model_file(LIBRARY, "site-packages/deeplib.py")
+    path = model_file(USES_LIBRARY)
+    own_line = USES_LIBRARY.splitlines().index("    return deeplib.Deep()  # the user's own line") + 1
+    body_line = LIBRARY.splitlines().index("        return self.body(x)") + 1
+    text = "\n".join(_findings(run_cli, f"{path}:build", "text"))
+    expected = f"model.py:{own_line} (via site-packages/deeplib.py:{body_line}): IL101"
+    assert expected in text, text
+    (report,) = json.loads("\n".join(_findings(run_cli, f"{path}:build", "json")))["reports"]
+    location = report["findings"][0]["location"]
+    assert (location["file"], location["line"]) == (str(path), own_line)
+    assert location["via"]["file"].endswith("site-packages/deeplib.py") and location["via"]["line"] == body_line
