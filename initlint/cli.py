@@ -18,7 +18,20 @@ if TYPE_CHECKING:
     from initlint.api import CheckOptions
     from initlint.config import Config, TargetConfig
     from initlint.load import LoadedTarget
+    from initlint.report import Report
 
+
+
+def exit_summary(reports: list[Report], level: str, status: int) -> str:
+    """``3 finding(s) (1 error, 2 warning) in 2 targets; exit 1: findings at or above warning``."""
+    from initlint.report import severity_counts
+
+    findings = [f for report in reports for f in report.findings]
+    counts = severity_counts(findings)
+    targets = f"{len(reports)} target{'s' * (len(reports) != 1)}"
+    reason = (f"findings at or above {level}" if status else
+              "--exit-zero" if any(r.at_or_above(level) for r in reports) else f"no finding at or above {level}")
+    return f"{len(findings)} finding(s){f' ({counts})' if counts else ''} in {targets}; exit {status}: {reason}"
 
 
 def _fail(message: str) -> None:
@@ -208,8 +221,12 @@ def check(
         click.echo(rendered, nl=False)
     if plot:
         write_plot(plot, reports, force)
-    failing = any(report.at_or_above(fail_level or config.fail_level or "warning") for report in reports)
-    sys.exit(1 if failing and not exit_zero else 0)
+    level = fail_level or config.fail_level or "warning"
+    failing = any(report.at_or_above(level) for report in reports)
+    status = 1 if failing and not exit_zero else 0
+    if output:  # the report went to a file: say on the terminal what it holds and why the exit
+        click.echo(f"initlint: wrote {output}: {exit_summary(reports, level, status)}", err=True)
+    sys.exit(status)
 
 
 @main.command()

@@ -28,6 +28,13 @@ import torch.nn as nn
 _TORCH_DIR, _INITLINT_DIR = (str(Path(p).resolve().parent) + os.sep for p in (torch.__file__, __file__))
 
 
+def relative_to_cwd(path: str | os.PathLike) -> Path:
+    """Relative to the working folder when inside it (as CI annotations want), else as given:
+    findings, summaries and configured targets all name a file this one way."""
+    file, here = Path(path), Path.cwd()
+    return file.relative_to(here) if file.is_absolute() and file.is_relative_to(here) else file
+
+
 _INSTALLED = frozenset({"site-packages", "dist-packages"})
 
 
@@ -59,9 +66,7 @@ class SourceLocation:
         return own if self.via is None else f"{own} (via {self.via.display()})"
 
     def display_path(self) -> Path:
-        """Relative to the working folder when inside it (as CI annotations want), else absolute."""
-        file, here = Path(self.file), Path.cwd()
-        return file.relative_to(here) if file.is_relative_to(here) else file
+        return relative_to_cwd(self.file)
 
 
 @functools.lru_cache(maxsize=4096)

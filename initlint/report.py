@@ -109,13 +109,18 @@ def _where(finding: Finding) -> str:
     return "<unknown>" if finding.location is None else finding.location.display()
 
 
+def severity_counts(findings: list[Finding]) -> str:
+    """``1 error, 2 warning``: the count of each severity present, most severe first."""
+    counts = Counter(f.severity for f in findings)
+    return ", ".join(f"{counts[s]} {s}" for s in ("error", "warning", "info") if counts[s])
+
+
 def to_text(reports: list[Report]) -> str:
     lines: list[str] = []
     for report in reports:
         for f in report.findings:
             lines.append(f"{_where(f)}: {f.code} {f.name} ({f.severity}) at {f.where}: {f.message}")
-        counts = Counter(f.severity for f in report.findings)
-        summary = ", ".join(f"{counts[s]} {s}" for s in ("error", "warning", "info") if counts[s])
+        summary = severity_counts(report.findings)
         shapes = "; ".join(
             f"{s.name} {tuple(s.shape)}" + (f" {s.to_dict()['dtype']}" if s.is_integer else "") + (f" inferred from {s.inferred_from}" if s.inferred_from else "")
             for s in report.inputs

@@ -99,3 +99,32 @@ def test_a_library_line_follows_the_users_own_line(run_cli, model_file, tmp_path
     location = report["findings"][0]["location"]
     assert (location["file"], location["line"]) == (str(path), own_line)
     assert location["via"]["file"].endswith("site-packages/deeplib.py") and location["via"]["line"] == body_line
+
+
+@pytest.mark.parametrize("extra, status, reason", [
+    ((), 1, "findings at or above warning"),
+    (("--exit-zero",), 0, "--exit-zero"),
+    (("--select", "IL3"), 0, "no finding at or above warning"),
+])
+def test_a_report_written_to_a_file_is_summed_up_on_stderr(run_cli, model_file, tmp_path, extra, status, reason):
+    path = model_file(DEEP_SIGMOID_NET)
+    report = tmp_path / "report.json"
+    result = run_cli("check", f"{path}:build", "--output-format", "json", "-o", str(report), *extra)
+    assert result.exit_code == status and result.stdout == ""
+    findings = json.loads(report.read_text())["reports"][0]["findings"]
+    errors = sum(f["severity"] == "error" for f in findings)
+    counts = f" ({errors} error)" if findings else ""
+    assert result.stderr == (f"initlint: wrote {report}: {len(findings)} finding(s){counts} in 1 target; "
+                             f"exit {status}: {reason}\n")
+
+
+def test_configured_targets_are_named_relative_to_the_working_folder(run_cli, model_file, tmp_path, monkeypatch):
+    (tmp_path / "models").mkdir()
+    model_file(DEEP_SIGMOID_NET, "models/net.py")
+    (tmp_path / "pyproject.toml").write_text('[tool.initlint]\ntargets = ["models/net.py:build"]\n')
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("check")
+    assert result.exit_code == 1
+    *findings, summary = [line for line in result.stdout.splitlines() if not line.startswith("  ")]
+    assert summary.startswith("models/net.py:build: ")
+    assert findings and all(line.startswith("models/net.py:") for line in findings), findings
