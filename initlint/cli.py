@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -13,6 +14,10 @@ import click
 
 from initlint import __version__
 from initlint.choices import DEVICES, HUMAN_FORMATS, OUTPUT_FORMATS, SEVERITIES
+
+# numpy is optional: without it torch warns "Failed to initialize NumPy" on import, on every
+# command, about a feature initlint does not use. Only that warning is silenced.
+warnings.filterwarnings("ignore", message="Failed to initialize NumPy", category=UserWarning)
 
 if TYPE_CHECKING:
     from initlint.api import CheckOptions
@@ -32,6 +37,16 @@ def exit_summary(reports: list[Report], level: str, status: int) -> str:
     reason = (f"findings at or above {level}" if status else
               "--exit-zero" if any(r.at_or_above(level) for r in reports) else f"no finding at or above {level}")
     return f"{len(findings)} finding(s){f' ({counts})' if counts else ''} in {targets}; exit {status}: {reason}"
+
+
+def _warn_unmatched_ignores(reports: list[Report], config: Config) -> None:
+    """A per-module-ignores glob that matches no module of any checked model ignores nothing:
+    most likely a misspelt path, which would otherwise pass silently."""
+    unmatched = set.intersection(*(set(report.unmatched_ignores) for report in reports))
+    for glob in sorted(unmatched):
+        click.echo(f"initlint: warning: {config.path}: [tool.initlint] per-module-ignores {glob!r} matches no "
+                   "module of the checked model(s); write a module path as findings show it (`body.2`, `head.*`).",
+                   err=True)
 
 
 def _fail(message: str) -> None:
@@ -214,6 +229,7 @@ def check(
         job_options = _for_target(options, config, loaded, job)
         source = ModelSource(loaded.construction_sites, loaded.factory_location)
         reports.append(run_check(loaded.model, (), job_options, source))
+    _warn_unmatched_ignores(reports, config)
     rendered = to_json(reports, timings) if output_format == "json" else RENDERERS[output_format](reports)
     if output:
         write_text_atomically(output, rendered, force)

@@ -29,6 +29,8 @@ class Report:
     """Selected rules that could not run: in hooks mode, those that need the graph's structure."""
     rule_count: int = 0
     """How many rules were selected (run or skipped)."""
+    unmatched_ignores: list[str] = field(default_factory=list)
+    """``per_module_ignores`` globs that match no module of this model."""
 
     def skip_summary(self) -> str | None:
         """'9 of 12 rules skipped (hooks mode: REASON)', or None when every rule ran."""

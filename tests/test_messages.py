@@ -4,7 +4,11 @@ library's, severity and module in every human format."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +132,31 @@ def test_configured_targets_are_named_relative_to_the_working_folder(run_cli, mo
     *findings, summary = [line for line in result.stdout.splitlines() if not line.startswith("  ")]
     assert summary.startswith("models/net.py:build: ")
     assert findings and all(line.startswith("models/net.py:") for line in findings), findings
+
+
+def test_a_per_module_ignores_glob_that_matches_no_module_is_warned_about(run_cli, model_file, tmp_path, monkeypatch):
+    model_file(DEEP_SIGMOID_NET, "net.py")
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.initlint]\ntargets = ["net.py:build"]\nper-module-ignores = {"body.*" = ["IL101"], "haed" = ["IL501"]}\n')
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("check")
+    assert result.exit_code == 1  # IL501 is still reported: "haed" ignored nothing
+    assert "IL501" in result.stdout and "IL101" not in result.stdout
+    warnings = [line for line in result.stderr.splitlines() if "warning:" in line]
+    assert len(warnings) == 1 and "per-module-ignores 'haed' matches no module" in warnings[0], result.stderr
+
+
+def test_no_numpy_warning_when_numpy_is_absent(tmp_path):
+    """numpy is optional; torch without it warns "Failed to initialize NumPy" on import."""
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / "numpy.py").write_text('raise ModuleNotFoundError("No module named \'numpy\'", name="numpy")\n')
+    environment = {**os.environ, "PYTHONPATH": str(hidden)}
+    broken = str(Path(__file__).resolve().parent.parent / "examples" / "deep_sigmoid_mlp.py")
+    torch_alone = subprocess.run([sys.executable, "-c", "import torch"], env=environment,
+                                 capture_output=True, text=True)
+    assert "Failed to initialize NumPy" in torch_alone.stderr  # what would show without the filter
+    result = subprocess.run([sys.executable, "-m", "initlint", "check", f"{broken}:build"], env=environment,
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 1 and "IL101" in result.stdout
+    assert result.stderr == "", result.stderr
