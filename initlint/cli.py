@@ -257,7 +257,7 @@ def gain(activation: str, depth: int, width: int, output_format: str) -> None:
     """Renorm constants of ACTIVATION and the gain that suits a deep stack of it."""
     from initlint.gain_report import gain_json, gain_text, measure_gains
 
-    measured = measure_gains(activation, depth, width)
+    measured = measure_gains(activation, depth, width, show_progress=True)
     click.echo(gain_json(measured) if output_format == "json" else gain_text(measured), nl=False)
 
 
