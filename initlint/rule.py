@@ -39,8 +39,8 @@ class Finding:
 
     @property
     def where(self) -> str:
-        """The flagged node for people: its label, else its module path or node name, quoted."""
-        return self.label or f"`{self.module or self.node}`"
+        """The flagged node for people: its label, else its module path, quoted (never fx's node name)."""
+        return self.label or (f"`{self.module}`" if self.module else "the model's top level")
 
     def to_dict(self) -> dict[str, Any]:
         return {
