@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from machine import describe, own_peak_mib
+from machine import describe, own_peak_mib, wall
 from zoo_sweep import Architecture
 
 HERE = Path(__file__).resolve().parent
@@ -101,12 +101,6 @@ def measure(name: str, rounds: int) -> dict:
 def cli_startup(rounds: int) -> dict:
     """The CLI on a tiny model against importing torch, medians of fresh processes."""
     tiny = HERE.parent / "examples" / "healthy_mlp.py"
-
-    def wall(command: list[str]) -> float:
-        started = time.perf_counter()
-        subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-        return time.perf_counter() - started
-
     torch_s = statistics.median(wall([sys.executable, "-c", "import torch"]) for _ in range(rounds))
     cli_s = statistics.median(
         wall([sys.executable, "-m", "initlint", "check", f"{tiny}:build"]) for _ in range(rounds)

@@ -30,7 +30,7 @@ from initlint.preserve import model_preserved
 from initlint.probe import probe
 from initlint.progress import Progress, for_model
 from initlint.report import Report
-from initlint.selection import ignored_in_module, select_rules
+from initlint.selection import ignored_in_module, select_rules, unmatched_globs
 from initlint.hooks import probe_with_hooks
 from initlint.known_leaves import known_leaves
 from initlint.trace import TraceFailure, Traced, tag_nodes, trace
@@ -302,7 +302,14 @@ def run_check(
         findings=findings,
         probe_note=analysed.probe_note,
         seconds=time.perf_counter() - started,
+        unmatched_ignores=unmatched_globs(options.per_module_ignores, _module_paths(analysed)),
     )
+
+
+def _module_paths(analysed: Analysed) -> set[str]:
+    """The model's module paths, as findings name them."""
+    named = (path for path, _ in analysed.model.named_modules())
+    return {*named, *(v.module for v in analysed.graph.nodes.values() if v.module is not None)}
 
 
 def check(model: nn.Module, *example_inputs: torch.Tensor, **options: object) -> Report:

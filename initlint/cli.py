@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -14,11 +15,38 @@ import click
 from initlint import __version__
 from initlint.choices import DEVICES, HUMAN_FORMATS, OUTPUT_FORMATS, SEVERITIES
 
+# numpy is optional: without it torch warns "Failed to initialize NumPy" on import, on every
+# command, about a feature initlint does not use. Only that warning is silenced.
+warnings.filterwarnings("ignore", message="Failed to initialize NumPy", category=UserWarning)
+
 if TYPE_CHECKING:
     from initlint.api import CheckOptions
     from initlint.config import Config, TargetConfig
     from initlint.load import LoadedTarget
+    from initlint.report import Report
 
+
+
+def exit_summary(reports: list[Report], level: str, status: int) -> str:
+    """``3 finding(s) (1 error, 2 warning) in 2 targets; exit 1: findings at or above warning``."""
+    from initlint.report import severity_counts
+
+    findings = [f for report in reports for f in report.findings]
+    counts = severity_counts(findings)
+    targets = f"{len(reports)} target{'s' * (len(reports) != 1)}"
+    reason = (f"findings at or above {level}" if status else
+              "--exit-zero" if any(r.at_or_above(level) for r in reports) else f"no finding at or above {level}")
+    return f"{len(findings)} finding(s){f' ({counts})' if counts else ''} in {targets}; exit {status}: {reason}"
+
+
+def _warn_unmatched_ignores(reports: list[Report], config: Config) -> None:
+    """A per-module-ignores glob that matches no module of any checked model ignores nothing:
+    most likely a misspelt path, which would otherwise pass silently."""
+    unmatched = set.intersection(*(set(report.unmatched_ignores) for report in reports))
+    for glob in sorted(unmatched):
+        click.echo(f"initlint: warning: {config.path}: [tool.initlint] per-module-ignores {glob!r} matches no "
+                   "module of the checked model(s); write a module path as findings show it (`body.2`, `head.*`).",
+                   err=True)
 
 
 def _fail(message: str) -> None:
@@ -201,6 +229,7 @@ def check(
         job_options = _for_target(options, config, loaded, job)
         source = ModelSource(loaded.construction_sites, loaded.factory_location)
         reports.append(run_check(loaded.model, (), job_options, source))
+    _warn_unmatched_ignores(reports, config)
     rendered = to_json(reports, timings) if output_format == "json" else RENDERERS[output_format](reports)
     if output:
         write_text_atomically(output, rendered, force)
@@ -208,8 +237,12 @@ def check(
         click.echo(rendered, nl=False)
     if plot:
         write_plot(plot, reports, force)
-    failing = any(report.at_or_above(fail_level or config.fail_level or "warning") for report in reports)
-    sys.exit(1 if failing and not exit_zero else 0)
+    level = fail_level or config.fail_level or "warning"
+    failing = any(report.at_or_above(level) for report in reports)
+    status = 1 if failing and not exit_zero else 0
+    if output:  # the report went to a file: say on the terminal what it holds and why the exit
+        click.echo(f"initlint: wrote {output}: {exit_summary(reports, level, status)}", err=True)
+    sys.exit(status)
 
 
 @main.command()
@@ -224,7 +257,7 @@ def gain(activation: str, depth: int, width: int, output_format: str) -> None:
     """Renorm constants of ACTIVATION and the gain that suits a deep stack of it."""
     from initlint.gain_report import gain_json, gain_text, measure_gains
 
-    measured = measure_gains(activation, depth, width)
+    measured = measure_gains(activation, depth, width, show_progress=True)
     click.echo(gain_json(measured) if output_format == "json" else gain_text(measured), nl=False)
 
 

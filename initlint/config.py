@@ -19,6 +19,7 @@ from initlint import validate
 from initlint.errors import InitlintError
 from initlint.inputs import parse_named_input
 from initlint.load import LoadedTarget, is_file_source, resolve_name
+from initlint.locations import relative_to_cwd
 from initlint.names import checked_path
 from initlint.user_code import exits_refused
 
@@ -141,7 +142,8 @@ class _Reader:
         return dict(inputs)
 
     def relative(self, target: str) -> str:
-        """A relative file or folder target is relative to the config's folder."""
+        """A relative file or folder target is relative to the config's folder; it is named
+        relative to the working folder when inside it, as findings name files."""
         source, sep, factory = target.rpartition(":")
         if not sep:
             source = target  # a folder written by `initlint fix`
@@ -149,7 +151,7 @@ class _Reader:
             return target  # package.module:factory
         if Path(source).is_absolute():
             return target
-        resolved = str(self.path.parent / source)
+        resolved = str(relative_to_cwd(self.path.parent.absolute() / source))
         return f"{resolved}:{factory}" if sep else resolved
 
     def thresholds(self) -> dict[str, dict[str, float]]:

@@ -38,9 +38,9 @@ class Drift:
 
     def describe(self) -> str:
         return (
-            f"it first leaves the band at {self.start.name} (depth {self.start.depth}, "
-            f"{self.start_ratio:.3g}x), reaches {self.worst_ratio:.3g}x at {self.worst.name} "
-            f"(depth {self.worst.depth}) and ends at {self.end_ratio:.3g}x at {self.end.name}"
+            f"it first leaves the band at {self.start.label} (depth {self.start.depth}, "
+            f"{self.start_ratio:.3g}x), reaches {self.worst_ratio:.3g}x at {self.worst.label} "
+            f"(depth {self.worst.depth}) and ends at {self.end_ratio:.3g}x at {self.end.label}"
         )
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
 
 from initlint.errors import InitlintError
-from initlint.gain import StackCurves, pytorch_gain, recommend_gain, stack_curves
+from initlint.gain import Stack, StackCurves, pytorch_gain, recommend_gain, stack_bytes
 from initlint.memory import available_bytes
 from initlint.moments import Moments, activation_module, gaussian_moments
+from initlint.progress import Progress, TerminalProgress
 
 BAND = 4.0
 """The band of ``recommend_gain``, the same as rules IL101 / IL501 use."""
@@ -29,14 +31,13 @@ class GainReport:
     recommended: StackCurves | None
 
 
-STACK_BYTES_PER_ENTRY = 16
-"""Each layer of the measured stack holds a width x width weight, and a batch (of ``width``
-samples) of pre-activations, outputs and their gradients: four float32 tensors."""
+LARGE_STACK = 2**23
+"""depth x width^2 from which a search takes seconds (ten times the default 50 x 128^2): show progress."""
 
 
 def _require_memory(depth: int, width: int) -> None:
     """Refuse a stack that cannot fit, before allocating it (the address-space limit counts too)."""
-    needed = depth * width * width * STACK_BYTES_PER_ENTRY
+    needed = stack_bytes(depth, width)
     limits = [available_bytes(torch.device("cpu"))]
     with contextlib.suppress(ImportError, ValueError, OSError):
         import resource
@@ -51,19 +52,24 @@ def _require_memory(depth: int, width: int) -> None:
         )
 
 
-def measure_gains(activation: str, depth: int, width: int) -> GainReport:
+def measure_gains(activation: str, depth: int, width: int, show_progress: bool = False) -> GainReport:
+    """Everything ``initlint gain`` prints. With ``show_progress``, a large stack shows a bar on
+    a terminal's stderr."""
     module = activation_module(activation)
     pytorch = pytorch_gain(activation)
     _require_memory(depth, width)
+    large = depth * width * width >= LARGE_STACK
+    progress = TerminalProgress() if show_progress and large and sys.stderr.isatty() else Progress()
     try:
+        stack = Stack(module, depth, width, progress=progress)
         return GainReport(
             activation=activation,
             depth=depth,
             width=width,
             moments=gaussian_moments(module),
             pytorch=pytorch,
-            pytorch_curves=stack_curves(module, pytorch, depth, width, batch=width) if pytorch else None,
-            recommended=recommend_gain(module, depth, width, band=BAND),
+            pytorch_curves=stack.curves([pytorch])[0] if pytorch else None,
+            recommended=recommend_gain(module, depth, width, band=BAND, stack=stack),
         )
     except (MemoryError, torch.OutOfMemoryError) as error:
         raise InitlintError(f"out of memory for a stack of depth {depth} and width {width}; "

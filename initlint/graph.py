@@ -63,6 +63,13 @@ class NodeView:
         return self.target if self.kind is ops.UNKNOWN else self.kind.name
 
     @property
+    def label(self) -> str:
+        """How a person reads this node: what it computes and its module path, quoted
+        (``linear `body.2```, ``add `layer1.0```). fx's node names (``body_2``, ``_36``) are for
+        JSON only, and a bare ``2`` of an ``nn.Sequential`` would read like a count."""
+        return module_label(self.op_name, self.module, self.op == "placeholder")
+
+    @property
     def signal_std(self) -> float | None:
         """The input-dependent std, in units of what a healthy layer of this kind gives:
         an activation's output is compared with its output for N(0, 1) inputs."""
@@ -84,6 +91,13 @@ class NodeView:
         """1 for a node that computes something (a layer step), 0 for plumbing."""
         computes = self.op.startswith("call_")
         return int(computes and self.kind.family not in (ops.STRUCTURAL, ops.DROPOUT))
+
+
+def module_label(what: str, module: str | None, is_input: bool = False) -> str:
+    """``what `module```, or ``what`` alone for the model's own top level."""
+    if is_input:
+        return f"input {what}"
+    return f"{what} `{module}`" if module else what
 
 
 def _target_name(node: fx.Node) -> str:

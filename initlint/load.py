@@ -82,11 +82,13 @@ def _on_sys_path(folder: str) -> Iterator[None]:
 
 
 def _import_file(path: Path) -> ModuleType:
-    if not path.is_file():
+    if not path.exists():
         raise InitlintError(
-            f"model file {str(path)!r} does not exist; check the path before the colon in TARGET "
-            "(it is relative to the current folder)."
+            f"no such file or folder: {str(path)!r} (the model file before the colon in TARGET, relative "
+            "to the current folder); check the path."
         )
+    if not path.is_file():
+        raise InitlintError(f"{str(path)!r} is a folder, not a model file; give path/to/file.py:factory.")
     name = f"initlint_target_{next(_unique)}_{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
@@ -202,6 +204,8 @@ def load_target(target: str) -> LoadedTarget:
         loaded.target = target
         loaded.planned = _planned_inputs(Path(target))
         return loaded
+    if ":" not in target:
+        raise _not_a_target(target)
     source, name = split_target(target)
     if is_file_source(source):
         path = Path(source)
@@ -214,6 +218,18 @@ def load_target(target: str) -> LoadedTarget:
     factory = _factory_from(module, name, source)
     model, sites = _build(factory, target)
     return LoadedTarget(target, model, sites, definition_of(factory), module)
+
+
+def _not_a_target(target: str) -> InitlintError:
+    """Why a TARGET without a factory cannot be checked: it is missing, or a file that needs one."""
+    path = Path(target)
+    if path.is_file():
+        return InitlintError(f"{target!r} is a file; name the callable in it that builds the model after a colon: "
+                             f"'{target}:build'.")
+    return InitlintError(
+        f"no such file or folder: {target!r}; TARGET is path/to/file.py:factory, package.module:factory, "
+        "or a folder written by `initlint fix`."
+    )
 
 
 def resolve_name(name: str, loaded: LoadedTarget | None = None) -> object:

@@ -95,7 +95,7 @@ def _mark_findings(axes, report: Report) -> None:
             axis.axvline(view.depth, color="tab:red", lw=1, alpha=0.5)
         if view.signal_std is not None:
             axes[0].plot([view.depth], [view.signal_std], "x", color="tab:red", ms=9, mew=2)
-        label = " ".join(sorted(set(codes))) + (f" {view.module}" if view.module else "")
+        label = " ".join(sorted(set(codes))) + f" {view.label}"
         axes[0].annotate(label, (view.depth, 1.0), xycoords=("data", "axes fraction"),
                          xytext=(3, -3 - 11 * (row % 3)), textcoords="offset points", va="top",
                          fontsize=7, color="tab:red",

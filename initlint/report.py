@@ -29,6 +29,8 @@ class Report:
     """Selected rules that could not run: in hooks mode, those that need the graph's structure."""
     rule_count: int = 0
     """How many rules were selected (run or skipped)."""
+    unmatched_ignores: list[str] = field(default_factory=list)
+    """``per_module_ignores`` globs that match no module of this model."""
 
     def skip_summary(self) -> str | None:
         """'9 of 12 rules skipped (hooks mode: REASON)', or None when every rule ran."""
@@ -105,19 +107,22 @@ def to_json(reports: list[Report], timings: bool = False) -> str:
 
 
 def _where(finding: Finding) -> str:
-    if finding.location is None:
-        return "<unknown>"
-    return f"{finding.location.display_path()}:{finding.location.line}"
+    """The user's own line first, then the library line it reached: ``model.py:12 (via ...)``."""
+    return "<unknown>" if finding.location is None else finding.location.display()
+
+
+def severity_counts(findings: list[Finding]) -> str:
+    """``1 error, 2 warning``: the count of each severity present, most severe first."""
+    counts = Counter(f.severity for f in findings)
+    return ", ".join(f"{counts[s]} {s}" for s in ("error", "warning", "info") if counts[s])
 
 
 def to_text(reports: list[Report]) -> str:
     lines: list[str] = []
     for report in reports:
         for f in report.findings:
-            module = f"[{f.module}] " if f.module else ""
-            lines.append(f"{_where(f)}: {f.code} {f.name} ({f.severity}) {module}{f.message}")
-        counts = Counter(f.severity for f in report.findings)
-        summary = ", ".join(f"{counts[s]} {s}" for s in ("error", "warning", "info") if counts[s])
+            lines.append(f"{_where(f)}: {f.code} {f.name} ({f.severity}) at {f.where}: {f.message}")
+        summary = severity_counts(report.findings)
         shapes = "; ".join(
             f"{s.name} {tuple(s.shape)}" + (f" {s.to_dict()['dtype']}" if s.is_integer else "") + (f" inferred from {s.inferred_from}" if s.inferred_from else "")
             for s in report.inputs
@@ -140,8 +145,9 @@ def to_text(reports: list[Report]) -> str:
 
 
 def to_concise(reports: list[Report]) -> str:
-    """One line per finding, nothing else: ``file:line: CODE message``."""
-    return "".join(f"{_where(f)}: {f.code} {f.message}\n" for r in reports for f in r.findings)
+    """One line per finding, nothing else: ``file:line: CODE severity at what `module`: message``."""
+    return "".join(f"{_where(f)}: {f.code} {f.severity} at {f.where}: {f.message}\n"
+                   for r in reports for f in r.findings)
 
 
 _GITHUB_LEVELS = {"error": "error", "warning": "warning", "info": "notice"}
@@ -162,10 +168,16 @@ def to_github(reports: list[Report]) -> str:
             if f.location is not None:
                 file = _github_escape(str(f.location.display_path()), True)
                 properties[:0] = [f"file={file}", f"line={f.location.line}"]
-            module = f" [{f.module}]" if f.module else ""
             lines.append(f"::{_GITHUB_LEVELS[f.severity]} {','.join(properties)}::"
-                         f"{_github_escape(f.message + module)}\n")
+                         f"{_github_escape(person_message(f))}\n")
     return "".join(lines)
+
+
+def person_message(finding: Finding) -> str:
+    """A finding's message as annotations show it beside the line: what, where, and the library
+    line when the line shown is the user's own."""
+    via = f" (via {finding.location.via.display()})" if finding.location and finding.location.via else ""
+    return f"At {finding.where}{via}: {finding.message}"
 
 
 def to_sarif(reports: list[Report]) -> str:

@@ -34,6 +34,13 @@ class Finding:
     message: str
     data: dict[str, Any] = field(default_factory=dict)
     location: SourceLocation | None = None
+    label: str | None = None
+    """How a person reads the flagged node (``linear `body.2```); JSON has ``node`` and ``module``."""
+
+    @property
+    def where(self) -> str:
+        """The flagged node for people: its label, else its module path, quoted (never fx's node name)."""
+        return self.label or (f"`{self.module}`" if self.module else "the model's top level")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -96,5 +103,5 @@ class Rule:
     def finding(self, view: NodeView, severity: str, message: str, **data: Any) -> Finding:
         return Finding(
             code=self.code, name=self.name, severity=severity, node=view.name, module=view.module,
-            message=message, data=data, location=view.location,
+            message=message, data=data, location=view.location, label=view.label,
         )

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from initlint import __version__
+from initlint.report import person_message
 from initlint.rule import Finding
 from initlint.rules import ALL_RULES
 
@@ -51,7 +52,7 @@ def _location(finding: Finding) -> dict[str, Any]:
     module = finding.module or finding.node
     location: dict[str, Any] = {
         "logicalLocations": [{
-            "name": module.rpartition(".")[2],
+            "name": module,  # the whole path: a bare "2" of an nn.Sequential reads like a count
             "fullyQualifiedName": module,
             "kind": "module" if finding.module else "function",
         }],
@@ -69,7 +70,7 @@ def _result(finding: Finding, target: str, rule_index: dict[str, int]) -> dict[s
         "ruleId": finding.code,
         "ruleIndex": rule_index[finding.code],
         "level": _LEVELS[finding.severity],
-        "message": {"text": finding.message},
+        "message": {"text": person_message(finding)},
         "locations": [_location(finding)],
         "properties": {"target": target, "node": finding.node, "data": finding.data},
     }

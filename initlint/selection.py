@@ -72,3 +72,9 @@ def ignored_in_module(finding: Finding, per_module_ignores: Mapping[str, Iterabl
         fnmatch.fnmatchcase(module, glob) and any(finding.code in {r.code for r in _matching(c)} for c in codes)
         for glob, codes in per_module_ignores.items()
     )
+
+
+def unmatched_globs(per_module_ignores: Mapping[str, Iterable[str]], module_paths: Iterable[str]) -> list[str]:
+    """The ``per-module-ignores`` globs that match none of ``module_paths``: likely misspelt."""
+    paths = set(module_paths)
+    return [glob for glob in per_module_ignores if not any(fnmatch.fnmatchcase(p, glob) for p in paths)]

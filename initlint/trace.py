@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from initlint.errors import InitlintError
 from initlint.inplace import functionalize_inplace
-from initlint.locations import SourceLocation, innermost_user_frame
+from initlint.locations import SourceLocation, innermost_user_frame, with_own_line
 from initlint.progress import Progress
 from initlint.module_calls import collapse_in_place
 from initlint.renorm_layer import RenormLayer
@@ -118,11 +118,8 @@ def tag_nodes(
     for node in graph_module.graph.nodes:
         module = owning_module(node)
         node.meta[MODULE] = module
-        node.meta[LOCATION] = (
-            node.meta.get(CALL_SITE)
-            or _nearest_site(module, module_sites)
-            or fallback
-        )
+        built_at = _nearest_site(module, module_sites)
+        node.meta[LOCATION] = with_own_line(node.meta.get(CALL_SITE) or built_at or fallback, built_at, fallback)
 
 
 def outermost_leaves(model: nn.Module, leaf_modules: Sequence[type[nn.Module]]) -> list[tuple[str, nn.Module]]:

@@ -172,7 +172,7 @@ class EmbeddingScale(Rule):
             factor = max(std, 1 / std) if std > 0 else math.inf
             if factor <= self.limits["band"] or graph.normalized_before_nonlinearity(scaled.name):
                 continue
-            onward = f" at {scaled.name}, where it is scaled or summed (its own: {view.stats.std:.3g})"
+            onward = f" at {scaled.label}, where it is scaled or summed (its own: {view.stats.std:.3g})"
             yield self.finding(
                 view, "error" if factor > self.limits["error_band"] else "warning",
                 f"this embedding's output std is {std:.3g}{onward if scaled is not view else ''}, "

@@ -82,7 +82,7 @@ class _Layer:
 
     def describe(self) -> str:
         widths = f"{self.source.stats.shape[self.features]} -> {self.view.stats.shape[self.features]}"
-        return f"{self.view.name} ({widths}, {self.ratio:.3g}x)"
+        return f"{self.view.label} ({widths}, {self.ratio:.3g}x)"
 
 
 def _layers(graph: SignalGraph) -> list[_Layer]:

@@ -204,7 +204,7 @@ class InitGainMismatch(Rule):
             gain = statistics.median(b.gain for b in settled)
             needed = statistics.median(b.needed_gain for b in settled)
             reference = _calculate_gain(activation)
-            named = ", ".join(f"{b.layer.name} ({b.factor:.2g}x)" for b in off[:_LISTED])
+            named = ", ".join(f"{b.layer.label} ({b.factor:.2g}x)" for b in off[:_LISTED])
             more = f" and {len(off) - _LISTED} more" if len(off) > _LISTED else ""
             versus = f" (torch.nn.init.calculate_gain({activation!r}) = {reference:.3g})" if reference else ""
             yield self.finding(

@@ -110,9 +110,9 @@ class MeanDrift(Rule):
         yield self.finding(
             start, "error" if worst_ratio > self.limits["error_band"] else "warning",
             f"a mean shift persists along the main path: |mean| / input-dependent std first passes "
-            f"{band:g} at {start.name} (depth {start.depth}, {start_ratio:.3g}), reaches "
-            f"{worst_ratio:.3g} at {worst.name} (depth {worst.depth}) and is {end_ratio:.3g} at the "
-            f"end of the body, {end.name} (depth {end.depth}: mean {end.stats.mean:.3g}, std "
+            f"{band:g} at {start.label} (depth {start.depth}, {start_ratio:.3g}), reaches "
+            f"{worst_ratio:.3g} at {worst.label} (depth {worst.depth}) and is {end_ratio:.3g} at the "
+            f"end of the body, {end.label} (depth {end.depth}: mean {end.stats.mean:.3g}, std "
             f"{end.stats.sample_std:.3g}). Something adds a mean that nothing removes, e.g. residual "
             "branches that end in an activation: end them with a linear layer, centre the "
             "activation, or normalize",

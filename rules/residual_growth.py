@@ -164,8 +164,8 @@ class ResidualGrowth(Rule):
         yield self.finding(
             crossing, "warning",
             f"the residual stream's signal std grows {growth:.3g}x over {adds} residual adds "
-            f"({first.signal_std:.3g} at {first.name} -> {last.signal_std:.3g} at {last.name}, "
-            f"{per_add:.3g}x per add; band {band:g}x, passed at {crossing.name}): each x + f(x) "
+            f"({first.signal_std:.3g} at {first.label} -> {last.signal_std:.3g} at {last.label}, "
+            f"{per_add:.3g}x per add; band {band:g}x, passed at {crossing.label}): each x + f(x) "
             "adds its branch's variance to the stream. Start each block as the identity "
             "(zero-init the branch's last layer or its BatchNorm weight, SkipInit), or scale each "
             f"branch by 1/sqrt({adds}) or by a learnable scalar initialised small (LayerScale)",

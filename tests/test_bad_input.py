@@ -32,7 +32,10 @@ not_callable = 3
 
 # (arguments, what the message must say, how to mend it)
 CASES = [
-    (["check", "missing.py:build"], "'missing.py' does not exist", "check the path"),
+    (["check", "missing.py:build"], "no such file or folder: 'missing.py'", "check the path"),
+    (["check", "no_such_dir"], "no such file or folder: 'no_such_dir'", "path/to/file.py:factory"),
+    (["check", "no_such_dir/"], "no such file or folder: 'no_such_dir/'", "path/to/file.py:factory"),
+    (["check", "./existing_folder:build"], "is a folder, not a model file", "path/to/file.py:factory"),
     (["check", "syntax.py:build"], "syntax error", "fix the file"),
     (["check", "empty.py:build"], "has no attribute 'build'", "write a function that returns the model"),
     (["check", "models.py:nothere"], "has no attribute 'nothere'", "Callables defined there: interrupted"),
@@ -42,7 +45,8 @@ CASES = [
     (["check", "models.py:needs_arguments"], "cannot be called without arguments", "give every parameter a default"),
     (["check", "no_such_package_xyz.models:build"], "cannot import module", "install the package"),
     (["check", "imports_unknown.py:build"], "No module named 'no_such_package_xyz'", "import cleanly"),
-    (["check", "models.py"], "is not of the form", "after a colon"),
+    (["check", "models.py"], "'models.py' is a file", "after a colon: 'models.py:build'"),
+    (["check", "models.py:"], "is not of the form", "after a colon"),
     (["check", "models.py:ok", "--input-shape", "8,5"], "shape (8, 5) failed", "--input-shape"),
     (["check", "models.py:ok", "--input-shape", "100000000000,4"], "would need more than", "smaller batch"),
     (["check", "models.py:ok", "--input-shape", "8,x"], "not a comma-separated list", "--input-shape 8,3,224,224"),

@@ -110,3 +110,12 @@ def test_real_models_quick():
         assert row["ratio"] == pytest.approx(row["check_seconds"] / row["training_step_seconds"], rel=0.02)
     assert rows["unet2d"]["inputs"]["timestep"] == [8]  # named with --input, as the README says
     assert "| tiny_gpt2 | export |" in result.stderr
+
+
+def test_bench_gain_quick_times_the_search():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_gain.py"), "--quick"],
+        capture_output=True, text=True, check=True, timeout=600,
+    )
+    (tanh,) = json.loads(result.stdout)["search"]
+    assert tanh["activation"] == "tanh" and tanh["gain"] == 1.11 and tanh["search_s"] > 0
