@@ -207,7 +207,8 @@ def measure(family: str) -> dict:
         "capture": report["trace"]["mode"],
         "nodes": report["trace"]["nodes"],
         "inputs": {i["name"]: i["shape"] for i in report["inputs"]},
-        "findings": sorted(f"{f['code']} {f['module'] or ''}".strip() for f in report["findings"]),
+        "findings": sorted(f"{f['code']} {f['module'] or ''}".strip() + (" (info)" if f["severity"] == "info" else "")
+                           for f in report["findings"]),
         "check_seconds": report["seconds"],
         "training_step_seconds": step,
         "ratio": round(report["seconds"] / step, 2),

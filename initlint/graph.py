@@ -11,6 +11,7 @@ registry, and *output* marks what the network returns.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -85,6 +86,19 @@ class NodeView:
         if self.stats is None or self.stats.grad_std is None:
             return None
         return self.stats.grad_std * (self.gaussian_std or 1.0)
+
+    @property
+    def signal_grad_norm(self) -> float | None:
+        """The gradient's norm per sample, in the units of ``signal_std``: ``signal_grad_std``
+        times the square root of the elements per sample. A change of resolution conserves it
+        where the per-element std jumps: a 2x2 max pool routes each gradient to 1 of its 4
+        inputs (per-element std halves, the norm stays), and a conv with fan-in init keeps it
+        whatever its stride or widths. The weights' gradients sum over positions, so they
+        follow the norm, not the per-element std."""
+        grad = self.signal_grad_std
+        if grad is None:
+            return None
+        return grad * math.sqrt(math.prod(self.stats.shape[1:]))
 
     @property
     def weight(self) -> int:
@@ -227,6 +241,24 @@ class SignalGraph:
             frontier.extend(user.users)
         return True
 
+    def trains_unnormalized_weights(self, name: str) -> bool:
+        """Whether the gradient at ``name`` reaches a weighted layer (Linear, conv, embedding)
+        with no normalization layer between them. A layer whose output a norm reads is
+        scale-invariant: the loss ignores its weights' scale, so their gradient is orthogonal to
+        them and SGD's effective step, lr * |grad| / |W|^2, corrects itself (a large gradient
+        grows |W|; Arora, Li and Lyu, 2019). The drift of a gradient that only such layers see
+        (BatchNorm ResNets at init) is no fault."""
+        frontier, seen = [name], set()
+        while frontier:
+            source = self.nodes[frontier.pop()]
+            if source.name in seen or source.name not in self.input_dependent or NORM in source.roles:
+                continue
+            seen.add(source.name)
+            if "weighted" in source.roles:
+                return True
+            frontier.extend(source.inputs)
+        return False
+
     def with_role(self, role: str) -> list[NodeView]:
         return [v for v in self.nodes.values() if role in v.roles]
 
@@ -261,7 +293,7 @@ class SignalGraph:
         for view in self.nodes.values():
             if view.kind.family in _FAMILY_ROLES:
                 view.roles.add(_FAMILY_ROLES[view.kind.family])
-            if view.op == "placeholder":
+            if view.op == "placeholder" or self._reshapes_an_input(view):
                 view.roles.add(INPUT)
             if view.op == "output":
                 for source in self.through_plumbing(view.name, "inputs"):
@@ -277,6 +309,14 @@ class SignalGraph:
                 n in self.input_dependent and self.nodes[n].stats is not None for n in view.inputs
             ) >= 2:
                 view.roles.add(RESIDUAL_ADD)
+
+    def _reshapes_an_input(self, view: NodeView) -> bool:
+        """A structural node whose signal comes from inputs alone: wav2vec2's
+        ``input_values[:, None]`` is still the input (roles are assigned in execution order)."""
+        sources = [n for n in view.inputs if n in self.input_dependent]
+        return view.kind.family == ops.STRUCTURAL and bool(sources) and all(
+            INPUT in self.nodes[n].roles for n in sources
+        )
 
     def _without_gate_edges(self) -> nx.DiGraph:
         """The input-dependent graph in which gates lead nowhere: a gate's branch modulates

@@ -61,7 +61,8 @@ def _out_of_band(std: float) -> float:
 
 
 def _findings(graph: SignalGraph, rules: list[Rule]) -> set[tuple[str, str | None]]:
-    return {(f.code, f.module) for rule in rules for f in rule.check(graph)}
+    """The faults: an info finding (a global pool into the head) reports the design."""
+    return {(f.code, f.module) for rule in rules for f in rule.check(graph) if f.severity != "info"}
 
 
 def judge_against(original: SignalGraph, rules: list[Rule]) -> Callable[[SignalGraph], Worse]:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from initlint.report import Report
 
 _INSTALL = "--plot needs matplotlib: pip install 'initlint[plot]' (or pip install matplotlib)."
-_PANELS = ("forward std (log)", "forward mean", "gradient std (log)", "fraction")
+_PANELS = ("forward std (log)", "forward mean", "gradient (log)", "fraction")
 _SIGNAL_STD = "signal std (what IL101 reads)"
 
 
@@ -59,8 +59,8 @@ def _draw_column(axes, report: Report) -> None:
     _plot_series(std_axis, points, lambda v: v.signal_std, "-o", ms=3, lw=2, label=_SIGNAL_STD)
     _plot_series(std_axis, points, lambda v: v.stats.std, "-", color="grey", lw=0.8, label="std")
     _plot_series(mean_axis, points, lambda v: v.stats.mean, "-o", ms=3, color="tab:green", label="mean")
-    _plot_series(grad_axis, points, lambda v: v.signal_grad_std, "-o", ms=3, lw=2, color="tab:purple",
-                 label="gradient std in signal units (IL501)")
+    _plot_series(grad_axis, points, lambda v: v.signal_grad_norm, "-o", ms=3, lw=2, color="tab:purple",
+                 label="gradient norm per sample in signal units (IL501)")
     _plot_series(grad_axis, points, lambda v: v.stats.grad_std, "-", color="grey", lw=0.8, label="gradient std")
     _plot_series(fraction_axis, points, _across_sample_share, "-", color="tab:blue",
                  label="across-sample share of the variance")

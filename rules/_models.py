@@ -52,3 +52,35 @@ class ResidualMLPBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branch = self.outer(torch.relu(self.inner(x)))
         return x + self.scale * (torch.relu(branch) if self.relu_last else branch)
+
+
+def kaiming_conv_stack(downsample: str, widths: tuple[int, ...] = (16, 16, 32, 32, 64, 64)) -> nn.Sequential:
+    """Conv3x3 -> ReLU layers with Kaiming (fan-in, ReLU gain) weights and zero biases, halving
+    the resolution between every two layers, then a global average pool into a 10-way head.
+    ``downsample`` is ``"max_pool"`` (a 2x2 max pool) or ``"stride"`` (the next conv has
+    stride 2): the textbook plain CNNs, whose per-element gradient halves at every halving."""
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    channels = 3
+    for index, width in enumerate(widths):
+        stride = 2 if downsample == "stride" and index > 0 else 1
+        conv = nn.Conv2d(channels, width, 3, stride=stride, padding=1)
+        nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+        nn.init.zeros_(conv.bias)
+        layers += [conv, nn.ReLU()]
+        if downsample == "max_pool" and index < len(widths) - 1:
+            layers.append(nn.MaxPool2d(2))
+        channels = width
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 10))
+
+
+def max_pool_cnn() -> nn.Sequential:
+    """Six Kaiming Conv3x3 -> ReLU layers with a 2x2 max pool between each two (64x64 -> 2x2):
+    each pool sends a gradient to 1 of its 4 inputs, so the per-element gradient halves five
+    times while the per-sample norm (and the weights' gradients) stay flat."""
+    return kaiming_conv_stack("max_pool")
+
+
+def strided_cnn() -> nn.Sequential:
+    """The same six layers halving the resolution with stride-2 convs instead of pools."""
+    return kaiming_conv_stack("stride")

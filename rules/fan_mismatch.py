@@ -17,15 +17,16 @@ _NAMED = 3
 """Largest contributors named in a message; the finding's data lists every layer."""
 
 
-def _relu_mlp(widths: list[int], mode: str) -> nn.Module:
-    """Linear -> ReLU through ``widths``, Kaiming init with ``mode``, zero biases, a 10-way head."""
+def _relu_mlp(widths: list[int], mode: str, batchnorm: bool = False) -> nn.Module:
+    """Linear -> ReLU through ``widths`` (Linear -> BatchNorm1d -> ReLU with ``batchnorm``),
+    Kaiming init with ``mode``, zero biases, a 10-way head."""
     torch.manual_seed(0)
     layers: list[nn.Module] = []
     for fan_in, fan_out in itertools.pairwise(widths):
         linear = nn.Linear(fan_in, fan_out)
         nn.init.kaiming_normal_(linear.weight, mode=mode, nonlinearity="relu")
         nn.init.zeros_(linear.bias)
-        layers += [linear, nn.ReLU()]
+        layers += [linear, *([nn.BatchNorm1d(fan_out)] if batchnorm else []), nn.ReLU()]
     return nn.Sequential(*layers, nn.Linear(widths[-1], 10))
 
 
@@ -40,6 +41,13 @@ def widening_mlp_fan_in() -> nn.Module:
 def widening_mlp_fan_out() -> nn.Module:
     """The same MLP with Kaiming fan-out init: the disagreement does not depend on the mode."""
     return _relu_mlp(_WIDENING, "fan_out")
+
+
+def widening_mlp_batchnorm() -> nn.Module:
+    """The widening MLP with a BatchNorm after every Linear: each Linear is scale-invariant, so
+    the drift of its gradient corrects itself in training (MobileNet's and EfficientNet's
+    expansions, all followed by BatchNorm, are the same)."""
+    return _relu_mlp(_WIDENING, "fan_in", batchnorm=True)
 
 
 def square_mlp() -> nn.Module:
@@ -88,10 +96,11 @@ class _Layer:
 def _layers(graph: SignalGraph) -> list[_Layer]:
     """Weighted layers of the body whose forward and backward factors are their own: the input
     feeds nothing else (else its gradient sums its users'), is not a network input (whose
-    gradient trains nothing), and carries a measurable signal."""
+    gradient trains nothing), and carries a measurable signal; and whose weights' scale
+    matters (no normalization layer follows it)."""
     layers = []
     for view in graph.body():
-        if "weighted" not in view.roles:
+        if "weighted" not in view.roles or graph.normalized_before_nonlinearity(view.name):
             continue
         source = graph.view(view.inputs[0])
         out, inp = view.stats, source.stats
@@ -129,7 +138,11 @@ class FanMismatch(Rule):
     largest value over its smallest, starting from 1), and names the layers that contribute
     most. A layer whose input also feeds another layer (a residual branch) is skipped, as its
     input's gradient is the sum over its users; so is the input layer, whose backward factor
-    reaches only the data.
+    reaches only the data (also when the input is reshaped first, as wav2vec2's raw audio is
+    given a channel dim), and so is a layer that a normalization layer follows: its weights
+    are scale-invariant, their gradient is orthogonal to them, and SGD's effective step on
+    them, lr * |grad| / |W|^2, corrects itself (Arora, Li and Lyu, 2019), so MobileNet's and
+    EfficientNet's BatchNorm-ed expansions are no fault.
 
     Why is this bad?
     No gain holds both directions: with fan-in init the forward std holds and the gradient
@@ -164,7 +177,7 @@ class FanMismatch(Rule):
     thresholds = {"band": 4.8}
     needs_structure = True
     flagged = [Example(widening_mlp_fan_in), Example(widening_mlp_fan_out)]
-    clean = [Example(square_mlp), Example(bottleneck_mlp)]
+    clean = [Example(square_mlp), Example(bottleneck_mlp), Example(widening_mlp_batchnorm)]
 
     def check(self, graph: SignalGraph) -> Iterator[Finding]:
         layers = _layers(graph)

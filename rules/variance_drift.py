@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch.nn as nn
-from initlint.rules._models import mlp
+from initlint.rules._models import max_pool_cnn, mlp, strided_cnn
 
 from initlint.drift import drift_along
 from initlint.graph import SignalGraph
@@ -42,6 +42,14 @@ class VarianceDrift(Rule):
     0.02 stream to 1, which is no drift) and values that only a normalization layer reads (a
     ConvNeXt stem initialised with std 0.02 feeds a LayerNorm).
 
+    The std is per element, which compares like with like across changes of resolution in the
+    forward direction: a conv with fan-in init holds the per-element variance whatever its
+    stride, and a max pool keeps it (it picks one of k values), while a norm per sample would
+    fall 4x at every 2x2 halving. (The gradient, which a max pool routes to 1 of k inputs, is
+    compared per sample: see IL501.) What a Kaiming max-pool CNN still loses, about 0.8x per
+    pool, is real: the max raises the mean, a per-channel offset, at the expense of the
+    input-dependent part, and zero padding cuts a 3x3 conv's fan-in on maps of 2x2 or less.
+
     Why is this bad?
     A signal that shrinks layer after layer reaches the output as noise-free constants: every
     input gives the same answer and the gradients that depend on it vanish. A growing signal
@@ -67,7 +75,9 @@ class VarianceDrift(Rule):
     thresholds = {"band": 4.0, "error_band": 100.0}
     needs_structure = True
     flagged = [Example(default_relu_mlp)]
-    clean = [Example(kaiming_relu_mlp)]
+    clean = [
+        Example(kaiming_relu_mlp), Example(max_pool_cnn, ((4, 3, 64, 64),)), Example(strided_cnn, ((4, 3, 64, 64),)),
+    ]
 
     def check(self, graph: SignalGraph) -> Iterator[Finding]:
         body = graph.scaled_body()

@@ -119,3 +119,20 @@ def test_bench_gain_quick_times_the_search():
     )
     (tanh,) = json.loads(result.stdout)["search"]
     assert tanh["activation"] == "tanh" and tanh["gain"] == 1.11 and tanh["search_s"] > 0
+
+
+def test_false_alarms_quick():
+    """Healthy textbook models (a CIFAR ResNet, a max-pool CNN, a Transformer encoder, the
+    bundled healthy example): no finding at warning level or above, one JSON line each."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "false_alarms.py"), "--quick"],
+        capture_output=True, text=True, check=True, timeout=600,
+    )
+    rows = {row["model"]: row for row in map(json.loads, result.stdout.splitlines())}
+    assert {"resnet20", "max_pool_cnn", "encoder_2x64", "healthy_mlp"} <= set(rows), rows
+    for row in rows.values():
+        assert row["false_alarms"] == 0, row
+        assert row["false_alarms"] == sum(f["severity"] in ("warning", "error") for f in row["findings"]), row
+    # ResNet-20's global pool into its head: reported, as info, not hidden
+    assert {"code": "IL301", "severity": "info", "module": "12"} in rows["resnet20"]["findings"]
+    assert "0 finding(s) at warning level or above" in result.stderr

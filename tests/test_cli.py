@@ -64,9 +64,16 @@ def test_selection_and_fail_level(run_cli, args, code):
 
 
 def test_fail_level_error_ignores_warnings(run_cli):
-    untouched = f"{EXAMPLES / 'se_resnet_lsuv.py'}:build_untouched"  # one finding: an IL301 warning
-    assert run_cli("check", untouched).exit_code == 1
-    assert run_cli("check", untouched, "--fail-level", "error").exit_code == 0
+    body_pool = "initlint.rules.pooling_shrinkage:eight_by_eight_pool_in_body"  # warnings only
+    assert run_cli("check", body_pool).exit_code == 1
+    assert run_cli("check", body_pool, "--fail-level", "error").exit_code == 0
+
+
+def test_info_findings_pass_the_default_fail_level(run_cli):
+    """A global pool into the head is reported as info: it never fails a check by default."""
+    untouched = f"{EXAMPLES / 'se_resnet_lsuv.py'}:build_untouched"
+    assert run_cli("check", untouched).exit_code == 0
+    assert run_cli("check", untouched, "--fail-level", "info").exit_code == 1
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ def test_panels_show_the_main_path_statistics_and_mark_each_flagged_node(broken_
         assert list(signal_line.get_xdata()) == [v.depth for v in path]
         assert list(signal_line.get_ydata()) == [v.signal_std for v in path]
         assert list(std_line.get_ydata()) == [v.stats.std for v in path]
-        assert list(grad_axis.get_lines()[0].get_ydata()) == [v.signal_grad_std for v in path]
+        assert list(grad_axis.get_lines()[0].get_ydata()) == [v.signal_grad_norm for v in path]
         shares = fraction_axis.get_lines()[0].get_ydata()
         assert shares[0] > 0.9 and shares[-1] < 0.01  # the dead sigmoid stack keeps only offsets
         assert list(mean_axis.get_lines()[0].get_ydata()) == [v.stats.mean for v in path]
