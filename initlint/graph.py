@@ -259,6 +259,15 @@ class SignalGraph:
             frontier.extend(source.inputs)
         return False
 
+    def summarizes(self, pool: NodeView) -> bool:
+        """A pool whose output summarizes the sample: it leaves no positions (a global pool into the
+        head, or a pooling branch such as ASPP's image pool, broadcast back afterwards), or its
+        positions go straight into Linear layers (VGG's adaptive pool before its classifier)."""
+        if GLOBAL_POOL in pool.roles:
+            return True
+        readers = self.through_plumbing(pool.name, "users")
+        return bool(readers) and all(reader.kind.name == "linear" for reader in readers)
+
     def with_role(self, role: str) -> list[NodeView]:
         return [v for v in self.nodes.values() if role in v.roles]
 

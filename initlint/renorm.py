@@ -7,7 +7,8 @@ Targets come from roles (see DESIGN.md's pitfalls):
   dominate (``CENTER_ABOVE``), with the exact constants of ``moments`` (quadrature) for an
   elementwise module, else measured on the probe;
 - a gate (sigmoid into a multiply) -> mean 1, by scale alone, so it stays a non-negative gate;
-- a pool -> its measured across-sample shrinkage undone, mean 0;
+- a pool in the body -> its measured across-sample shrinkage undone, mean 0 (a pool that
+  summarizes the sample for the head is the design: left alone);
 - a weighted layer (Linear, ConvNd, Embedding) -> output std 1, by rescaling its weights and
   bias (a data-free LSUV: the probe batch replaces data); the last layer of a residual branch
   gets a share of the stream instead (``RESIDUAL_GROWTH``), so the stream grows as planned and
@@ -123,7 +124,8 @@ def site_of(view: NodeView, graph: SignalGraph, target: str | None) -> str | Non
         return "weighted"
     if view.kind.family == ops.ACTIVATION:
         return "activation"
-    if view.kind.family == ops.POOL and SQUEEZE not in view.roles and view.stats.sample_std:
+    if view.kind.family == ops.POOL and SQUEEZE not in view.roles and view.stats.sample_std \
+            and not graph.summarizes(view):
         return "pool"
     return None
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn as nn
 
-from initlint.graph import GLOBAL_POOL, SQUEEZE, NodeView, SignalGraph
+from initlint.graph import SQUEEZE, SignalGraph
 from initlint.rule import Example, Finding, Rule
 
 
@@ -36,16 +36,6 @@ def global_pool_head() -> nn.Module:
 def two_by_two_pool() -> nn.Module:
     """The same convs with a 2x2 average pool: the std halves, which is no collapse."""
     return _conv_net(nn.AvgPool2d(2), 16 * 8 * 8)
-
-
-def summarizes(graph: SignalGraph, pool: NodeView) -> bool:
-    """A pool whose output summarizes the sample: it leaves no positions (a global pool into the
-    head, or a pooling branch such as ASPP's image pool, broadcast back afterwards), or its
-    positions go straight into Linear layers (VGG's adaptive pool before its classifier)."""
-    if GLOBAL_POOL in pool.roles:
-        return True
-    readers = graph.through_plumbing(pool.name, "users")
-    return bool(readers) and all(reader.kind.name == "linear" for reader in readers)
 
 
 class PoolingShrinkage(Rule):
@@ -103,7 +93,7 @@ class PoolingShrinkage(Rule):
             if not before or after is None or after / before >= self.limits["min_std_ratio"]:
                 continue
             positions = math.prod(source.stats.shape[1:]) / math.prod(pool.stats.shape[1:])
-            summary = summarizes(graph, pool)
+            summary = graph.summarizes(pool)
             yield self.finding(
                 pool, "info" if summary else "warning",
                 f"the {pool.kind.name} shrinks the input-dependent std {before / after:.3g}x "
