@@ -20,18 +20,21 @@ from initlint import ops
 from initlint.errors import InitlintError
 from initlint.locations import SourceLocation
 from initlint.moments import ACTIVATIONS, gaussian_moments
-from initlint.probe import CARRIES_TENSOR, STATS
-from initlint.stats import NodeStats
+from initlint.probe import CARRIES_TENSOR, SOFTMAX, STATS
+from initlint.stats import NodeStats, SoftmaxStats
 from initlint.trace import LOCATION, MODULE
 
 INPUT, OUTPUT, GATE, RESIDUAL_ADD = "input", "output", "gate", "residual_add"
-SQUEEZE, GLOBAL_POOL, NORM = "squeeze", "global_pool", "norm"
+SQUEEZE, GLOBAL_POOL, NORM, ATTENTION = "squeeze", "global_pool", "norm", "attention"
 _LINEAR_IN_SCALE = (ops.STRUCTURAL, ops.DROPOUT, ops.WEIGHTED, ops.ADD, ops.MUL, ops.POOL)
 """Families whose output scales with the input's scale (average pools only: max pools too,
 but the registry has none)."""
 _FAMILY_ROLES = {
     ops.POOL: "pool", ops.NORM: NORM, ops.ACTIVATION: "activation", ops.WEIGHTED: "weighted",
+    ops.ATTENTION: ATTENTION,
 }
+NONLINEAR = frozenset({"activation", ATTENTION})
+"""Roles of nonlinear steps: an activation, a softmax, an attention (its softmax is inside)."""
 
 
 @dataclass
@@ -49,6 +52,8 @@ class NodeView:
     roles: set[str] = field(default_factory=set)
     gaussian_std: float | None = None
     """For an elementwise activation: the std of its output for N(0, 1) inputs (relu: 0.58)."""
+    softmax: SoftmaxStats | None = None
+    """For a softmax or an attention (or a module call holding one): how far its rows are from uniform."""
 
     @property
     def op_name(self) -> str:
@@ -132,6 +137,7 @@ class SignalGraph:
                 inputs=[n.name for n in node.all_input_nodes],
                 users=[n.name for n in node.users],
                 gaussian_std=_gaussian_std(node, graph_module),
+                softmax=node.meta.get(SOFTMAX),
             )
             self.dag.add_node(node.name)
             self.dag.add_edges_from((n.name, node.name) for n in node.all_input_nodes)
@@ -173,7 +179,7 @@ class SignalGraph:
         weighted = [i for i, view in enumerate(path) if "weighted" in view.roles]
         end = weighted[-1] if len(weighted) > 1 else len(path)
         norms = [i for i, view in enumerate(path[:end]) if NORM in view.roles]
-        if norms and not any("activation" in view.roles for view in path[norms[-1]:end]):
+        if norms and not any(view.roles & NONLINEAR for view in path[norms[-1]:end]):
             end = norms[-1]
         return path[:end]
 
@@ -184,10 +190,11 @@ class SignalGraph:
         return [v for v in self.body() if NORM not in v.roles and not self.normalized_before_nonlinearity(v.name)]
 
     def normalized_before_nonlinearity(self, name: str) -> bool:
-        """Whether every path from ``name`` meets a normalization layer before an activation or
-        the output, through steps that are linear in it (layers, adds, multiplies, average
-        pools, reshapes, dropout): its scale then cancels in the norm, as a pre-LayerNorm
-        residual stream's does. Values that are not floating-point (sizes) read no scale."""
+        """Whether every path from ``name`` meets a normalization layer before an activation, a
+        softmax or attention, or the output, through steps that are linear in it (layers, adds,
+        multiplies, average pools, reshapes, dropout): its scale then cancels in the norm, as a
+        pre-LayerNorm residual stream's does. Attention is not linear: its scale sharpens the
+        softmax inside, which no norm after it undoes. Values that are not floating-point (sizes) read no scale."""
         frontier, seen = list(self.nodes[name].users), set()
         if not frontier:
             return False
