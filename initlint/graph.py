@@ -142,7 +142,9 @@ class SignalGraph:
             self.dag.add_node(node.name)
             self.dag.add_edges_from((n.name, node.name) for n in node.all_input_nodes)
         self.inputs = [v.name for v in self.nodes.values() if v.op == "placeholder"]
-        carries = self._tensor_edges(graph_module)
+        self.tensorless = {n.name for n in graph_module.graph.nodes if not n.meta.get(CARRIES_TENSOR, True)}
+        """Nodes whose value holds no tensor (sizes, dtypes): they carry no signal."""
+        carries = self._tensor_edges()
         self.input_dependent = set(self.inputs).union(*(nx.descendants(carries, n) for n in self.inputs))
         self._assign_depths()
         self._assign_roles()
@@ -150,13 +152,12 @@ class SignalGraph:
         self._mark_squeezes()
         self.main_path = self._main_path()
 
-    def _tensor_edges(self, graph_module: fx.GraphModule) -> nx.DiGraph:
+    def _tensor_edges(self) -> nx.DiGraph:
         """The dataflow along which the input's signal travels: only out of nodes whose value
         holds a tensor. ``x.shape[1]`` depends on the input, but a slice of a parameter by that
         size carries no signal."""
-        silent = [n.name for n in graph_module.graph.nodes if not n.meta.get(CARRIES_TENSOR, True)]
         carries = self.dag.copy()
-        carries.remove_edges_from([edge for name in silent for edge in self.dag.out_edges(name)])
+        carries.remove_edges_from([edge for name in self.tensorless for edge in self.dag.out_edges(name)])
         return carries
 
     def view(self, name: str) -> NodeView:
@@ -194,7 +195,9 @@ class SignalGraph:
         softmax or attention, or the output, through steps that are linear in it (layers, adds,
         multiplies, average pools, reshapes, dropout): its scale then cancels in the norm, as a
         pre-LayerNorm residual stream's does. Attention is not linear: its scale sharpens the
-        softmax inside, which no norm after it undoes. Values that are not floating-point (sizes) read no scale."""
+        softmax inside, which no norm after it undoes. Values that hold no tensor (sizes) read no
+        scale; a function that returns several tensors (``chunk``, ``split``) is plumbing, a
+        module that does (``nn.MultiheadAttention``, ``nn.LSTM``) is not linear."""
         frontier, seen = list(self.nodes[name].users), set()
         if not frontier:
             return False
@@ -203,9 +206,10 @@ class SignalGraph:
             if user.name in seen or NORM in user.roles:
                 continue
             seen.add(user.name)
-            if user.stats is None and user.op != "output":
+            if user.name in self.tensorless:
                 continue
-            if user.op == "output" or user.kind.family not in _LINEAR_IN_SCALE:
+            several = user.stats is None and user.op in ("call_function", "call_method")
+            if user.op == "output" or not (several or user.kind.family in _LINEAR_IN_SCALE):
                 return False
             frontier.extend(user.users)
         return True

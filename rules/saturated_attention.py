@@ -2,107 +2,64 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from initlint.graph import SignalGraph
 from initlint.rule import Example, Finding, Rule
+from initlint.rules._models import ATTENTION_HEADS, ATTENTION_WIDTH, SelfAttention, TokenEncoder
 from initlint.stats import PEAKED_PROBABILITY
-
-_VOCAB, _WIDTH, _HEADS = 1000, 128, 8
-
-
-class _SelfAttention(nn.Module):
-    """One head-split self-attention, through ``F.scaled_dot_product_attention`` or written out
-    as ``softmax(q @ k^T / sqrt(d))`` (``explicit``)."""
-
-    def __init__(self, explicit: bool) -> None:
-        super().__init__()
-        self.qkv, self.out = nn.Linear(_WIDTH, 3 * _WIDTH), nn.Linear(_WIDTH, _WIDTH)
-        self.explicit = explicit
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, tokens, _ = x.shape
-        q, k, v = self.qkv(x).view(batch, tokens, 3, _HEADS, _WIDTH // _HEADS).permute(2, 0, 3, 1, 4)
-        if self.explicit:
-            y = (q @ k.transpose(-2, -1) / math.sqrt(_WIDTH // _HEADS)).softmax(dim=-1) @ v
-        else:
-            y = F.scaled_dot_product_attention(q, k, v)
-        return self.out(y.transpose(1, 2).reshape(batch, tokens, _WIDTH))
-
-
-class _TokenEncoder(nn.Module):
-    """Token ids into an embedding times sqrt(d_model), as "Attention is all you need" code
-    scales it, then (after an optional LayerNorm) one post-LayerNorm self-attention block: an
-    ``nn.TransformerEncoderLayer`` (``attention=None``) or ``_SelfAttention``, and a head."""
-
-    def __init__(self, table_std: float = 1.0, norm_first: bool = False, attention: nn.Module | None = None) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(_VOCAB, _WIDTH)
-        nn.init.normal_(self.embed.weight, std=table_std)
-        self.norm = nn.LayerNorm(_WIDTH) if norm_first else nn.Identity()
-        self.attention = attention
-        self.block = nn.TransformerEncoderLayer(_WIDTH, _HEADS, 4 * _WIDTH, batch_first=True) \
-            if attention is None else nn.LayerNorm(_WIDTH)
-        self.head = nn.Linear(_WIDTH, _VOCAB)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        x = self.norm(self.embed(ids) * math.sqrt(_WIDTH))
-        x = self.block(x) if self.attention is None else self.block(x + self.attention(x))
-        return self.head(x)
 
 
 def default_table_times_sqrt_d() -> nn.Module:
     """nn.Embedding's default N(0, 1) table times sqrt(128) into an nn.TransformerEncoderLayer:
     embeddings of std 11.3, attention logits of std ~65, entropy ~0.07 nats against 3.47."""
     torch.manual_seed(0)
-    return _TokenEncoder()
+    return TokenEncoder()
 
 
 def default_table_into_scaled_dot_product() -> nn.Module:
     """The same embedding into a self-attention through F.scaled_dot_product_attention."""
     torch.manual_seed(0)
-    return _TokenEncoder(attention=_SelfAttention(explicit=False))
+    return TokenEncoder(attention=SelfAttention("function"))
 
 
 def default_table_into_explicit_softmax() -> nn.Module:
     """The same embedding into softmax(q @ k^T / sqrt(d)) @ v, written out."""
     torch.manual_seed(0)
-    return _TokenEncoder(attention=_SelfAttention(explicit=True))
+    return TokenEncoder(attention=SelfAttention("written_out"))
 
 
 def transformer_table() -> nn.Module:
     """A table initialised N(0, 1/128), times sqrt(128): embeddings of std 1."""
     torch.manual_seed(0)
-    return _TokenEncoder(table_std=_WIDTH**-0.5)
+    return TokenEncoder(table_std=ATTENTION_WIDTH**-0.5)
 
 
 def transformer_table_into_scaled_dot_product() -> nn.Module:
     """The N(0, 1/128) table into the F.scaled_dot_product_attention block."""
     torch.manual_seed(0)
-    return _TokenEncoder(table_std=_WIDTH**-0.5, attention=_SelfAttention(explicit=False))
+    return TokenEncoder(table_std=ATTENTION_WIDTH**-0.5, attention=SelfAttention("function"))
 
 
 def transformer_table_into_explicit_softmax() -> nn.Module:
     """The N(0, 1/128) table into the written-out softmax attention."""
     torch.manual_seed(0)
-    return _TokenEncoder(table_std=_WIDTH**-0.5, attention=_SelfAttention(explicit=True))
+    return TokenEncoder(table_std=ATTENTION_WIDTH**-0.5, attention=SelfAttention("written_out"))
 
 
 def layer_norm_before_attention() -> nn.Module:
     """The default table times sqrt(128), through a LayerNorm before the attention."""
     torch.manual_seed(0)
-    return _TokenEncoder(norm_first=True)
+    return TokenEncoder(norm_first=True)
 
 
 def default_encoder_layer() -> nn.Module:
     """A default nn.TransformerEncoderLayer(128, 8) on N(0, 1) inputs."""
     torch.manual_seed(0)
-    return nn.TransformerEncoderLayer(_WIDTH, _HEADS, batch_first=True)
+    return nn.TransformerEncoderLayer(ATTENTION_WIDTH, ATTENTION_HEADS, batch_first=True)
 
 
 class SaturatedAttention(Rule):
@@ -155,7 +112,7 @@ class SaturatedAttention(Rule):
     clean = [
         Example(transformer_table), Example(transformer_table_into_scaled_dot_product),
         Example(transformer_table_into_explicit_softmax), Example(layer_norm_before_attention),
-        Example(default_encoder_layer, ((8, 32, _WIDTH),)),
+        Example(default_encoder_layer, ((8, 32, ATTENTION_WIDTH),)),
     ]
 
     def check(self, graph: SignalGraph) -> Iterator[Finding]:
