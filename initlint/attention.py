@@ -3,8 +3,9 @@
 A softmax node has its logits as input. Attention's probabilities are often no node at all:
 ``F.scaled_dot_product_attention`` and ``nn.MultiheadAttention`` compute them inside. Their logits
 are recomputed here from the query, the key, the mask and the scale, for a subsample of query
-positions (``QUERY_POSITIONS``, evenly spaced, every batch element and head): row statistics
-settle on far fewer rows than a model has, at a fraction of the attention's own cost.
+positions (``query_positions``: evenly spaced, in every batch element and head, about
+``stats.SOFTMAX_ROWS`` rows in all): row statistics settle on far fewer rows than a model has,
+at a fraction of the attention's own cost.
 Masked keys come out as -inf, the convention of ``stats.softmax_stats``.
 """
 
@@ -18,10 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from initlint.stats import SoftmaxStats, softmax_stats
+from initlint.stats import SOFTMAX_ROWS, SoftmaxStats, sampled_rows, softmax_stats
 
-QUERY_POSITIONS = 64
-"""Query positions per sequence whose attention logits are recomputed."""
 _SDPA_ARGUMENTS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
 """``F.scaled_dot_product_attention``'s parameters, which the ATen operator shares."""
 _MHA_ARGUMENTS = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask")
@@ -35,15 +34,19 @@ def masked_as_inf(logits: torch.Tensor) -> torch.Tensor:
 
 
 def softmax_logits(x: torch.Tensor, dim: int | None) -> torch.Tensor:
-    """The logits of ``softmax(x, dim)``, with the softmax dim last. ``dim=None`` is
-    ``F.softmax``'s legacy choice (0 for 0-, 1- and 3-dim inputs, else 1)."""
+    """The logits of ``softmax(x, dim)`` as rows (a sample, ``stats.sampled_rows``).
+    ``dim=None`` is ``F.softmax``'s legacy choice (0 for 0-, 1- and 3-dim inputs, else 1)."""
     if dim is None:
         dim = 0 if x.dim() in (0, 1, 3) else 1
-    return masked_as_inf(x.movedim(dim, -1) if x.dim() else x)
+    return masked_as_inf(sampled_rows(x.movedim(dim, -1) if x.dim() else x))
 
 
-def _positions(length: int, device: torch.device) -> torch.Tensor:
-    return torch.arange(0, length, -(-length // QUERY_POSITIONS), device=device)
+def query_positions(query: torch.Tensor) -> torch.Tensor:
+    """Evenly spaced positions of ``query`` (..., positions, features), enough for about
+    ``SOFTMAX_ROWS`` rows over all its batch elements and heads (at least 8 per sequence)."""
+    length, sequences = query.shape[-2], math.prod(query.shape[:-2])
+    wanted = max(8, SOFTMAX_ROWS // max(sequences, 1))
+    return torch.arange(0, length, -(-length // wanted), device=query.device)
 
 
 def attention_logits(
@@ -53,7 +56,7 @@ def attention_logits(
     """``query @ key^T * scale`` plus the mask, as ``F.scaled_dot_product_attention`` computes
     them (a bool mask marks the keys that take part, a float one is added; ``is_causal`` is the
     top-left lower triangle), for a subsample of query positions."""
-    positions = _positions(query.shape[-2], query.device)
+    positions = query_positions(query)
     query, key = query.detach().float()[..., positions, :], key.detach().float()
     if enable_gqa and key.dim() >= 3 and key.shape[-3] != query.shape[-3]:
         key = key.repeat_interleave(query.shape[-3] // key.shape[-3], dim=-3)

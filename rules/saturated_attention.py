@@ -105,6 +105,7 @@ class SaturatedAttention(Rule):
     code = "IL203"
     name = "saturated-attention"
     thresholds = {"min_entropy_ratio": 0.5, "error_peaked_fraction": 0.5}
+    needs_structure = True  # the probe measures softmax rows on a captured graph only, not through hooks
     flagged = [
         Example(default_table_times_sqrt_d), Example(default_table_into_scaled_dot_product),
         Example(default_table_into_explicit_softmax),

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import initlint
-from initlint.attention import QUERY_POSITIONS, attention_logits, multihead_logits, softmax_logits
+from initlint.attention import attention_logits, multihead_logits, query_positions, softmax_logits
 from initlint.graph import SignalGraph
 from initlint.rules.saturated_attention import SaturatedAttention
 from initlint.stats import SOFTMAX_ROWS, softmax_stats
@@ -101,8 +101,7 @@ def test_attention_logits_give_sdpa_probabilities(options):
     if "attn_mask" in options and options["attn_mask"].dtype == torch.bool:
         options["attn_mask"][:, 0] = True  # every query keeps a key: sdpa gives NaN otherwise
     logits = attention_logits(query, key, **options)
-    positions = torch.arange(0, 100, math.ceil(100 / QUERY_POSITIONS))
-    expected = _probabilities_of_sdpa(query, key, **options)[..., positions, :]
+    expected = _probabilities_of_sdpa(query, key, **options)[..., query_positions(query), :]
     assert logits.shape == expected.shape
     torch.testing.assert_close(logits.softmax(dim=-1), expected, atol=1e-5, rtol=1e-4)
 
@@ -143,8 +142,8 @@ def test_probe_measures_multihead_attention_as_its_weights_say(scale):
     report = initlint.check(model, x, select=["IL203"])
     (measured,) = [v.softmax for v in report.graph.nodes.values() if v.softmax is not None]
     _, weights = model.attention(x * scale, x * scale, x * scale, average_attn_weights=False)
-    positions = torch.arange(0, 32, math.ceil(32 / QUERY_POSITIONS))
-    reference = torch.distributions.Categorical(probs=weights.detach()[..., positions, :].double())
+    weights = weights.detach()  # (batch, heads, queries, keys)
+    reference = torch.distributions.Categorical(probs=weights[..., query_positions(weights), :].double())
     assert measured.entropy == pytest.approx(reference.entropy().mean().item(), rel=1e-3, abs=1e-4)
     assert ("IL203" in report.codes()) is (measured.entropy_ratio < SaturatedAttention.thresholds["min_entropy_ratio"])
 
