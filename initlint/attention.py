@@ -41,12 +41,11 @@ def softmax_logits(x: torch.Tensor, dim: int | None) -> torch.Tensor:
     return masked_as_inf(sampled_rows(x.movedim(dim, -1) if x.dim() else x))
 
 
-def query_positions(query: torch.Tensor) -> torch.Tensor:
-    """Evenly spaced positions of ``query`` (..., positions, features), enough for about
-    ``SOFTMAX_ROWS`` rows over all its batch elements and heads (at least 8 per sequence)."""
-    length, sequences = query.shape[-2], math.prod(query.shape[:-2])
+def query_positions(length: int, sequences: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Evenly spaced positions of ``sequences`` queries (batch elements times heads) of
+    ``length``: enough for about ``SOFTMAX_ROWS`` rows in all, and at least 8 per sequence."""
     wanted = max(8, SOFTMAX_ROWS // max(sequences, 1))
-    return torch.arange(0, length, -(-length // wanted), device=query.device)
+    return torch.arange(0, length, -(-length // wanted), device=device)
 
 
 def attention_logits(
@@ -54,10 +53,19 @@ def attention_logits(
     scale: float | None = None, enable_gqa: bool = False,
 ) -> torch.Tensor:
     """``query @ key^T * scale`` plus the mask, as ``F.scaled_dot_product_attention`` computes
-    them (a bool mask marks the keys that take part, a float one is added; ``is_causal`` is the
-    top-left lower triangle), for a subsample of query positions."""
-    positions = query_positions(query)
-    query, key = query.detach().float()[..., positions, :], key.detach().float()
+    them, for a subsample of query positions (``query_positions``)."""
+    positions = query_positions(query.shape[-2], math.prod(query.shape[:-2]), query.device)
+    return _logits_at(query[..., positions, :], key, positions, attn_mask, is_causal, scale, enable_gqa)
+
+
+def _logits_at(
+    query: torch.Tensor, key: torch.Tensor, positions: torch.Tensor, attn_mask: torch.Tensor | None = None,
+    is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False,
+) -> torch.Tensor:
+    """The logits of the queries at ``positions`` (``query`` holds those only): a bool mask
+    marks the keys that take part, a float one is added, ``is_causal`` is the top-left lower
+    triangle."""
+    query, key = query.float(), key.float()
     if enable_gqa and key.dim() >= 3 and key.shape[-3] != query.shape[-3]:
         key = key.repeat_interleave(query.shape[-3] // key.shape[-3], dim=-3)
     scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
@@ -65,9 +73,7 @@ def attention_logits(
     if is_causal:
         logits = logits.masked_fill(positions[:, None] < torch.arange(key.shape[-2], device=key.device), -math.inf)
     if attn_mask is not None:
-        mask = attn_mask.detach()
-        if mask.dim() >= 2 and mask.shape[-2] > 1:
-            mask = mask[..., positions, :]
+        mask = attn_mask[..., positions, :] if attn_mask.dim() >= 2 and attn_mask.shape[-2] > 1 else attn_mask
         logits = logits.masked_fill(~mask, -math.inf) if mask.dtype == torch.bool else logits + masked_as_inf(mask)
     return logits
 
@@ -87,23 +93,24 @@ def _additive(mask: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def multihead_logits(module: nn.MultiheadAttention, args: tuple, kwargs: dict) -> torch.Tensor:
-    """The logits of a call of ``module``, per head: its query and key projections, its
-    ``attn_mask`` and ``key_padding_mask``. ``bias_k`` and ``add_zero_attn`` add a key each;
-    they are left out."""
+    """The logits of a call of ``module``, per head: its query (at ``query_positions`` only)
+    and key projections, its ``attn_mask`` and ``key_padding_mask``. ``bias_k`` and
+    ``add_zero_attn`` add a key each; they are left out."""
     bound = {**dict(zip(_MHA_ARGUMENTS, args)), **kwargs}
     query, key = bound["query"], bound["key"]
+    width, heads = module.embed_dim, module.num_heads
     if query.dim() == 2:  # unbatched
         query, key = query.unsqueeze(0), key.unsqueeze(0)
     elif not module.batch_first:
         query, key = query.transpose(0, 1), key.transpose(0, 1)
-    width, heads = module.embed_dim, module.num_heads
+    positions = query_positions(query.shape[1], query.shape[0] * heads, query.device)
     if module._qkv_same_embed_dim:
         query_weight, key_weight = module.in_proj_weight[:width], module.in_proj_weight[width:2 * width]
     else:
         query_weight, key_weight = module.q_proj_weight, module.k_proj_weight
     bias = module.in_proj_bias
     query_bias, key_bias = (None, None) if bias is None else (bias[:width], bias[width:2 * width])
-    q = F.linear(query, query_weight, query_bias).unflatten(-1, (heads, -1)).transpose(1, 2)
+    q = F.linear(query[:, positions], query_weight, query_bias).unflatten(-1, (heads, -1)).transpose(1, 2)
     k = F.linear(key, key_weight, key_bias).unflatten(-1, (heads, -1)).transpose(1, 2)
     mask, padding = _additive(bound.get("attn_mask")), _additive(bound.get("key_padding_mask"))
     if mask is not None and mask.dim() == 3:  # (batch * heads, queries, keys)
@@ -111,13 +118,26 @@ def multihead_logits(module: nn.MultiheadAttention, args: tuple, kwargs: dict) -
     if padding is not None:
         padding = padding.reshape(padding.shape[0], 1, 1, -1) if padding.dim() == 2 else padding
         mask = padding if mask is None else mask + padding
-    return attention_logits(q, k, mask)
+    return _logits_at(q, k, positions, mask)
 
 
-def measured_softmax(logits: torch.Tensor) -> SoftmaxStats | None:
-    """``softmax_stats`` without tracking gradients: the probe's backward pass never sees it."""
-    with torch.no_grad():
-        return softmax_stats(logits)
+@torch.no_grad()
+def of_softmax(x: torch.Tensor, dim: int | None) -> SoftmaxStats | None:
+    """The row statistics of ``softmax(x, dim)``. Like the two below, out of autograd: the
+    probe's backward pass never sees it."""
+    return softmax_stats(softmax_logits(x, dim))
+
+
+@torch.no_grad()
+def of_sdpa(args: tuple, kwargs: dict) -> SoftmaxStats | None:
+    """The row statistics of a ``scaled_dot_product_attention`` call's probabilities."""
+    return softmax_stats(sdpa_logits(args, kwargs))
+
+
+@torch.no_grad()
+def of_multihead(module: nn.MultiheadAttention, args: tuple, kwargs: dict) -> SoftmaxStats | None:
+    """The row statistics of the probabilities of a call of ``module``."""
+    return softmax_stats(multihead_logits(module, args, kwargs))
 
 
 def contains_attention(module: nn.Module) -> bool:
@@ -131,7 +151,7 @@ def attention_inside(module: nn.Module) -> Iterator[list[SoftmaxStats]]:
     found: list[SoftmaxStats] = []
 
     def record(attention: nn.MultiheadAttention, args: tuple, kwargs: dict) -> None:
-        stats = measured_softmax(multihead_logits(attention, args, kwargs))
+        stats = of_multihead(attention, args, kwargs)
         if stats is not None:
             found.append(stats)
 

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from initlint import ops
-from initlint.attention import attention_inside, contains_attention, measured_softmax, sdpa_logits, softmax_logits
+from initlint.attention import attention_inside, contains_attention, of_sdpa, of_softmax
 from initlint.errors import InitlintError
 from initlint.inputs import ProbeInputs
 from initlint.materialize import PieceByPiece
@@ -243,11 +243,11 @@ class Probe(FirstStepInterpreter):
         an attention's query and key (``initlint.attention``), or the most peaked attention
         inside a module call (``nn.MultiheadAttention``, ``nn.TransformerEncoderLayer``)."""
         if kind.name == "attention":
-            return measured_softmax(sdpa_logits(args, kwargs))
+            return of_sdpa(args, kwargs)
         if kind.name == "softmax" and args and isinstance(args[0], torch.Tensor):
             dim = getattr(self.fetch_attr(n.target), "dim", None) if n.op == "call_module" else \
                 kwargs.get("dim", args[1] if len(args) > 1 else None)
-            return measured_softmax(softmax_logits(args[0], dim))
+            return of_softmax(args[0], dim)
         return most_peaked(self.inner_softmax)
 
     def _elementwise(self, n: fx.Node, args: tuple, kwargs: dict) -> Callable[[torch.Tensor], torch.Tensor]:

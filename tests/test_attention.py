@@ -83,25 +83,27 @@ def _probabilities_of_sdpa(query, key, **options) -> torch.Tensor:
     """scaled_dot_product_attention's own probabilities: with the identity as values, its
     output is its attention matrix."""
     value = torch.eye(key.shape[-2]).expand(*key.shape[:-1], key.shape[-2])
-    if options.get("enable_gqa"):
-        value = value[..., : key.shape[-3], :, :]
     return F.scaled_dot_product_attention(query, key, value, **options)
 
 
-@pytest.mark.parametrize("options", [
-    {}, {"is_causal": True}, {"scale": 0.3},
-    {"attn_mask": torch.rand(100, 7, generator=torch.Generator().manual_seed(1)) > 0.3},
-    {"attn_mask": torch.randn(2, 1, 100, 7, generator=torch.Generator().manual_seed(2))},
-    {"enable_gqa": True},
-], ids=["plain", "causal", "scale", "bool-mask", "float-mask", "gqa"])
-def test_attention_logits_give_sdpa_probabilities(options):
+@pytest.mark.parametrize("shapes, options", [
+    ((2, 4, 100, 7), {}), ((2, 4, 100, 7), {"is_causal": True}), ((2, 4, 100, 7), {"scale": 0.3}),
+    ((2, 4, 100, 7), {"attn_mask": torch.rand(100, 7, generator=torch.Generator().manual_seed(1)) > 0.3}),
+    ((2, 4, 100, 7), {"attn_mask": torch.randn(2, 1, 100, 7, generator=torch.Generator().manual_seed(2))}),
+    ((2, 4, 100, 7), {"enable_gqa": True}),
+    ((1, 1, 1500, 1500), {"is_causal": True}),  # 1500 queries: every 2nd is measured
+], ids=["plain", "causal", "scale", "bool-mask", "float-mask", "gqa", "causal-subsampled"])
+def test_attention_logits_give_sdpa_probabilities(shapes, options):
+    batch, heads, queries, keys = shapes
     generator = torch.Generator().manual_seed(0)
-    query = torch.randn(2, 4, 100, 16, generator=generator)
-    key = torch.randn(2, 2 if options.get("enable_gqa") else 4, 7, 16, generator=generator)
+    query = torch.randn(batch, heads, queries, 8, generator=generator)
+    key = torch.randn(batch, heads // 2 if options.get("enable_gqa") else heads, keys, 8, generator=generator)
     if "attn_mask" in options and options["attn_mask"].dtype == torch.bool:
         options["attn_mask"][:, 0] = True  # every query keeps a key: sdpa gives NaN otherwise
     logits = attention_logits(query, key, **options)
-    expected = _probabilities_of_sdpa(query, key, **options)[..., query_positions(query), :]
+    positions = query_positions(queries, batch * heads)
+    assert (len(positions) < queries) is (batch * heads * queries > SOFTMAX_ROWS)  # a sample only when needed
+    expected = _probabilities_of_sdpa(query, key, **options)[..., positions, :]
     assert logits.shape == expected.shape
     torch.testing.assert_close(logits.softmax(dim=-1), expected, atol=1e-5, rtol=1e-4)
 
@@ -143,7 +145,7 @@ def test_probe_measures_multihead_attention_as_its_weights_say(scale):
     (measured,) = [v.softmax for v in report.graph.nodes.values() if v.softmax is not None]
     _, weights = model.attention(x * scale, x * scale, x * scale, average_attn_weights=False)
     weights = weights.detach()  # (batch, heads, queries, keys)
-    reference = torch.distributions.Categorical(probs=weights[..., query_positions(weights), :].double())
+    reference = torch.distributions.Categorical(probs=weights[..., query_positions(32, 8 * 4), :].double())
     assert measured.entropy == pytest.approx(reference.entropy().mean().item(), rel=1e-3, abs=1e-4)
     assert ("IL203" in report.codes()) is (measured.entropy_ratio < SaturatedAttention.thresholds["min_entropy_ratio"])
 

@@ -110,3 +110,17 @@ def test_real_models_quick():
         assert row["ratio"] == pytest.approx(row["check_seconds"] / row["training_step_seconds"], rel=0.02)
     assert rows["unet2d"]["inputs"]["timestep"] == [8]  # named with --input, as the README says
     assert "| tiny_gpt2 | export |" in result.stderr
+
+
+def test_bench_attention_quick_times_the_softmax_statistics():
+    """The attention benchmark reports, per encoder, the check's time and the part of it spent
+    measuring softmax rows (a part: less than the whole)."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_attention.py"), "--quick"],
+        capture_output=True, text=True, check=True, timeout=600,
+    )
+    models = json.loads(result.stdout)["models"]
+    assert [m["model"] for m in models] == ["encoder_sdpa", "encoder_written_out"]
+    for model in models:
+        assert 0 < model["softmax_statistics_s"] < model["check_s"]
+        assert model["share"] == pytest.approx(model["softmax_statistics_s"] / model["check_s"], rel=0.05, abs=1e-3)
