@@ -168,3 +168,17 @@ def test_the_body_runs_on_through_an_attention_after_the_last_norm():
     assert "attention" in graph.view("scaled_dot_product_attention").roles
     assert "scaled_dot_product_attention" in [v.name for v in graph.body()]
     assert not graph.normalized_before_nonlinearity("qkv")  # the attention reads it at its own scale
+
+
+def test_thresholds_are_configurable():
+    """An entropy ratio is never below 0 and a share never above 1: these bounds silence the
+    rule and cap its severity, on the issue's model that is an error by default."""
+    from initlint.rules.saturated_attention import default_table_times_sqrt_d
+
+    def severities(**thresholds: float) -> list[str]:
+        report = initlint.check(default_table_times_sqrt_d(), select=["IL203"], thresholds={"IL203": thresholds})
+        return [f.severity for f in report.findings]
+
+    assert severities() == ["error"]
+    assert severities(error_peaked_fraction=1.0) == ["warning"]
+    assert severities(min_entropy_ratio=0.0) == []
