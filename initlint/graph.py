@@ -22,12 +22,12 @@ from initlint import ops
 from initlint.errors import InitlintError
 from initlint.locations import SourceLocation
 from initlint.moments import ACTIVATIONS, gaussian_moments
-from initlint.probe import CARRIES_TENSOR, STATS
-from initlint.stats import NodeStats
+from initlint.probe import CARRIES_TENSOR, SOFTMAX, STATS
+from initlint.stats import NodeStats, SoftmaxStats
 from initlint.trace import LOCATION, MODULE
 
 INPUT, OUTPUT, GATE, RESIDUAL_ADD = "input", "output", "gate", "residual_add"
-SQUEEZE, GLOBAL_POOL, NORM = "squeeze", "global_pool", "norm"
+SQUEEZE, GLOBAL_POOL, NORM, ATTENTION = "squeeze", "global_pool", "norm", "attention"
 INSIDE_ACTIVATION = "inside_activation"
 """A value inside a transformed activation ``b * f(a * x + c) + d`` (kernel shaping, initlint
 fix's renorm nodes, the ``dks`` package): the constant scales and shifts around ``f`` and ``f``'s
@@ -39,7 +39,10 @@ _LINEAR_IN_SCALE = (ops.STRUCTURAL, ops.DROPOUT, ops.WEIGHTED, ops.ADD, ops.MUL,
 but the registry has none)."""
 _FAMILY_ROLES = {
     ops.POOL: "pool", ops.NORM: NORM, ops.ACTIVATION: "activation", ops.WEIGHTED: "weighted",
+    ops.ATTENTION: ATTENTION,
 }
+NONLINEAR = frozenset({"activation", ATTENTION})
+"""Roles of nonlinear steps: an activation, a softmax, an attention (its softmax is inside)."""
 
 
 @dataclass
@@ -57,6 +60,8 @@ class NodeView:
     roles: set[str] = field(default_factory=set)
     gaussian_std: float | None = None
     """For an elementwise activation: the std of its output for N(0, 1) inputs (relu: 0.58)."""
+    softmax: SoftmaxStats | None = None
+    """For a softmax or an attention (or a module call holding one): how far its rows are from uniform."""
 
     @property
     def op_name(self) -> str:
@@ -167,11 +172,14 @@ class SignalGraph:
                 inputs=[n.name for n in node.all_input_nodes],
                 users=[n.name for n in node.users],
                 gaussian_std=_gaussian_std(node, graph_module),
+                softmax=node.meta.get(SOFTMAX),
             )
             self.dag.add_node(node.name)
             self.dag.add_edges_from((n.name, node.name) for n in node.all_input_nodes)
         self.inputs = [v.name for v in self.nodes.values() if v.op == "placeholder"]
-        carries = self._tensor_edges(graph_module)
+        self.tensorless = {n.name for n in graph_module.graph.nodes if not n.meta.get(CARRIES_TENSOR, True)}
+        """Nodes whose value holds no tensor (sizes, dtypes): they carry no signal."""
+        carries = self._tensor_edges()
         self.input_dependent = set(self.inputs).union(*(nx.descendants(carries, n) for n in self.inputs))
         self._assign_depths()
         self._assign_roles()
@@ -180,13 +188,12 @@ class SignalGraph:
         self._mark_transformed_activations()
         self.main_path = self._main_path()
 
-    def _tensor_edges(self, graph_module: fx.GraphModule) -> nx.DiGraph:
+    def _tensor_edges(self) -> nx.DiGraph:
         """The dataflow along which the input's signal travels: only out of nodes whose value
         holds a tensor. ``x.shape[1]`` depends on the input, but a slice of a parameter by that
         size carries no signal."""
-        silent = [n.name for n in graph_module.graph.nodes if not n.meta.get(CARRIES_TENSOR, True)]
         carries = self.dag.copy()
-        carries.remove_edges_from([edge for name in silent for edge in self.dag.out_edges(name)])
+        carries.remove_edges_from([edge for name in self.tensorless for edge in self.dag.out_edges(name)])
         return carries
 
     def view(self, name: str) -> NodeView:
@@ -209,7 +216,7 @@ class SignalGraph:
         weighted = [i for i, view in enumerate(path) if "weighted" in view.roles]
         end = weighted[-1] if len(weighted) > 1 else len(path)
         norms = [i for i, view in enumerate(path[:end]) if NORM in view.roles]
-        if norms and not any("activation" in view.roles for view in path[norms[-1]:end]):
+        if norms and not any(view.roles & NONLINEAR for view in path[norms[-1]:end]):
             end = norms[-1]
         return path[:end]
 
@@ -222,10 +229,13 @@ class SignalGraph:
                 and not self.normalized_before_nonlinearity(v.name)]
 
     def normalized_before_nonlinearity(self, name: str) -> bool:
-        """Whether every path from ``name`` meets a normalization layer before an activation or
-        the output, through steps that are linear in it (layers, adds, multiplies, average
-        pools, reshapes, dropout): its scale then cancels in the norm, as a pre-LayerNorm
-        residual stream's does. Values that are not floating-point (sizes) read no scale."""
+        """Whether every path from ``name`` meets a normalization layer before an activation, a
+        softmax or attention, or the output, through steps that are linear in it (layers, adds,
+        multiplies, average pools, reshapes, dropout): its scale then cancels in the norm, as a
+        pre-LayerNorm residual stream's does. Attention is not linear: its scale sharpens the
+        softmax inside, which no norm after it undoes. Values that hold no tensor (sizes) read no
+        scale; a function that returns several tensors (``chunk``, ``split``) is plumbing, a
+        module that does (``nn.MultiheadAttention``, ``nn.LSTM``) is not linear."""
         frontier, seen = list(self.nodes[name].users), set()
         if not frontier:
             return False
@@ -234,9 +244,10 @@ class SignalGraph:
             if user.name in seen or NORM in user.roles:
                 continue
             seen.add(user.name)
-            if user.stats is None and user.op != "output":
+            if user.name in self.tensorless:
                 continue
-            if user.op == "output" or user.kind.family not in _LINEAR_IN_SCALE:
+            several = user.stats is None and user.op in ("call_function", "call_method")
+            if user.op == "output" or not (several or user.kind.family in _LINEAR_IN_SCALE):
                 return False
             frontier.extend(user.users)
         return True

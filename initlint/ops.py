@@ -24,6 +24,8 @@ WEIGHTED = "weighted"
 DROPOUT = "dropout"
 MUL = "mul"
 ADD = "add"
+ATTENTION = "attention"
+"""Softmax, and the attentions that compute one inside: nonlinear in their input's scale."""
 STRUCTURAL = "structural"
 OTHER = "other"
 
@@ -80,6 +82,7 @@ _MODULES: dict[type, OpKind] = {
     nn.Flatten: OpKind(STRUCTURAL, "flatten"),
     nn.Unflatten: OpKind(STRUCTURAL, "unflatten"),
     nn.Identity: OpKind(STRUCTURAL, "identity"),
+    nn.Softmax: OpKind(ATTENTION, "softmax"),
 }
 _MODULES[RenormLayer] = OpKind(OTHER, "renorm")
 if hasattr(nn, "RMSNorm"):
@@ -120,6 +123,9 @@ _FUNCTIONS: dict[object, OpKind] = {
         F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d,
     )},
     F.linear: OpKind(WEIGHTED, "linear"),
+    F.softmax: OpKind(ATTENTION, "softmax"),
+    torch.softmax: OpKind(ATTENTION, "softmax"),
+    F.scaled_dot_product_attention: OpKind(ATTENTION, "attention"),
     F.conv1d: OpKind(WEIGHTED, "conv"),
     F.conv2d: OpKind(WEIGHTED, "conv"),
     F.conv3d: OpKind(WEIGHTED, "conv"),
@@ -153,6 +159,7 @@ _METHODS: dict[str, OpKind] = {
     "mean": OpKind(POOL, "mean"),
     "mul": OpKind(MUL, "mul"),
     "add": OpKind(ADD, "add"),
+    "softmax": OpKind(ATTENTION, "softmax"),
     **{
         name: OpKind(STRUCTURAL, name)
         for name in (
@@ -200,15 +207,19 @@ _ATEN: dict[str, OpKind] = {
         "max_pool1d", "max_pool2d", "max_pool3d", "max_pool2d_with_indices", "max_pool3d_with_indices",
         "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
     )},
-    "_softmax": OpKind(OTHER, "softmax"),
-    "softmax": OpKind(OTHER, "softmax"),
-    "scaled_dot_product_attention": OpKind(OTHER, "attention"),
+    "_softmax": OpKind(ATTENTION, "softmax"),
+    "softmax": OpKind(ATTENTION, "softmax"),
+    "scaled_dot_product_attention": OpKind(ATTENTION, "attention"),
 }
 
 # Activations whose slope vanishes away from the origin (IL201) and those that act as gates (IL401).
 SATURATING = frozenset({"sigmoid", "tanh", "hardtanh", "hardsigmoid", "softsign"})
 GATE_LIKE = frozenset({"sigmoid", "hardsigmoid"})
 UNKNOWN = OpKind(OTHER, "other")
+MULTIHEAD_ATTENTION = OpKind(ATTENTION, "multihead_attention")
+"""``nn.MultiheadAttention``, which ``node_kind`` classifies but ``module_kind`` does not: a kind
+that ``module_kind`` knows makes capture collapse the module's call into ``module(x)``, and this
+one takes a query, a key and a value."""
 
 
 def module_kind(module: nn.Module) -> OpKind:
@@ -242,7 +253,8 @@ def node_kind(node: Node, root: nn.Module) -> OpKind:
     if KIND in node.meta:
         return node.meta[KIND]
     if node.op == "call_module":
-        return module_kind(root.get_submodule(node.target))
+        module = root.get_submodule(node.target)
+        return MULTIHEAD_ATTENTION if isinstance(module, nn.MultiheadAttention) else module_kind(module)
     if node.op == "call_function":
         if _is_matmul_with_parameter(node):
             return OpKind(WEIGHTED, "linear")

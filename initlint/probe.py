@@ -21,17 +21,21 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from initlint import ops
+from initlint.attention import attention_inside, contains_attention, of_sdpa, of_softmax
 from initlint.errors import InitlintError
 from initlint.inputs import ProbeInputs
 from initlint.materialize import PieceByPiece
 from initlint.model_outputs import backward_outputs, tensors_in
 from initlint.memory import MemoryBudget
 from initlint.progress import Progress
-from initlint.stats import NodeStats, std_of, tensor_stats
+from initlint.stats import NodeStats, SoftmaxStats, most_peaked, std_of, tensor_stats
 
 STATS = "initlint_stats"
 CARRIES_TENSOR = "initlint_carries_tensor"
 """Node meta: whether the value holds a tensor; sizes and dtypes carry no signal."""
+SOFTMAX = "initlint_softmax"
+"""Node meta: for a softmax or an attention (or a module call holding one), its ``SoftmaxStats``;
+an ``nn.MultiheadAttention`` returns a tuple, so this is no part of the value's ``NodeStats``."""
 SATURATION_SLOPE = 0.1
 """An activation input counts as saturated where the slope is below this fraction of its maximum."""
 _SLOPE_GRID = (-20.0, 20.0, 8001)
@@ -209,6 +213,17 @@ class Probe(FirstStepInterpreter):
         self.run_state = run
         self.on_gradient_path: set[fx.Node] = set()
         """Nodes holding float values that depend on a float input or on a gradient source."""
+        self.inner_softmax: list[SoftmaxStats] = []
+        """The attentions measured inside the module call that ran last."""
+
+    def call_module(self, target: str, args: tuple, kwargs: dict) -> object:
+        layer = self.layer(target)
+        if not (isinstance(layer, nn.Module) and contains_attention(layer)):
+            return layer(*args, **kwargs)
+        with attention_inside(layer) as found:
+            result = layer(*args, **kwargs)
+        self.inner_softmax = found
+        return result
 
     def observe(self, n: fx.Node, args: tuple, kwargs: dict, result: object) -> object:
         self.run_state.progress.advance()
@@ -219,12 +234,29 @@ class Probe(FirstStepInterpreter):
                     and isinstance(result, torch.Tensor):
                 result = self.run_state.start_gradient_path(result)
             self.on_gradient_path.add(n)
+        kind = ops.node_kind(n, self.module)
         if isinstance(result, torch.Tensor) and result.is_floating_point():
             saturating = None
-            if ops.node_kind(n, self.module).name in ops.SATURATING and isinstance(args[0], torch.Tensor):
+            if kind.name in ops.SATURATING and isinstance(args[0], torch.Tensor):
                 saturating = (self.of_first_input(n, args, kwargs), args[0])
             n.meta[STATS] = measure(result, self.batch_size, self.run_state, saturating)
+        softmax = self._softmax(n, kind, args, kwargs)
+        if softmax is not None:
+            n.meta[SOFTMAX] = softmax
+        self.inner_softmax = []
         return result
+
+    def _softmax(self, n: fx.Node, kind: ops.OpKind, args: tuple, kwargs: dict) -> SoftmaxStats | None:
+        """How far the node's softmax rows are from uniform: from its logits, recomputed from
+        an attention's query and key (``initlint.attention``), or the most peaked attention
+        inside a module call (``nn.MultiheadAttention``, ``nn.TransformerEncoderLayer``)."""
+        if kind.name == "attention":
+            return of_sdpa(args, kwargs)
+        if kind.name == "softmax" and args and isinstance(args[0], torch.Tensor):
+            dim = getattr(self.fetch_attr(n.target), "dim", None) if n.op == "call_module" else \
+                kwargs.get("dim", args[1] if len(args) > 1 else None)
+            return of_softmax(args[0], dim)
+        return most_peaked(self.inner_softmax)
 
 
 def run_first_step(

@@ -82,6 +82,7 @@ def _node_dict(view: NodeView, on_main_path: bool) -> dict[str, Any]:
             "shape", "dtype", "mean", "std", "zero_fraction", "saturated_fraction", "grad_std",
             "sample_std", "offset_std", "nonfinite", "dead_fraction",
         )},
+        "softmax": view.softmax.to_dict() if view.softmax else None,
         "location": view.location.to_dict() if view.location else None,
     }
 

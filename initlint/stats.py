@@ -20,6 +20,77 @@ ROUNDING_MARGIN = 32
 below it after 7 layers; two layers further, ratios of what is left come out 1.2 to 3x off."""
 
 
+PEAKED_PROBABILITY = 0.9
+"""A softmax row counts as peaked (near one-hot) when its largest probability exceeds this."""
+SOFTMAX_ROWS = 1024
+"""At most this many rows of a softmax are measured, evenly strided: the share of peaked rows is
+then within 3 % of all rows' (2 standard errors), and a whole softmax costs no more than it."""
+
+
+@dataclass
+class SoftmaxStats:
+    """How far a softmax's rows are from uniform. Rows with fewer than 2 keys (a causal
+    mask's first query) say nothing and are left out; masked keys (-inf logits) do not count."""
+
+    entropy: float
+    """Mean row entropy, in nats."""
+    uniform_entropy: float
+    """Mean over the same rows of log(keys): what uniform attention would have."""
+    logit_std: float
+    """sqrt of the mean within-row variance of the logits (a row's offset does not change a softmax)."""
+    peaked_fraction: float
+    """Share of rows whose largest probability exceeds ``PEAKED_PROBABILITY``."""
+    rows: int
+    """Rows measured (a subsample, see ``SOFTMAX_ROWS`` and ``initlint.attention``)."""
+    count: int = 1
+    """Softmaxes measured in the node (a leaf module may hold several); the stats are the most peaked one's."""
+
+    @property
+    def entropy_ratio(self) -> float:
+        """Entropy as a share of uniform attention's: 1 is uniform, 0 one-hot."""
+        return self.entropy / self.uniform_entropy
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "entropy_ratio": self.entropy_ratio}
+
+
+def sampled_rows(logits: torch.Tensor) -> torch.Tensor:
+    """At most ``SOFTMAX_ROWS`` evenly strided rows of ``logits`` (..., keys), as a matrix."""
+    rows = logits.detach().reshape(-1, logits.shape[-1]) if logits.dim() else logits.detach().reshape(1, 1)
+    return rows[:: -(-rows.shape[0] // SOFTMAX_ROWS)]
+
+
+def softmax_stats(logits: torch.Tensor) -> SoftmaxStats | None:
+    """Row statistics of ``softmax(logits, dim=-1)``, with -inf marking masked keys; None when
+    no row has 2 keys. The logit std comes from the logits, not from log-probabilities: a
+    saturated row's probabilities underflow to 0, its logits stay exact."""
+    rows = sampled_rows(logits).float()
+    keep = torch.isfinite(rows)
+    counts = keep.sum(dim=-1)
+    probabilities = rows.softmax(dim=-1)
+    entropy = torch.special.entr(probabilities).sum(dim=-1)  # entr(0) = 0: masked keys add nothing
+    finite = torch.where(keep, rows, 0.0)
+    row_mean = finite.sum(dim=-1) / counts
+    row_var = torch.where(keep, finite - row_mean[:, None], 0.0).square().sum(dim=-1) / (counts - 1)
+    peaked = probabilities.amax(dim=-1) > PEAKED_PROBABILITY
+    used = counts >= 2
+    measured = [entropy[used].mean(), counts[used].float().log().mean(), row_var[used].mean().sqrt(),
+                peaked[used].float().mean(), used.sum()]
+    entropy_value, uniform, logit_std, peaked_share, used_rows = torch.stack(measured).tolist()  # one sync
+    if not used_rows:
+        return None
+    return SoftmaxStats(entropy_value, uniform, logit_std, peaked_share, int(used_rows))
+
+
+def most_peaked(found: list[SoftmaxStats]) -> SoftmaxStats | None:
+    """Of several softmaxes in one node, the one furthest from uniform, counting them all."""
+    if not found:
+        return None
+    worst = min(found, key=lambda s: s.entropy_ratio)
+    worst.count = len(found)
+    return worst
+
+
 @dataclass
 class NodeStats:
     shape: list[int]

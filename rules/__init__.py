@@ -14,13 +14,14 @@ from initlint.rules.non_finite import NonFinite
 from initlint.rules.pooling_shrinkage import PoolingShrinkage
 from initlint.rules.residual_growth import ResidualGrowth
 from initlint.rules.saturated_activation import SaturatedActivation
+from initlint.rules.saturated_attention import SaturatedAttention
 from initlint.rules.variance_drift import VarianceDrift
 
 ALL_RULES: tuple[type[Rule], ...] = tuple(
     sorted(
         (
             NonFinite, VarianceDrift, MeanDrift, ResidualGrowth, EmbeddingScale, SaturatedActivation,
-            DeadUnits, PoolingShrinkage, DegenerateGate, GradientDrift, FanMismatch, InitGainMismatch,
+            SaturatedAttention, DeadUnits, PoolingShrinkage, DegenerateGate, GradientDrift, FanMismatch, InitGainMismatch,
         ),
         key=lambda rule: rule.code,
     )

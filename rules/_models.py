@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 def mlp(
@@ -84,3 +86,54 @@ def max_pool_cnn() -> nn.Sequential:
 def strided_cnn() -> nn.Sequential:
     """The same six layers halving the resolution with stride-2 convs instead of pools."""
     return kaiming_conv_stack("stride")
+
+
+ATTENTION_VOCAB, ATTENTION_WIDTH, ATTENTION_HEADS = 1000, 128, 8
+"""The attention examples' vocabulary, d_model and heads: "Attention is all you need" sizes, scaled down."""
+
+
+class SelfAttention(nn.Module):
+    """One head-split self-attention, computed ``how``: "function" calls
+    ``F.scaled_dot_product_attention``, "written_out" is ``softmax(q @ k^T / sqrt(d)) @ v``,
+    "module" is an ``nn.MultiheadAttention`` (a layer, kept whole by fx)."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        width = ATTENTION_WIDTH
+        self.how = how
+        if how == "module":
+            self.attention = nn.MultiheadAttention(width, ATTENTION_HEADS, batch_first=True)
+        else:
+            self.qkv, self.out = nn.Linear(width, 3 * width), nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.how == "module":
+            return self.attention(x, x, x, need_weights=False)[0]
+        batch, tokens, _ = x.shape
+        q, k, v = self.qkv(x).view(batch, tokens, 3, ATTENTION_HEADS, -1).permute(2, 0, 3, 1, 4)
+        if self.how == "written_out":
+            y = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(dim=-1) @ v
+        else:
+            y = F.scaled_dot_product_attention(q, k, v)
+        return self.out(y.transpose(1, 2).reshape(batch, tokens, ATTENTION_WIDTH))
+
+
+class TokenEncoder(nn.Module):
+    """Token ids into an embedding times sqrt(d_model), as "Attention is all you need" code
+    scales it, then (after an optional LayerNorm) one post-LayerNorm self-attention block: an
+    ``nn.TransformerEncoderLayer`` (``attention=None``) or ``SelfAttention``, and a head."""
+
+    def __init__(self, table_std: float = 1.0, norm_first: bool = False, attention: nn.Module | None = None) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(ATTENTION_VOCAB, ATTENTION_WIDTH)
+        nn.init.normal_(self.embed.weight, std=table_std)
+        self.norm = nn.LayerNorm(ATTENTION_WIDTH) if norm_first else nn.Identity()
+        self.attention = attention
+        self.block = nn.LayerNorm(ATTENTION_WIDTH) if attention is not None else \
+            nn.TransformerEncoderLayer(ATTENTION_WIDTH, ATTENTION_HEADS, 4 * ATTENTION_WIDTH, batch_first=True)
+        self.head = nn.Linear(ATTENTION_WIDTH, ATTENTION_VOCAB)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.embed(ids) * math.sqrt(ATTENTION_WIDTH))
+        x = self.block(x) if self.attention is None else self.block(x + self.attention(x))
+        return self.head(x)

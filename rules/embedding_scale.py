@@ -11,6 +11,7 @@ import torch.nn as nn
 from initlint import ops
 from initlint.graph import NodeView, SignalGraph
 from initlint.rule import Example, Finding, Rule
+from initlint.rules._models import SelfAttention, TokenEncoder
 
 _VOCAB, _WIDTH = 1000, 64
 _ONWARD = frozenset({ops.MUL, ops.DROPOUT, ops.ADD})
@@ -102,6 +103,20 @@ def gpt2_pre_layernorm() -> nn.Module:
     return _PreNormLM()
 
 
+def default_table_times_sqrt_d_into_attention() -> nn.Module:
+    """nn.Embedding's default table times sqrt(128) read by a post-LayerNorm block's
+    nn.MultiheadAttention: the LayerNorm after the block cannot undo the scale, which sharpens
+    the softmax inside the attention."""
+    torch.manual_seed(0)
+    return TokenEncoder(attention=SelfAttention("module"))
+
+
+def default_table_times_sqrt_d_then_layer_norm() -> nn.Module:
+    """The same embedding through a LayerNorm before the attention reads it."""
+    torch.manual_seed(0)
+    return TokenEncoder(norm_first=True, attention=SelfAttention("module"))
+
+
 def _scaled(graph: SignalGraph, view: NodeView) -> NodeView:
     """What the next layers read of the embedding: its output after the scaling, dropout and sums
     applied straight to it."""
@@ -123,7 +138,8 @@ class EmbeddingScale(Rule):
     normalization layer before any nonlinearity (through linear steps: layers, adds, dropout,
     reshapes; as on a pre-LayerNorm transformer's residual stream, or BERT's embedding
     LayerNorm) is skipped: the normalization cancels its scale, so GPT-2's N(0, 0.02^2) tables
-    are fine.
+    are fine. A softmax or an attention is a nonlinearity: a post-LayerNorm block's norm comes
+    after the attention has read the embedding at its own scale.
 
     Why is this bad?
     For token models the embedding is where the signal starts: every layer after it is
@@ -151,10 +167,13 @@ class EmbeddingScale(Rule):
     name = "embedding-scale"
     thresholds = {"band": 4.0, "error_band": 100.0}
     needs_structure = True
-    flagged = [Example(gpt2_table_into_mlp), Example(default_table_times_sqrt_d)]
+    flagged = [
+        Example(gpt2_table_into_mlp), Example(default_table_times_sqrt_d),
+        Example(default_table_times_sqrt_d_into_attention),
+    ]
     clean = [
         Example(default_table), Example(default_table_plus_zero_positions), Example(transformer_table),
-        Example(gpt2_pre_layernorm),
+        Example(gpt2_pre_layernorm), Example(default_table_times_sqrt_d_then_layer_norm),
     ]
 
     def check(self, graph: SignalGraph) -> Iterator[Finding]:

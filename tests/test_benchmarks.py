@@ -136,3 +136,17 @@ def test_false_alarms_quick():
     # ResNet-20's global pool into its head: reported, as info, not hidden
     assert {"code": "IL301", "severity": "info", "module": "12"} in rows["resnet20"]["findings"]
     assert "0 finding(s) at warning level or above" in result.stderr
+
+
+def test_bench_attention_quick_times_the_softmax_statistics():
+    """The attention benchmark reports, per encoder, the check's time and the part of it spent
+    measuring softmax rows (a part: less than the whole)."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_attention.py"), "--quick"],
+        capture_output=True, text=True, check=True, timeout=600,
+    )
+    models = json.loads(result.stdout)["models"]
+    assert [m["model"] for m in models] == ["encoder_sdpa", "encoder_written_out"]
+    for model in models:
+        assert 0 < model["softmax_statistics_s"] < model["check_s"]
+        assert model["share"] == pytest.approx(model["softmax_statistics_s"] / model["check_s"], rel=0.05, abs=1e-3)

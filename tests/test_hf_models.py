@@ -75,3 +75,14 @@ def test_wav2vec2_gets_enough_samples_for_its_feature_encoder(run_cli, model_fil
     frames = torch.nn.Sequential(*convs)(torch.zeros(1, 1, length)).shape[-1]
     assert batch == 8 and frames >= 64
     assert report["probe_note"] is None  # a gradient was taken: the model set requires_grad itself
+
+
+@pytest.mark.parametrize("name", ["bert", "gpt2"])
+def test_default_init_attention_is_measured_and_not_saturated(run_cli, model_file, name):
+    """Their N(0, 0.02^2) projections give logits of std ~0.01: entropy ln n - s^2 / 2, within
+    1e-4 of uniform, far from IL203's bound."""
+    report = _check(run_cli, model_file, name)
+    measured = [n["softmax"] for n in report["nodes"] if n["softmax"]]
+    assert len(measured) == 2  # one attention per layer
+    assert all(s["entropy_ratio"] > 0.99 and s["logit_std"] < 0.1 for s in measured), measured
+    assert "IL203" not in {f["code"] for f in report["findings"]}
