@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from initlint import ops
 from initlint.errors import InitlintError
+from initlint.kernel import KERNEL, KernelStats
 from initlint.locations import SourceLocation
 from initlint.moments import ACTIVATIONS, gaussian_moments
 from initlint.probe import CARRIES_TENSOR, STATS
@@ -49,6 +50,8 @@ class NodeView:
     roles: set[str] = field(default_factory=set)
     gaussian_std: float | None = None
     """For an elementwise activation: the std of its output for N(0, 1) inputs (relu: 0.58)."""
+    kernel: KernelStats | None = None
+    """The output cosine of input pairs at chosen cosines (``initlint.kernel``)."""
 
     @property
     def op_name(self) -> str:
@@ -132,6 +135,7 @@ class SignalGraph:
                 inputs=[n.name for n in node.all_input_nodes],
                 users=[n.name for n in node.users],
                 gaussian_std=_gaussian_std(node, graph_module),
+                kernel=node.meta.get(KERNEL),
             )
             self.dag.add_node(node.name)
             self.dag.add_edges_from((n.name, node.name) for n in node.all_input_nodes)

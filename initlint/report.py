@@ -80,6 +80,8 @@ def _node_dict(view: NodeView, on_main_path: bool) -> dict[str, Any]:
             "shape", "dtype", "mean", "std", "zero_fraction", "saturated_fraction", "grad_std",
             "sample_std", "offset_std", "nonfinite", "dead_fraction",
         )},
+        "kernel": view.kernel.to_dict() if view.kernel else None,
+        "kernel_slope": view.kernel.slope if view.kernel else None,
         "location": view.location.to_dict() if view.location else None,
     }
 
