@@ -35,10 +35,11 @@ GROUP = 1 + len(INPUT_COSINES)
 """Rows per group: a base and one partner per input cosine."""
 CLOSE = INPUT_COSINES[-1]
 """The pair whose secant to (1, 1) estimates C'(1)."""
-MIN_GROUPS = 8
-"""Groups to average over where the batch allows: a default batch of 8 rows holds 2 groups
-a pass, so it takes 4 passes (each row a base once). With 2 groups, the spread of single
-pairs at width 64 (0.1 to 0.3 in the cosine) would decide findings."""
+PAIRED_FEATURES = 2048
+"""Groups times features per sample to average over, where the batch allows: one pair's
+cosine spreads by about 1 / sqrt(features) (0.1 to 0.3 at width 64 in deep stacks), so a
+default batch of 8 rows (2 groups a pass) takes 4 passes at width 256, and one pass for an
+image, whose thousands of features per sample already average it out."""
 
 
 @dataclass
@@ -68,7 +69,7 @@ def _varies(t: torch.Tensor, batch: int) -> bool:
 
 def _with_partners(t: torch.Tensor, groups: int) -> torch.Tensor:
     """``t`` with each group's rows 2..4 replaced by partners of row 1 at the input cosines."""
-    rows = t.detach().reshape(t.shape[0], -1).double()
+    rows = t.detach().reshape(t.shape[0], -1).to("cpu", torch.float64)  # exact cosines; MPS has no float64
     head = rows[: groups * GROUP].reshape(groups, GROUP, -1)
     base, others = head[:, :1], head[:, 1:]
     others = others - (others * base).sum(-1, keepdim=True) / (base * base).sum(-1, keepdim=True) * base
@@ -80,13 +81,14 @@ def _with_partners(t: torch.Tensor, groups: int) -> torch.Tensor:
     partners = cosines * base + (1 - cosines.square()).sqrt() * others
     paired = rows.clone()
     paired[: groups * GROUP] = torch.cat([base, partners], dim=1).reshape(groups * GROUP, -1)
-    return paired.reshape(t.shape).to(t.dtype)
+    return paired.reshape(t.shape).to(t.device, t.dtype)
 
 
 def paired_batches(inputs: ProbeInputs) -> tuple[list[list[torch.Tensor]], int]:
     """Batches of the probe's size with float inputs rebuilt as groups of pairs, and the
     number of groups in each. Each batch starts its groups one row later, so that every row
-    in turn is a base: at least ``MIN_GROUPS`` groups in all where the batch has the rows.
+    in turn is a base, until the groups times the features per sample reach
+    ``PAIRED_FEATURES`` (at most ``GROUP`` passes: then every row has been a base).
     Inputs whose rows are all equal (an all-ones mask, a constant timestep) are held as they
     are; integer inputs that differ between rows (token ids) have no cosine: ``NoPairs``."""
     batch = inputs.batch_size or 0
@@ -102,9 +104,11 @@ def paired_batches(inputs: ProbeInputs) -> tuple[list[list[torch.Tensor]], int]:
                           "between which no cosine is defined; pairs need float inputs")
     if not any(varying):
         raise NoPairs("no float input differs between samples")
+    features = sum(t[0].numel() for t, varies in zip(inputs.tensors, varying) if varies)
+    passes = min(GROUP, -(-PAIRED_FEATURES // (groups * features)))
     return [
         [_with_partners(t.roll(-shift, dims=0), groups) if varies else t for t, varies in zip(inputs.tensors, varying)]
-        for shift in range(min(GROUP, -(-MIN_GROUPS // groups)))
+        for shift in range(passes)
     ], groups
 
 

@@ -13,7 +13,6 @@ import torch.nn as nn
 import initlint
 from initlint.errors import InitlintError
 from initlint.kernel import INPUT_COSINES
-from initlint.probe import STATS
 from initlint.rules._models import gain_init, mlp
 
 WIDTH_IN, WIDTH, BATCH = 1024, 16384, 256
