@@ -5,10 +5,11 @@ of input pairs). For each, at the end of the body (before the last Linear): the 
 of inputs at cosine 0, 0.5 and 0.9, the secant slope (1 - C(0.9)) / 0.1, the gradient ratio
 (the first layer's gradient std over the body end's) and IL105's verdict. Then the kernel
 probe's share of `initlint.check`'s probe on a few models: the time of the trace and both
-probes (`initlint.api.analyse`) and, on the same traced graph, of the kernel probe alone.
+probes (`initlint.api.analyse`) and, on the same traced graph, of the kernel probe alone
+(medians of 3 rounds). On a loaded machine, compare the share, not seconds.
 Prints one JSON line per row.
 
-    python benchmarks/kernel_stacks.py            # the stacks, then the cost on MLP, ResNet-18, ViT-B/16
+    python benchmarks/kernel_stacks.py            # the stacks, then the cost on the MLP and ResNet-18
     python benchmarks/kernel_stacks.py --quick    # 10-layer stacks of width 128, the cost on the MLP
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import torch
@@ -63,19 +65,23 @@ def cost_models(quick: bool) -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
         import torchvision
 
         models["resnet18"] = (torchvision.models.resnet18(), (8, 3, 224, 224))
-        models["vit_b_16"] = (torchvision.models.vit_b_16(), (8, 3, 224, 224))
     return models
 
 
-def cost_row(name: str, model: nn.Module, shape: tuple[int, ...]) -> dict:
-    started = time.perf_counter()
-    analysed = analyse(model, (), CheckOptions(input_shapes=[shape]), ModelSource())
-    both = time.perf_counter() - started
-    started = time.perf_counter()
-    probe_kernel(analysed.traced.graph_module, analysed.inputs)
-    kernel = time.perf_counter() - started
-    return {"model": name, "input_shape": list(shape), "trace_and_probes_s": round(both, 3),
-            "kernel_probe_s": round(kernel, 3), "kernel_share": round(kernel / both, 3)}
+def cost_row(name: str, model: nn.Module, shape: tuple[int, ...], rounds: int = 3) -> dict:
+    """Medians over ``rounds``, alternating: the trace and both probes, then the kernel probe
+    alone on the graph that trace gave."""
+    both, kernel = [], []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        analysed = analyse(model, (), CheckOptions(input_shapes=[shape]), ModelSource())
+        both.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        probe_kernel(analysed.traced.graph_module, analysed.inputs)
+        kernel.append(time.perf_counter() - started)
+    both_s, kernel_s = statistics.median(both), statistics.median(kernel)
+    return {"model": name, "input_shape": list(shape), "rounds": rounds, "trace_and_probes_s": round(both_s, 3),
+            "kernel_probe_s": round(kernel_s, 3), "kernel_share": round(kernel_s / both_s, 3)}
 
 
 def main() -> None:

@@ -110,3 +110,23 @@ def test_real_models_quick():
         assert row["ratio"] == pytest.approx(row["check_seconds"] / row["training_step_seconds"], rel=0.02)
     assert rows["unet2d"]["inputs"]["timestep"] == [8]  # named with --input, as the README says
     assert "| tiny_gpt2 | export |" in result.stderr
+
+
+def test_kernel_stacks_quick():
+    """The kernel benchmark prints each stack's C map at the body's end and the probe's cost."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "kernel_stacks.py"), "--quick"],
+        capture_output=True, text=True, check=True, timeout=600,
+    )
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    stacks = {row["stack"]: row for row in rows if "stack" in row}
+    assert len(stacks) == 5
+    for row in stacks.values():
+        assert row["kernel_slope"] == pytest.approx((1 - row["kernel"]["0.9"]) / 0.1, abs=0.01)
+    # tanh without bias is odd: orthogonal inputs stay orthogonal (within the 0.02 or so that
+    # 128 groups at width 128 leave); a gain of 5/3 is deeper in the chaotic phase than 1
+    for gain in ("5/3", "1"):
+        assert abs(stacks[f"tanh, Xavier gain {gain}"]["kernel"]["0"]) < 0.05
+    assert stacks["tanh, Xavier gain 5/3"]["kernel"]["0.9"] < stacks["tanh, Xavier gain 1"]["kernel"]["0.9"]
+    (cost,) = [row for row in rows if "model" in row]
+    assert 0 < cost["kernel_probe_s"] and 0 < cost["kernel_share"]
