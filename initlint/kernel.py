@@ -3,10 +3,11 @@ their outputs, the C map of Deep Kernel Shaping (Martens et al. 2021) and TAT (Z
 
 The probe batch is rebuilt in groups of four rows: a base row and three partners whose cosine
 with it is exactly 0, 0.5 and 0.9 (each partner mixes the base with the part of another row
-orthogonal to it, at the base's norm). One forward pass without gradients, as the first
-training step runs the model, records at each node the cosine between the base's output and
-each partner's (each sample flattened), averaged over the groups. The main probe's statistics
-come from their own forward pass and are untouched.
+orthogonal to it, at the base's norm). Forward passes without gradients, as the first training
+step runs the model, record at each node the cosine between the base's output and each
+partner's (each sample flattened), averaged over the groups: one pass for an image, up to four
+for narrow inputs (``PAIRED_FEATURES``). The main probe's statistics come from their own
+forward pass and are untouched.
 
 The batch keeps the main probe's size, since a captured graph may hold it as a constant; rows
 left over after the last whole group stay as they are. BatchNorm normalizes over this batch,

@@ -115,16 +115,16 @@ def _first_lasting_crossing(walk: list[NodeView], past: Callable[[NodeView], boo
 
 
 class KernelCollapse(Rule):
-    """The network maps distinct inputs to nearly parallel outputs (collapse), or close inputs to unrelated ones (chaos).
+    """Distinct inputs come out nearly parallel (collapse), or close inputs nearly unrelated (chaos).
 
     What it does:
     Reads the kernel probe: pairs of inputs at cosine 0, 0.5 and 0.9, built from the probe
     batch's rows, go through the network in forward passes of their own, and each node records
     the cosine between the two outputs of a pair (each sample flattened, averaged over the
-    pairs): the C map of Deep Kernel Shaping (Martens et al. 2021). Follows the body of the main path
-    (as IL101: up to the head) and flags **collapse** when orthogonal inputs leave the body
-    with a cosine above ``collapse_cos`` and **chaos** when inputs at cosine 0.9 leave it below
-    ``chaos_cos``, naming the node from which it stays past the threshold. The walk stops at
+    pairs): the C map of Deep Kernel Shaping (Martens et al. 2021). Follows the body of the
+    main path (as IL101: up to the head) and flags **collapse** when orthogonal inputs leave
+    it with a cosine above ``collapse_cos`` and **chaos** when inputs at cosine 0.9 leave it
+    below ``chaos_cos``, naming the node from which it stays past the threshold. The walk stops at
     the first BatchNorm: on batch statistics, as in training, it mixes the samples of a batch,
     so beyond it a pair's cosine depends on the rest of the batch (and each BatchNorm's
     centring removes the part that samples share, which decorrelates close pairs in ResNets
@@ -196,7 +196,7 @@ class KernelCollapse(Rule):
         yield self.finding(
             start, "warning",
             f"{what}: their outputs' cosine goes {side} {threshold:g} at {start.name} (depth {start.depth}, "
-            f"{start_cos:.2f}) and stays there to the end of the body, {end.name} (depth {end.depth}, "
+            f"{start_cos:.2f}) and stays there to {end.name} (depth {end.depth}, "
             f"{end_cos:.2f}; C map there: {_c_map(end)})",
             input_cos=input_cos, threshold=threshold, start_node=start.name, start_depth=start.depth,
             start_cos=start_cos, end_node=end.name, end_depth=end.depth, end_cos=end_cos,

@@ -167,7 +167,8 @@ def test_chaos_is_located_where_it_sets_in_for_good():
     assert all(v.kernel.cosines[0.9] < 0.5 for v in walk[index:])
     assert walk[index - 1].kernel.cosines[0.9] >= 0.5
     assert finding.data["input_cos"] == 0.9 and finding.data["end_cos"] == walk[-1].kernel.cosines[0.9]
-    relaxed = initlint.check(model, input_shapes=[(32, 256)], select=["IL105"], thresholds={"IL105": {"chaos_cos": 0.05}})
+    relaxed = initlint.check(model, input_shapes=[(32, 256)], select=["IL105"],
+                             thresholds={"IL105": {"chaos_cos": 0.05}})
     assert not _il105(relaxed)
 
 
