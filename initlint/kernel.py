@@ -118,7 +118,8 @@ def output_cosines(value: torch.Tensor, groups: int) -> torch.Tensor:
     and the partner's; NaN where an output is all zeros (no direction)."""
     rows = value.detach()[: groups * GROUP].reshape(groups, GROUP, -1).float()
     base, partners = rows[:, :1], rows[:, 1:]
-    return (base * partners).sum(-1) / (base.norm(dim=-1) * partners.norm(dim=-1))
+    cosines = (base * partners).sum(-1) / (base.norm(dim=-1) * partners.norm(dim=-1))
+    return cosines.clamp(-1.0, 1.0)  # rounding can take parallel outputs past 1
 
 
 def _kernel_stats(per_group: list[torch.Tensor]) -> KernelStats | None:
