@@ -27,6 +27,7 @@ from initlint.materialize import PieceByPiece, on_meta
 from initlint.memory import MemoryBudget
 from initlint.locations import SourceLocation, definition_of, module_definition_sites
 from initlint.preserve import model_preserved
+from initlint.kernel import probe_kernel
 from initlint.probe import probe
 from initlint.progress import Progress, for_model
 from initlint.report import Report
@@ -262,6 +263,7 @@ def analyse(
     else:
         probe_note = _probing(
             lambda: probe(traced.graph_module, inputs, options.seed, progress, budget, pieces), inputs)
+        probe_note = "; ".join(filter(None, [probe_note, probe_kernel(traced.graph_module, inputs, pieces)])) or None
     if pieces is not None:
         probe_note = "; ".join(filter(None, [pieces.note(), probe_note]))
     return Analysed(model, traced, inputs, SignalGraph(traced.graph_module), device, probe_note)

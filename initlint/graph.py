@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from initlint import ops
 from initlint.errors import InitlintError
+from initlint.kernel import KERNEL, KernelStats
 from initlint.locations import SourceLocation
 from initlint.moments import ACTIVATIONS, gaussian_moments
 from initlint.probe import CARRIES_TENSOR, SOFTMAX, STATS
@@ -62,6 +63,8 @@ class NodeView:
     """For an elementwise activation: the std of its output for N(0, 1) inputs (relu: 0.58)."""
     softmax: SoftmaxStats | None = None
     """For a softmax or an attention (or a module call holding one): how far its rows are from uniform."""
+    kernel: KernelStats | None = None
+    """The output cosine of input pairs at chosen cosines (``initlint.kernel``)."""
 
     @property
     def op_name(self) -> str:
@@ -173,6 +176,7 @@ class SignalGraph:
                 users=[n.name for n in node.users],
                 gaussian_std=_gaussian_std(node, graph_module),
                 softmax=node.meta.get(SOFTMAX),
+                kernel=node.meta.get(KERNEL),
             )
             self.dag.add_node(node.name)
             self.dag.add_edges_from((n.name, node.name) for n in node.all_input_nodes)

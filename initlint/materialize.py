@@ -120,6 +120,11 @@ class PieceByPiece:
         with torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack):
             yield
 
+    def drop_rebuilt(self) -> None:
+        """Let the last layer the backward pass rebuilt go: once it is over, nothing needs it,
+        and kept it would sit beside the next pass's layers."""
+        self._rebuilt = None
+
     def _track(self, path: str, name: str, tensor: torch.Tensor) -> None:
         address, size = tensor.untyped_storage().data_ptr(), tensor.untyped_storage().nbytes()
         self._origin[address] = (path, name)

@@ -3,7 +3,8 @@
 Like the NF-ResNet paper's signal propagation plots and fastai's activation statistics, it
 follows the main path (input to output through the fewest layers, so a ResNet is sampled at
 its residual adds) and draws by depth: forward std and its across-sample part, mean, gradient
-std, and the fractions of zeros and of saturated inputs. Nodes with findings are marked in
+std, the fractions of zeros and of saturated inputs, and the kernel probe's output cosine for
+each input cosine (the C map of Deep Kernel Shaping, what IL105 reads). Nodes with findings are marked in
 red and labelled with their codes. matplotlib is the optional extra ``initlint[plot]``.
 """
 
@@ -16,12 +17,13 @@ from typing import TYPE_CHECKING
 
 from initlint.errors import InitlintError
 from initlint.graph import NodeView
+from initlint.kernel import INPUT_COSINES
 
 if TYPE_CHECKING:
     from initlint.report import Report
 
 _INSTALL = "--plot needs matplotlib: pip install 'initlint[plot]' (or pip install matplotlib)."
-_PANELS = ("forward std (log)", "forward mean", "gradient (log)", "fraction")
+_PANELS = ("forward std (log)", "forward mean", "gradient (log)", "fraction", "output cosine of input pairs")
 _SIGNAL_STD = "signal std (what IL101 reads)"
 
 
@@ -55,7 +57,7 @@ def _plot_series(axis, points: list[NodeView], read, style: str, **line) -> None
 
 def _draw_column(axes, report: Report) -> None:
     points = _path_points(report)
-    std_axis, mean_axis, grad_axis, fraction_axis = axes
+    std_axis, mean_axis, grad_axis, fraction_axis, kernel_axis = axes
     _plot_series(std_axis, points, lambda v: v.signal_std, "-o", ms=3, lw=2, label=_SIGNAL_STD)
     _plot_series(std_axis, points, lambda v: v.stats.std, "-", color="grey", lw=0.8, label="std")
     _plot_series(mean_axis, points, lambda v: v.stats.mean, "-o", ms=3, color="tab:green", label="mean")
@@ -67,6 +69,11 @@ def _draw_column(axes, report: Report) -> None:
     _plot_series(fraction_axis, points, lambda v: v.stats.zero_fraction, "-", color="tab:brown", label="zeros")
     _plot_series(fraction_axis, points, lambda v: v.stats.saturated_fraction, "s", ms=4, color="tab:red",
                  label="saturated inputs")
+    for c in INPUT_COSINES:
+        _plot_series(kernel_axis, points, lambda v, c=c: v.kernel.cosines[c] if v.kernel else None, "-o", ms=2,
+                     label=f"inputs at cosine {c:g} (IL105)")
+        kernel_axis.axhline(c, color="grey", lw=0.8, ls=":")
+    kernel_axis.set_ylim(-0.05, 1.05)
     for axis in (std_axis, grad_axis):
         axis.set_yscale("log")
         axis.axhline(1.0, color="grey", lw=0.8, ls=":")
@@ -111,7 +118,7 @@ def figure_of(reports: list[Report]):
     import matplotlib.pyplot as plt
 
     columns = len(reports)
-    figure, axes = plt.subplots(len(_PANELS), columns, figsize=(7 * columns, 10), sharex="col",
+    figure, axes = plt.subplots(len(_PANELS), columns, figsize=(7 * columns, 12), sharex="col",
                                 squeeze=False)
     for column, report in enumerate(reports):
         _draw_column(axes[:, column], report)

@@ -324,4 +324,8 @@ def probe(
             args = placeholder_values(graph_module, *inputs.bind(leaves))
             return Probe(graph_module, inputs.batch_size, run, pieces).run(*args)
 
-    return run_first_step(forward, inputs, seed, progress, len(graph_module.graph.nodes), (), budget)
+    try:
+        return run_first_step(forward, inputs, seed, progress, len(graph_module.graph.nodes), (), budget)
+    finally:
+        if pieces is not None:
+            pieces.drop_rebuilt()

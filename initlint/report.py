@@ -83,6 +83,8 @@ def _node_dict(view: NodeView, on_main_path: bool) -> dict[str, Any]:
             "sample_std", "offset_std", "nonfinite", "dead_fraction",
         )},
         "softmax": view.softmax.to_dict() if view.softmax else None,
+        "kernel": view.kernel.to_dict() if view.kernel else None,
+        "kernel_slope": view.kernel.slope if view.kernel else None,
         "location": view.location.to_dict() if view.location else None,
     }
 

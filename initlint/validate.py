@@ -84,6 +84,8 @@ def threshold_value(rule_code: str, name: str, value: object) -> float:
         raise Invalid(f"{value!r} is not a threshold of {rule_code}; give a finite number >= 0")
     if name.endswith("band") and value < 1:
         raise Invalid(f"{value!r} is not a band of {rule_code}: a band is a ratio >= 1 (4.0 allows 4x either way)")
+    if name.endswith("_cos") and value > 1:
+        raise Invalid(f"{value!r} is not a cosine threshold of {rule_code}: a cosine is at most 1")
     return float(value)
 
 

@@ -9,6 +9,7 @@ from initlint.rules.embedding_scale import EmbeddingScale
 from initlint.rules.fan_mismatch import FanMismatch
 from initlint.rules.gradient_drift import GradientDrift
 from initlint.rules.init_gain import InitGainMismatch
+from initlint.rules.kernel_collapse import KernelCollapse
 from initlint.rules.mean_drift import MeanDrift
 from initlint.rules.non_finite import NonFinite
 from initlint.rules.pooling_shrinkage import PoolingShrinkage
@@ -22,6 +23,7 @@ ALL_RULES: tuple[type[Rule], ...] = tuple(
         (
             NonFinite, VarianceDrift, MeanDrift, ResidualGrowth, EmbeddingScale, SaturatedActivation,
             SaturatedAttention, DeadUnits, PoolingShrinkage, DegenerateGate, GradientDrift, FanMismatch, InitGainMismatch,
+            KernelCollapse,
         ),
         key=lambda rule: rule.code,
     )

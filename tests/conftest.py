@@ -27,7 +27,8 @@ def build():
     torch.manual_seed(0)
     return Net()
 """
-"""A model file with a broken init (default-init sigmoid stack): IL101 and IL501 fire on it."""
+"""A model file with a broken init (default-init sigmoid stack): IL101, IL105 (its kernel
+collapses: every output is the sigmoids' shared offset) and IL501 fire on it."""
 
 
 @pytest.fixture

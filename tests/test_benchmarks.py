@@ -150,3 +150,27 @@ def test_bench_attention_quick_times_the_softmax_statistics():
     for model in models:
         assert 0 < model["softmax_statistics_s"] < model["check_s"]
         assert model["share"] == pytest.approx(model["softmax_statistics_s"] / model["check_s"], rel=0.05, abs=1e-3)
+
+
+def test_kernel_stacks_quick():
+    """The kernel benchmark prints each stack's C map at the body's end and the probe's cost."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "kernel_stacks.py"), "--quick"],
+        capture_output=True, text=True, check=True, timeout=600,
+    )
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    stacks = {row["stack"]: row for row in rows if "stack" in row}
+    assert len(stacks) == 7
+    for row in stacks.values():
+        assert row["kernel_slope"] == pytest.approx((1 - row["kernel"]["0.9"]) / 0.1, abs=0.01)
+    # tanh without bias is odd: orthogonal inputs stay orthogonal (within the 0.02 or so that
+    # 128 groups at width 128 leave); a gain of 5/3 is deeper in the chaotic phase than 1
+    for gain in ("5/3", "1"):
+        assert abs(stacks[f"tanh, Xavier gain {gain}"]["kernel"]["0"]) < 0.05
+    assert stacks["tanh, Xavier gain 5/3"]["kernel"]["0.9"] < stacks["tanh, Xavier gain 1"]["kernel"]["0.9"]
+    # kernel shaping sets the body's slope to 1.5: cosine 0.9 ends near 1 - 1.5 * 0.1, 0 near 0
+    for activation in ("tanh", "relu"):
+        shaped = stacks[f"{activation} after initlint fix (kernel shaping)"]["kernel"]
+        assert shaped["0"] < 0.3 and shaped["0.9"] > 0.7, shaped
+    (cost,) = [row for row in rows if "model" in row]
+    assert 0 < cost["kernel_probe_s"] and 0 < cost["kernel_share"]

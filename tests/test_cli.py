@@ -52,8 +52,8 @@ def test_json_report_follows_the_contract(run_cli):
     "args, code",
     [
         (("--select", "IL3"), 0),
-        (("--ignore", "IL101,IL501"), 0),
-        (("--ignore", "variance-drift", "--ignore", "IL5"), 0),
+        (("--ignore", "IL101,IL105,IL501"), 0),
+        (("--ignore", "variance-drift", "--ignore", "kernel-collapse", "--ignore", "IL5"), 0),
         (("--select", "IL101"), 1),
         (("--fail-level", "error"), 1),
         (("--exit-zero",), 0),
@@ -137,7 +137,7 @@ def test_concise_is_one_line_per_finding(run_cli):
     text = run_cli("check", BROKEN).stdout.splitlines()
     concise = run_cli("check", BROKEN, "--output-format", "concise").stdout.splitlines()
     assert len(concise) == len(text) - 1  # the text format adds a summary line
-    assert all(line.split(": ")[1].split()[0] in ("IL101", "IL501") for line in concise)
+    assert all(line.split(": ")[1].split()[0] in ("IL101", "IL105", "IL501") for line in concise)
 
 
 def test_github_annotations(run_cli, monkeypatch):

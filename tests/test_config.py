@@ -50,6 +50,9 @@ def test_thresholds_per_rule_and_per_module_ignores(run_cli, project):
         [tool.initlint.rules.IL101]
         band = 1e12
         error_band = 1e13
+
+        [tool.initlint.rules.IL105]
+        collapse_cos = 1.0
     """)
     result = run_cli("check")
     assert codes(result) == [] and result.exit_code == 0

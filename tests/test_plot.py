@@ -26,7 +26,7 @@ def test_panels_show_the_main_path_statistics_and_mark_each_flagged_node(broken_
 
     figure = figure_of([broken_report])
     try:
-        std_axis, mean_axis, grad_axis, fraction_axis = figure.axes
+        std_axis, mean_axis, grad_axis, fraction_axis, kernel_axis = figure.axes
         graph = broken_report.graph
         path = [v for v in graph.measured(graph.main_path) if v.weight or v.op == "placeholder"]
         signal_line, std_line = std_axis.get_lines()[:2]
@@ -37,9 +37,13 @@ def test_panels_show_the_main_path_statistics_and_mark_each_flagged_node(broken_
         shares = fraction_axis.get_lines()[0].get_ydata()
         assert shares[0] > 0.9 and shares[-1] < 0.01  # the dead sigmoid stack keeps only offsets
         assert list(mean_axis.get_lines()[0].get_ydata()) == [v.stats.mean for v in path]
+        kernel_lines = [line for line in kernel_axis.get_lines() if "IL105" in line.get_label()]
+        assert len(kernel_lines) == 3
+        for line, c in zip(kernel_lines, (0.0, 0.5, 0.9)):
+            assert list(line.get_ydata()) == [v.kernel.cosines[c] for v in path]
         flagged = {f.node for f in broken_report.findings}
         crosses = [line for line in std_axis.get_lines() if line.get_marker() == "x"]
-        assert len(crosses) == len(flagged) == 2
+        assert len(crosses) == len(flagged) >= 2
         labels = " ".join(text.get_text() for text in std_axis.texts)
         assert all(code in labels for code in broken_report.codes())
     finally:

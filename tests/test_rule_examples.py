@@ -6,6 +6,7 @@ import inspect
 
 import pytest
 from initlint.rules import ALL_RULES
+from initlint.rules.kernel_collapse import KernelCollapse
 
 import initlint
 
@@ -19,8 +20,13 @@ CASES = [
 
 @pytest.mark.parametrize("rule, example, expected", CASES)
 def test_example(rule, example, expected):
-    report = initlint.check(example.build(), input_shapes=example.input_shapes or None, select=[rule.code])
+    """Clean examples of every rule are also checked against IL105, in the same probe: a
+    healthy model of any kind keeps its kernel."""
+    select = [rule.code] if expected else [rule.code, KernelCollapse.code]
+    report = initlint.check(example.build(), input_shapes=example.input_shapes or None, select=select)
     assert (rule.code in report.codes()) is expected, [f.message for f in report.findings]
+    if not expected:
+        assert KernelCollapse.code not in report.codes(), [f.message for f in report.findings]
 
 
 @pytest.mark.parametrize("rule", ALL_RULES, ids=lambda r: r.code)
