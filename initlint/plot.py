@@ -16,7 +16,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING
 
 from initlint.errors import InitlintError
-from initlint.graph import NodeView
+from initlint.graph import INSIDE_ACTIVATION, NodeView
 from initlint.kernel import INPUT_COSINES
 
 if TYPE_CHECKING:
@@ -36,8 +36,10 @@ def require_matplotlib() -> None:
 
 
 def _path_points(report: Report) -> list[NodeView]:
-    """The measured main path, one point per computing layer (plumbing repeats its input)."""
-    return [v for v in report.graph.measured(report.graph.main_path) if v.weight or v.op == "placeholder"]
+    """The measured main path, one point per computing layer (plumbing repeats its input); a
+    transformed activation ``b * f(a x + c) + d`` is one point, its output."""
+    return [v for v in report.graph.measured(report.graph.main_path)
+            if (v.weight or v.op == "placeholder") and INSIDE_ACTIVATION not in v.roles]
 
 
 def _across_sample_share(view: NodeView) -> float | None:
