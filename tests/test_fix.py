@@ -157,8 +157,10 @@ def test_constants_fold_through_what_commutes_with_them(between, method):
     """max(a x + c) = a max(x) + c for a > 0, averages and reshapes are linear: the sigmoid's
     output constants reach the next convolution (its input constants, with kernel shaping, go
     into the convolution before it), and the folded model computes the renorm-node model."""
-    result = run_fix(_pooled_cnn(between), (), CheckOptions(input_shapes=[(8, 3, 14, 14)]), ModelSource(), fold=True,
-                     method=method)
+    # IL105 is left out: this 3-layer net's kernel estimate, on 8 channels of 6x6, can tip the
+    # never-worse judgement either way, and this test is about what the constants fold through
+    options = CheckOptions(input_shapes=[(8, 3, 14, 14)], ignore=["IL105"])
+    result = run_fix(_pooled_cnn(between), (), options, ModelSource(), fold=True, method=method)
     sigmoid = [r for r in result.plan if r.site == "activation" and r.placement == "after"]
     assert sigmoid and sigmoid[0].bias != 0 and result.folded.unfolded == []
     assert result.fold_error < 1e-4  # unpadded convolutions: exact up to float32 rounding

@@ -116,8 +116,8 @@ def test_a_report_written_to_a_file_is_summed_up_on_stderr(run_cli, model_file, 
     result = run_cli("check", f"{path}:build", "--output-format", "json", "-o", str(report), *extra)
     assert result.exit_code == status and result.stdout == ""
     findings = json.loads(report.read_text())["reports"][0]["findings"]
-    errors = sum(f["severity"] == "error" for f in findings)
-    counts = f" ({errors} error)" if findings else ""
+    by_severity = [(sum(f["severity"] == level for f in findings), level) for level in ("error", "warning", "info")]
+    counts = f" ({', '.join(f'{count} {level}' for count, level in by_severity if count)})" if findings else ""
     assert result.stderr == (f"initlint: wrote {report}: {len(findings)} finding(s){counts} in 1 target; "
                              f"exit {status}: {reason}\n")
 

@@ -21,12 +21,14 @@ CASES = [
 @pytest.mark.parametrize("rule, example, expected", CASES)
 def test_example(rule, example, expected):
     """Clean examples of every rule are also checked against IL105, in the same probe: a
-    healthy model of any kind keeps its kernel."""
+    healthy model of any kind keeps its kernel (an info finding, a collapse that the samples'
+    shared offset explains, reports the design and does not count)."""
     select = [rule.code] if expected else [rule.code, KernelCollapse.code]
     report = initlint.check(example.build(), input_shapes=example.input_shapes or None, select=select)
     assert (rule.code in report.codes()) is expected, [f.message for f in report.findings]
     if not expected:
-        assert KernelCollapse.code not in report.codes(), [f.message for f in report.findings]
+        assert not [f for f in report.findings if f.code == KernelCollapse.code and f.severity != "info"], \
+            [f.message for f in report.findings]
 
 
 @pytest.mark.parametrize("rule", ALL_RULES, ids=lambda r: r.code)
