@@ -236,9 +236,10 @@ def offset_share(view: NodeView) -> float | None:
 
 def input_dependent_cosine(view: NodeView) -> float | None:
     """The cosine of orthogonal inputs' outputs without the part they share: an output is
-    offset + signal, so its cosine is about f + (1 - f) c, f the offset's share of the energy."""
+    offset + signal, so its cosine is about f + (1 - f) c, f the offset's share of the energy.
+    None where the signal is lost in float rounding (nothing is left to compare)."""
     share, cosine = offset_share(view), view.kernel.cosines[0.0]
-    if share is None or share >= 1:
+    if share is None or share >= 1 or not view.stats.signal_resolved():
         return None
     return (cosine - share) / (1 - share)
 
