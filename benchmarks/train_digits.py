@@ -2,7 +2,8 @@
 
 Deep MLPs (Linear -> activation, width 128) are trained under one budget (Adam 1e-3, 15 epochs,
 batch 64) from five initializations: PyTorch's default, Kaiming/Xavier with calculate_gain,
-LSUV (the ``lsuv`` package), ``initlint.fix`` (renorm nodes) and ``initlint.fix(fold=True)``.
+LSUV (the ``lsuv`` package), and ``initlint.fix`` (renorm nodes, and ``fold=True``) with each of
+its methods: kernel shaping (the default) and ``--method renorm``.
 Prints one JSON line per run on stdout, then a markdown table of mean test accuracy on stderr.
 
     python benchmarks/train_digits.py            # the full grid, several minutes on 2 cores
@@ -84,7 +85,8 @@ def initialized(init: str, activation: type[nn.Module], depth: int, x_train: tor
         return with_gain(model, activation)
     if init == "lsuv":
         return with_lsuv(model, x_train[:256])
-    return initlint.fix(model, fold=init == "initlint fix --fold")
+    method = "renorm" if "--method renorm" in init else "dks"
+    return initlint.fix(model, fold=init.endswith("--fold"), method=method)
 
 
 def train(model: nn.Module, data: tuple[torch.Tensor, ...], epochs: int, seed: int) -> tuple[float, float]:
@@ -105,7 +107,8 @@ def train(model: nn.Module, data: tuple[torch.Tensor, ...], epochs: int, seed: i
     return accuracy, loss.item()
 
 
-INITS = ("default", "calculate_gain", "lsuv", "initlint fix", "initlint fix --fold")
+INITS = ("default", "calculate_gain", "lsuv", "initlint fix --method renorm", "initlint fix --method renorm --fold",
+         "initlint fix", "initlint fix --fold")
 
 
 def main() -> None:
