@@ -85,7 +85,7 @@ def initialized(init: str, activation: type[nn.Module], depth: int, x_train: tor
         return with_gain(model, activation)
     if init == "lsuv":
         return with_lsuv(model, x_train[:256])
-    method = "renorm" if "--method renorm" in init else "dks"
+    method = next((name for name in ("dks", "renorm") if f"--method {name}" in init), None)
     return initlint.fix(model, fold=init.endswith("--fold"), method=method)
 
 
@@ -107,8 +107,10 @@ def train(model: nn.Module, data: tuple[torch.Tensor, ...], epochs: int, seed: i
     return accuracy, loss.item()
 
 
-INITS = ("default", "calculate_gain", "lsuv", "initlint fix --method renorm", "initlint fix --method renorm --fold",
-         "initlint fix", "initlint fix --fold")
+INITS = ("default", "calculate_gain", "lsuv", "initlint fix", "initlint fix --fold", "initlint fix --method renorm",
+         "initlint fix --method dks --fold")
+"""``initlint fix`` is kernel shaping, ``--fold`` the renorm method folded (the defaults); the other two
+methods' outputs beside them."""
 
 
 def main() -> None:

@@ -266,14 +266,15 @@ def gain(activation: str, depth: int, width: int, output_format: str) -> None:
 @click.option("-o", "--output", "output", required=True, type=click.Path(),
               help="Folder to write: model.py, weights.pt, renorm.json (and folded_state_dict.pt with --fold).")
 @click.option("--fold", is_flag=True, help="Also fold the constants into your model's own weights.")
-@click.option("--method", type=click.Choice(["dks", "renorm"]), default="dks", show_default=True,
-              help="dks: constants before and after each activation that keep the whole network's kernel "
-                   "healthy at its depth (Deep Kernel Shaping); renorm: only each activation's output to mean 0, std 1.")
+@click.option("--method", type=click.Choice(["dks", "renorm"]), default=None,
+              help="dks (the default without --fold): constants before and after each activation that keep the "
+                   "whole network's kernel healthy at its depth (Deep Kernel Shaping); renorm (the default with "
+                   "--fold): only each activation's output to mean 0, std 1.")
 @click.option("--force", is_flag=True,
               help="Replace an output folder that `initlint fix` wrote before (never any other folder).")
 @probe_options
 @reports_errors
-def fix(target: str, output: str, fold: bool, method: str, force: bool, input_shapes: tuple[str, ...],
+def fix(target: str, output: str, fold: bool, method: str | None, force: bool, input_shapes: tuple[str, ...],
         named_inputs: tuple[str, ...], device: str | None, seed: int | None, config_path: str | None) -> None:
     """Write TARGET with renorm constants after each nonlinearity (or folded into its weights).
     Device, seed, leaf-modules and wrap-functions come from [tool.initlint] unless given here."""

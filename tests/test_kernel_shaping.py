@@ -95,7 +95,8 @@ def test_a_30_layer_stack_after_fix_keeps_its_kernel_and_its_gradient(activation
     about sqrt(1.5) (within 1.5x either way). The folded model computes the same function
     (so it has the same kernel and gradients), and the checks of both are clean."""
     model, shapes = _stack(activation), [(256, WIDTH)]
-    fixed, folded = initlint.fix(model, input_shapes=shapes), initlint.fix(model, fold=True, input_shapes=shapes)
+    fixed, folded = initlint.fix(model, input_shapes=shapes), initlint.fix(model, fold=True, method="dks",
+                                                                           input_shapes=shapes)
     ratio, orthogonal, close = _kernel_and_gradient(fixed)
     assert 1 / 1.5 <= ratio <= 1.5, ratio
     assert orthogonal <= 0.3 and close >= 0.7, (orthogonal, close)
@@ -119,6 +120,18 @@ def test_output_constants_alone_leave_the_stack_chaotic_or_collapsed(activation)
 def test_the_whole_body_gets_the_dks_slope():
     assert layer_slope(30) ** 30 == pytest.approx(BODY_SLOPE)
     assert layer_slope(0) == BODY_SLOPE
+
+
+def test_without_a_method_fix_shapes_kernels_and_fold_renormalizes():
+    """Folded, kernel shaping's centring shifts become the next layer's biases and leave it
+    inputs of mean ~2, which Adam trains badly (benchmarks/train_digits.py); so the default
+    depends on --fold, and renorm.json says which was used."""
+    model = _stack(nn.ReLU, depth=2)
+    shaped, renormed = run_fix(model, (), CheckOptions(), ModelSource()), run_fix(model, (), CheckOptions(),
+                                                                                ModelSource(), fold=True)
+    assert shaped.method == "dks" and any(r.placement == "before" for r in shaped.plan)
+    assert renormed.method == "renorm" and all(r.placement == "after" for r in renormed.plan)
+    assert renormed.plan_document("t")["method"] == "renorm"
 
 
 def test_an_unknown_method_is_refused_before_the_probe():
@@ -169,7 +182,7 @@ def test_residual_branches_share_a_budget_so_the_stream_grows_at_most_2x():
     would grow it as sqrt(1 + 12) = 3.6x)."""
     torch.manual_seed(0)
     model = _PreNormTransformer()
-    result = run_fix(model, (), CheckOptions(input_shapes=[(16, 8, 8)]), ModelSource(), fold=True)
+    result = run_fix(model, (), CheckOptions(input_shapes=[(16, 8, 8)]), ModelSource(), fold=True, method="dks")
     shares = [r for r in result.plan if "residual stream" in r.target]
     assert len(shares) == 6 and all(r.verified for r in shares)
     assert 0.5 <= _stream_std(result.folded.model) / _stream_std(model) <= 2
@@ -179,6 +192,6 @@ def test_residual_branches_share_a_budget_so_the_stream_grows_at_most_2x():
 def test_a_zero_initialized_branch_stays_zero():
     torch.manual_seed(0)
     result = run_fix(_PreNormTransformer(zero_last=True), (), CheckOptions(input_shapes=[(16, 8, 8)]), ModelSource(),
-                     fold=True)
+                     fold=True, method="dks")
     for block in result.folded.model.blocks:
         assert not block.fc2.weight.any() and not block.fc2.bias.any()
