@@ -18,7 +18,8 @@ constants bring its slope to the target. An f that is linear on one side (ReLU, 
 softplus) is shifted toward that side, so its input keeps its scale (and a ReLU's slope, which no
 scale changes, can move at all); a saturating f (tanh, sigmoid) is scaled toward its linear
 middle. The output constants give mean 0 and std 1. Expectations come from Simpson
-quadrature on the grid of ``moments`` (coarser here: the slope needs the derivative, by autograd).
+quadrature on the grid of ``moments.gaussian_grid`` (coarser here: the slope needs the derivative,
+by autograd).
 """
 
 from __future__ import annotations
@@ -30,11 +31,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from initlint.moments import cache_key, in_float64
+from initlint.moments import cache_key, gaussian_grid, in_float64
 
 BODY_SLOPE = 1.5
 """C'(1) of the whole body, DKS's choice: close inputs stay close (cos 0.9 maps to about 0.85)."""
-_GRID_HALF_WIDTH = 12.0
 _GRID_POINTS = 2**15 + 1
 """Spacing 7.3e-4: a ReLU's step in f' moves a slope by under 3e-4 (measured against the closed
 form in the tests), against 0.014 between a 30-layer target (1.0136) and 1."""
@@ -61,18 +61,9 @@ def layer_slope(depth: int) -> float:
     return BODY_SLOPE ** (1 / max(depth, 1))
 
 
-def _grid() -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.linspace(-_GRID_HALF_WIDTH, _GRID_HALF_WIDTH, _GRID_POINTS, dtype=torch.float64)
-    weights = torch.full_like(x, 2.0)
-    weights[1::2] = 4.0
-    weights[0] = weights[-1] = 1.0
-    step = 2 * _GRID_HALF_WIDTH / (_GRID_POINTS - 1)
-    return x, weights * step / 3 * torch.exp(-x * x / 2) / math.sqrt(2 * math.pi)
-
-
 def _moments(f: Callable[[torch.Tensor], torch.Tensor], scale: float, shift: float) -> tuple[float, float, float]:
     """Mean, variance and C'(1) of f(scale * z + shift), z ~ N(0, 1)."""
-    z, weights = _grid()
+    z, weights = gaussian_grid(_GRID_POINTS)
     x = (scale * z + shift).requires_grad_()
     with torch.enable_grad():
         y = f(x)

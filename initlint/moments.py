@@ -10,6 +10,7 @@ Carlo: relu gives 1.712859 / -0.683332 to every digit, every time.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,6 +81,18 @@ def is_elementwise(module: nn.Module) -> bool:
     return torch.allclose(y.reshape(-1), flat) and torch.allclose(flat[permutation], permuted)
 
 
+@functools.cache
+def gaussian_grid(points: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points over [-12, 12] (``points`` odd) and their composite Simpson weights times the
+    N(0, 1) density: ``(weights * f(x)).sum()`` is E[f(z)] in float64. Built once per size."""
+    x = torch.linspace(-_GRID_HALF_WIDTH, _GRID_HALF_WIDTH, points, dtype=torch.float64)
+    weights = torch.full_like(x, 2.0)
+    weights[1::2] = 4.0
+    weights[0] = weights[-1] = 1.0
+    step = 2 * _GRID_HALF_WIDTH / (points - 1)
+    return x, weights * step / 3 * torch.exp(-x * x / 2) / math.sqrt(2 * math.pi)
+
+
 _cache: dict[tuple, Moments] = {}
 
 
@@ -98,12 +111,7 @@ def gaussian_moments(activation: str | nn.Module, loc: float = 0.0, spread: floa
                 f"{type(module).__name__} is not elementwise, so its moments under N(0, 1) inputs "
                 "depend on the rest of the tensor; initlint measures such modules in the probe instead."
             )
-        x = torch.linspace(-_GRID_HALF_WIDTH, _GRID_HALF_WIDTH, _GRID_POINTS, dtype=torch.float64)
-        step = 2 * _GRID_HALF_WIDTH / (_GRID_POINTS - 1)
-        weights = torch.full_like(x, 2.0)
-        weights[1::2] = 4.0
-        weights[0] = weights[-1] = 1.0
-        weights *= step / 3 * torch.exp(-x * x / 2) / math.sqrt(2 * math.pi)
+        x, weights = gaussian_grid(_GRID_POINTS)
         with torch.no_grad():
             y = module(loc + spread * x)
         mean = (weights * y).sum().item()
