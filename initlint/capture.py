@@ -32,6 +32,7 @@ from torch.export.graph_signature import InputKind, OutputKind
 from torch.utils import _pytree as pytree
 
 from initlint import ops
+from initlint.inplace import UnfollowableWrite, functionalize_writes, out_of_place
 from initlint.inputs import ProbeInputs
 from initlint.locations import SourceLocation, is_user_file
 from initlint.model_outputs import output_tensors
@@ -149,7 +150,7 @@ class _Converter:
                 self.state[spec.arg.name] = spec.target
             else:
                 raise CaptureFailure(f"export lifted a {spec.kind.name.lower()} input, which initlint cannot probe")
-        self.user_outputs = [s.arg.name for s in signature.output_specs if s.kind == OutputKind.USER_OUTPUT]
+        self.user_output_positions = [i for i, s in enumerate(signature.output_specs) if s.kind == OutputKind.USER_OUTPUT]
         self.graph = fx.Graph()
         self.env: dict[fx.Node, fx.Node] = {}
         self.attributes: dict[str, object] = {}
@@ -170,9 +171,15 @@ class _Converter:
 
     def convert(self, inputs: ProbeInputs) -> fx.GraphModule:
         _bypass_identity_casts(self.program.graph)
+        try:
+            functionalize_writes(self.program.graph)
+        except UnfollowableWrite as error:
+            raise CaptureFailure(str(error)) from error
         nodes = list(self.program.graph.nodes)
         by_name = {n.name: n for n in nodes}
-        live = _live_nodes([by_name[name] for name in self.user_outputs])
+        (returned,) = [n for n in nodes if n.op == "output"]
+        outputs = [returned.args[0][i] for i in self.user_output_positions]  # read after the rewrites above
+        live = _live_nodes([n for n in outputs if isinstance(n, fx.Node)])
         placeholders = self._placeholders(inputs)
         for name, tensor_index in placeholders:
             self.env[by_name[name]] = self.graph.placeholder(inputs.specs[tensor_index].name)
@@ -199,8 +206,8 @@ class _Converter:
             new.meta[CALL_SITE] = _user_call_site(node.meta.get("stack_trace"))
             self.env[node] = new
         out_spec = self.program.call_spec.out_spec
-        result = pytree.tree_unflatten([self.env[by_name[name]] for name in self.user_outputs], out_spec) \
-            if out_spec is not None else tuple(self.env[by_name[n]] for n in self.user_outputs)
+        results = [self.env[n] if isinstance(n, fx.Node) else n for n in outputs]
+        result = pytree.tree_unflatten(results, out_spec) if out_spec is not None else tuple(results)
         self.graph.output(result)
         root = safe_root(self.graph, self.attributes | self._modules_called())
         return fx.GraphModule(root, self.graph, type(self.model).__name__)
@@ -213,15 +220,6 @@ class _Converter:
         leaves = pytree.tree_leaves((inputs.args, inputs.kwargs))
         index = {id(t): i for i, t in enumerate(inputs.tensors)}
         return [(name, index[id(leaf)]) for name, leaf in zip(self.user_inputs, leaves)]
-
-
-def out_of_place(target: object) -> object:
-    """The out-of-place twin of an in-place ATen operator (``aten.mul_.Tensor`` -> ``aten.mul.Tensor``):
-    run in place, it would change a value the probe has already measured."""
-    if not isinstance(target, torch._ops.OpOverload) or not target._schema.name.endswith("_"):
-        return target
-    packet = getattr(torch.ops.aten, target.overloadpacket.__name__[:-1], None)
-    return getattr(packet, target._overloadname, target) if packet is not None else target
 
 
 def _bypass_identity_casts(graph: fx.Graph) -> None:

@@ -1,4 +1,6 @@
-"""A guard against torch.fx's handling of in-place operations (pytorch issue 68301).
+"""In-place operations as out-of-place ones, in both captures' graphs.
+
+torch.fx's handling of them (pytorch issue 68301):
 
 ``x.mul_(a); return x`` traces to a ``mul_`` node whose result nothing uses: the returned ``x``
 is still the node from before the multiplication, so any pass that drops unused nodes drops
@@ -8,6 +10,12 @@ or a parameter of the user's model. So every in-place call becomes its out-of-pl
 the uses of the mutated value that come after it read the new node instead. Calls and modules
 with ``inplace=True`` (``F.relu(h, inplace=True)``, ``nn.ReLU(inplace=True)``) keep their
 target, which the probe runs out of place, and get the same rewiring.
+
+torch.export's graph keeps ATen's in-place operators the same way, and a write into part of a
+value is a view then an in-place copy: ``out[:, t] = y`` is ``select(out, 1, t)`` then
+``copy_(that, y)`` (RWKV's recurrence fills a zero tensor so). ``functionalize_writes``
+turns each into its out-of-place twin and a scatter of the result back into the viewed value
+(``select_scatter``), the way ``torch.func.functionalize`` does, but without a second trace.
 """
 
 from __future__ import annotations
@@ -19,13 +27,15 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+_ATEN = torch.ops.aten
+
 _AUGMENTED = {
     operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
     operator.itruediv: operator.truediv,
 }
 
 
-def _out_of_place(node: fx.Node) -> object | None:
+def _twin_of_call(node: fx.Node) -> object | None:
     """The out-of-place twin of an in-place call (``mul_`` -> ``mul``), or None."""
     if node.op == "call_function" and node.target in _AUGMENTED:
         return _AUGMENTED[node.target]
@@ -59,7 +69,7 @@ def functionalize_inplace(graph: fx.Graph, root: nn.Module) -> int:
     rewritten = 0
     order = {node: index for index, node in enumerate(graph.nodes)}
     for node in list(graph.nodes):
-        twin = _out_of_place(node)
+        twin = _twin_of_call(node)
         if (twin is None and not _runs_in_place(node, root)) or not node.args:
             continue
         mutated = node.args[0]
@@ -70,5 +80,123 @@ def functionalize_inplace(graph: fx.Graph, root: nn.Module) -> int:
                 user.replace_input_with(mutated, node)
         if twin is not None:
             node.target = twin
+        rewritten += 1
+    return rewritten
+
+
+def out_of_place(target: object) -> object:
+    """The out-of-place twin of an in-place ATen operator (``aten.mul_.Tensor`` -> ``aten.mul.Tensor``),
+    else ``target`` itself."""
+    if not isinstance(target, torch._ops.OpOverload) or not target._schema.name.endswith("_"):
+        return target
+    packet = getattr(_ATEN, target.overloadpacket.__name__[:-1], None)
+    return getattr(packet, target._overloadname, target) if packet is not None else target
+
+
+class UnfollowableWrite(Exception):
+    """An in-place write into a view whose inverse initlint does not know."""
+
+
+def _writes_first_argument(node: fx.Node) -> bool:
+    target = node.target
+    if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload) or not node.args:
+        return False
+    alias = target._schema.arguments[0].alias_info if target._schema.arguments else None
+    return alias is not None and alias.is_write and isinstance(node.args[0], fx.Node)
+
+
+def _is_view(node: fx.Node) -> bool:
+    """An ATen operator whose result shares its first argument's memory."""
+    target = node.target
+    if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload):
+        return False
+    returns = target._schema.returns
+    return bool(returns) and returns[0].alias_info is not None and not returns[0].alias_info.is_write
+
+
+def _shape(node: fx.Node) -> list[int]:
+    return list(node.meta["val"].shape)
+
+
+def _inverse_permutation(dims: list[int]) -> list[int]:
+    rank = len(dims)
+    inverse = [0] * rank
+    for position, dim in enumerate(dims):
+        inverse[dim % rank] = position
+    return inverse
+
+
+_RESHAPES = frozenset({"view", "_unsafe_view", "reshape", "unsqueeze", "squeeze", "flatten", "unflatten",
+                       "view_as", "_reshape_alias"})
+
+
+def _write_back(graph: fx.Graph, view: fx.Node, parent: fx.Node, written: fx.Node) -> fx.Node:
+    """``parent`` with the part that ``view`` shows replaced by ``written``."""
+    name, rest = view.target.overloadpacket.__name__, view.args[1:]
+    if name == "select":
+        return graph.call_function(_ATEN.select_scatter.default, (parent, written, *rest))
+    if name == "slice":
+        return graph.call_function(_ATEN.slice_scatter.default, (parent, written, *rest))
+    if name == "diagonal":
+        return graph.call_function(_ATEN.diagonal_scatter.default, (parent, written, *rest))
+    if name == "as_strided":
+        return graph.call_function(_ATEN.as_strided_scatter.default, (parent, written, *rest))
+    if name in _RESHAPES:
+        return graph.call_function(_ATEN.reshape.default, (written, _shape(parent)))
+    if name == "transpose":
+        return graph.call_function(_ATEN.transpose.int, (written, *rest))
+    if name == "t":
+        return graph.call_function(_ATEN.t.default, (written,))
+    if name == "permute":
+        return graph.call_function(_ATEN.permute.default, (written, _inverse_permutation(list(rest[0]))))
+    if name in ("alias", "detach"):
+        return written
+    raise UnfollowableWrite(f"the model writes in place into a view made by aten.{name}, whose inverse "
+                            "initlint does not know")
+
+
+def _computed(graph: fx.Graph, node: fx.Node, twin: object) -> fx.Node:
+    """The value an in-place operator writes, computed out of place. ``copy_(dest, src)`` is
+    ``src`` cast and broadcast to ``dest`` (``aten.copy`` itself has no derivative)."""
+    if twin is not _ATEN.copy.default:
+        return graph.call_function(twin, node.args, node.kwargs)
+    dest, src = node.args[:2]
+    target = dest.meta["val"]
+    cast = graph.call_function(_ATEN._to_copy.default, (src,), {"dtype": target.dtype})
+    return graph.call_function(_ATEN.expand.default, (cast, list(target.shape)))
+
+
+def functionalize_writes(graph: fx.Graph) -> int:
+    """Rewrite export's in-place operators on values the forward computed as out-of-place ones,
+    writes into views as scatters into the viewed value, and make every later use of the
+    written value, and of the views it was written through, read the new nodes; returns how
+    many. Writes into parameters, buffers and inputs (BatchNorm's running statistics) are left
+    alone: nothing the outputs depend on reads them, so capture drops them. Raises
+    ``UnfollowableWrite`` for a write through a view it cannot invert (``expand``)."""
+    rewritten = 0
+    order = {node: index for index, node in enumerate(graph.nodes)}
+    for node in list(graph.nodes):
+        twin = out_of_place(node.target) if _writes_first_argument(node) else node.target
+        if twin is node.target:
+            continue
+        chain = [node.args[0]]  # the written value, then each value it is a view of
+        while _is_view(chain[-1]):
+            chain.append(chain[-1].args[0])
+        if chain[-1].op == "placeholder":
+            continue
+        replaced: list[tuple[fx.Node, fx.Node]] = []
+        with graph.inserting_before(node.next):
+            written = _computed(graph, node, twin)
+            written.meta = dict(node.meta)
+            replaced += [(node, written), (chain[0], written)]
+            for view, parent in zip(chain, chain[1:]):
+                written = _write_back(graph, view, parent, written)
+                written.meta = {**node.meta, "val": parent.meta.get("val")}
+                replaced.append((parent, written))
+        for old, new in replaced:
+            for user in list(old.users):
+                if order.get(user, -1) > order[node]:
+                    user.replace_input_with(old, new)
+        graph.erase_node(node)
         rewritten += 1
     return rewritten
