@@ -28,6 +28,9 @@ import torch.fx as fx
 import torch.nn as nn
 
 _ATEN = torch.ops.aten
+PARTIAL_WRITE = "initlint_partial_write"
+"""Node meta: a value ``functionalize_writes`` made that only later writes read (the tensor
+half-filled by a recurrence): not measured, since no code of the model ever reads it."""
 
 _AUGMENTED = {
     operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
@@ -170,11 +173,12 @@ def functionalize_writes(graph: fx.Graph) -> int:
     """Rewrite export's in-place operators on values the forward computed as out-of-place ones,
     writes into views as scatters into the viewed value, and make every later use of the
     written value, and of the views it was written through, read the new nodes; returns how
-    many. Writes into parameters, buffers and inputs (BatchNorm's running statistics) are left
-    alone: nothing the outputs depend on reads them, so capture drops them. Raises
-    ``UnfollowableWrite`` for a write through a view it cannot invert (``expand``)."""
-    rewritten = 0
+    many nodes it made. Writes into parameters, buffers and inputs (BatchNorm's running
+    statistics) are left alone: nothing the outputs depend on reads them, so capture drops them. Raises
+    ``UnfollowableWrite`` for a write through a view it cannot invert (``expand``).
+    Values made only for later writes to read are marked ``PARTIAL_WRITE``."""
     order = {node: index for index, node in enumerate(graph.nodes)}
+    made: set[fx.Node] = set()
     for node in list(graph.nodes):
         twin = out_of_place(node.target) if _writes_first_argument(node) else node.target
         if twin is node.target:
@@ -185,18 +189,26 @@ def functionalize_writes(graph: fx.Graph) -> int:
         if chain[-1].op == "placeholder":
             continue
         replaced: list[tuple[fx.Node, fx.Node]] = []
-        with graph.inserting_before(node.next):
+        following = node.next
+        with graph.inserting_before(following):
             written = _computed(graph, node, twin)
-            written.meta = dict(node.meta)
+            written.meta["val"] = node.meta.get("val")
             replaced += [(node, written), (chain[0], written)]
             for view, parent in zip(chain, chain[1:]):
                 written = _write_back(graph, view, parent, written)
-                written.meta = {**node.meta, "val": parent.meta.get("val")}
+                written.meta["val"] = parent.meta.get("val")
                 replaced.append((parent, written))
         for old, new in replaced:
             for user in list(old.users):
                 if order.get(user, -1) > order[node]:
                     user.replace_input_with(old, new)
+        new = node.next
+        while new is not following:  # the nodes just made: where and why, as the write's own
+            made.add(new)
+            order[new] = order[node]
+            new.meta.update({key: node.meta[key] for key in ("nn_module_stack", "stack_trace") if key in node.meta})
+            new = new.next
         graph.erase_node(node)
-        rewritten += 1
-    return rewritten
+    for new in made:
+        new.meta[PARTIAL_WRITE] = bool(new.users) and all(user in made for user in new.users)
+    return len(made)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from initlint import ops
 from initlint.attention import attention_inside, contains_attention, of_sdpa, of_softmax
 from initlint.errors import InitlintError
+from initlint.inplace import PARTIAL_WRITE
 from initlint.inputs import ProbeInputs
 from initlint.materialize import PieceByPiece
 from initlint.model_outputs import backward_outputs, tensors_in
@@ -235,7 +236,7 @@ class Probe(FirstStepInterpreter):
                 result = self.run_state.start_gradient_path(result)
             self.on_gradient_path.add(n)
         kind = ops.node_kind(n, self.module)
-        if isinstance(result, torch.Tensor) and result.is_floating_point():
+        if isinstance(result, torch.Tensor) and result.is_floating_point() and not n.meta.get(PARTIAL_WRITE):
             saturating = None
             if kind.name in ops.SATURATING and isinstance(args[0], torch.Tensor):
                 saturating = (self.of_first_input(n, args, kwargs), args[0])

@@ -8,6 +8,7 @@ of a sigmoid). Dim 0 is the batch; every other position is a "feature".
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 
@@ -215,9 +216,15 @@ def _sampled(flat: torch.Tensor, dim: int) -> torch.Tensor:
     keep = max(1, SAMPLE_ELEMENTS * length // flat.numel())
     if length <= 2 * keep:
         return flat
-    generator = torch.Generator(device=flat.device).manual_seed(length)
-    chosen = torch.randint(length, (keep,), generator=generator, device=flat.device)
-    return flat.index_select(dim, chosen)
+    return flat.index_select(dim, _chosen(length, keep, flat.device))
+
+
+@functools.lru_cache(maxsize=256)
+def _chosen(length: int, keep: int, device: torch.device) -> torch.Tensor:
+    """``keep`` of ``range(length)``, drawn once per size and sorted, so that gathering them
+    reads memory in order: a model's many same-sized values share one draw."""
+    generator = torch.Generator(device=device).manual_seed(length)
+    return torch.randint(length, (keep,), generator=generator, device=device).sort().values
 
 
 def _zeros_per_feature(flat: torch.Tensor) -> torch.Tensor:
