@@ -154,8 +154,12 @@ def _write_back(graph: fx.Graph, view: fx.Node, parent: fx.Node, written: fx.Nod
         return graph.call_function(_ATEN.permute.default, (written, _inverse_permutation(list(rest[0]))))
     if name in ("alias", "detach"):
         return written
-    raise UnfollowableWrite(f"the model writes in place into a view made by aten.{name}, whose inverse "
-                            "initlint does not know")
+    raise _unfollowable(view)
+
+
+def _unfollowable(view: fx.Node) -> UnfollowableWrite:
+    return UnfollowableWrite(f"the model writes in place into a view made by aten.{view.target.overloadpacket.__name__}, "
+                             "whose inverse initlint does not know")
 
 
 def _computed(graph: fx.Graph, node: fx.Node, twin: object) -> fx.Node:
@@ -188,6 +192,8 @@ def functionalize_writes(graph: fx.Graph) -> int:
             chain.append(chain[-1].args[0])
         if chain[-1].op == "placeholder":
             continue
+        if chain[-1].target is operator.getitem and _is_view(chain[-1].args[0]):  # one of split's views
+            raise _unfollowable(chain[-1].args[0])
         replaced: list[tuple[fx.Node, fx.Node]] = []
         following = node.next
         with graph.inserting_before(following):

@@ -317,3 +317,17 @@ def test_a_write_through_a_view_it_cannot_invert_is_said_plainly():
     graph.output(base)
     with pytest.raises(UnfollowableWrite, match="aten.expand"):
         functionalize_writes(graph)
+
+
+def test_a_write_into_one_piece_of_a_split_is_refused_rather_than_lost():
+    class WritesIntoAPiece(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = torch.zeros_like(x)
+            for t in range(x.shape[1]):  # fx cannot trace it
+                first, _ = out.split(x.shape[-1] // 2, dim=-1)
+                first[:, t] = x[:, t, : x.shape[-1] // 2]
+            return out
+
+    report = initlint.check(WritesIntoAPiece(), input_shapes=[(8, 3, 4)])
+    assert report.trace_mode == "hooks"
+    assert "aten.split" in report.trace_note, report.trace_note
