@@ -14,6 +14,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from initlint.errors import InitlintError
+from initlint.grad_mode import record_grad_mode
 from initlint.inplace import functionalize_inplace
 from initlint.locations import SourceLocation, innermost_user_frame, with_own_line
 from initlint.progress import Progress
@@ -66,6 +67,10 @@ class _Tracer(fx.Tracer):
         if kind.startswith("call_"):  # created while the user's forward runs: it is on the stack
             node.meta[CALL_SITE] = innermost_user_frame(outermost=fx.Tracer.trace.__code__)
         return node
+
+    def trace(self, root: nn.Module, concrete_args: dict | None = None) -> fx.Graph:
+        with record_grad_mode(self):
+            return super().trace(root, concrete_args)
 
     def call_module(self, module: nn.Module, forward: Callable, args: tuple, kwargs: dict) -> object:
         self._progress.advance()  # once per module call: the model's modules are the total

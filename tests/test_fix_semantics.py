@@ -90,16 +90,18 @@ def test_a_layer_called_twice_is_rescaled_once_and_verified(tmp_path):
     assert all(r.verified for r in result.plan if not r.target.startswith("none"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "torch.fx symbolic tracing does not record `with torch.no_grad():`, so the fixed model lets "
-    "gradients through a block the user detached; the capture rewrite (torch.export keeps the "
-    "block as a set_grad_enabled region) must carry it into the graph and the generated code"))
-def test_a_no_grad_block_stays_without_gradient():
+def test_a_no_grad_block_stays_without_gradient(tmp_path):
+    """In the fixed model and in its generated code: nothing before the block gets a gradient,
+    what follows does, and a caller's own no_grad is not switched off by the block's end."""
     torch.manual_seed(0)
-    fixed = initlint.fix(NoGradBlock(), input_shapes=[(64, 8)])
-    x = torch.randn(4, 8, requires_grad=True)
-    (gradient,) = torch.autograd.grad(fixed(x).sum(), x, allow_unused=True)
-    assert gradient is None
+    loaded, result = _written_and_loaded(NoGradBlock(), tmp_path / "fixed")
+    for fixed in (result.patched, loaded):
+        x = torch.randn(4, 8, requires_grad=True)
+        output = fixed(x)
+        gradients = torch.autograd.grad(output.sum(), [x, fixed.a.weight, fixed.out.weight], allow_unused=True)
+        assert gradients[0] is None and gradients[1] is None and gradients[2] is not None
+        with torch.no_grad():
+            assert not fixed(x).requires_grad
 
 
 class MovingAverage(nn.Module):
