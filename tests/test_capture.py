@@ -263,7 +263,8 @@ def test_a_standard_layer_with_a_forward_of_its_own_stays_its_operators():
 
 class _Recurrence(nn.Module):
     """Fills a zero tensor step by step, as RWKV's CPU recurrence does: writes through views
-    (a select, a select then a slice, a transpose) and an in-place add on a computed value."""
+    (a select, a select then a slice, a transpose, a permute, a view) and an in-place add on a
+    computed value."""
 
     def __init__(self, width: int = 8) -> None:
         super().__init__()
@@ -279,6 +280,8 @@ class _Recurrence(nn.Module):
             out[:, t] = 2 * h[:, t]
         out[:, 0, :4] = 0.0  # through a select then a slice
         out.transpose(1, 2)[:, :, -1] = 3 * h[:, -1]  # through a transpose
+        out.permute(2, 0, 1)[1] = -h[:, :, 1]  # through a permute
+        out.view(-1)[:16] = 5.0  # through a view of the whole
         doubled = out.clone()
         doubled.add_(out)  # in place on a computed value
         return doubled
@@ -331,3 +334,16 @@ def test_a_write_into_one_piece_of_a_split_is_refused_rather_than_lost():
     report = initlint.check(WritesIntoAPiece(), input_shapes=[(8, 3, 4)])
     assert report.trace_mode == "hooks"
     assert "aten.split" in report.trace_note, report.trace_note
+
+
+def test_the_captured_graph_computes_what_the_model_computes_after_its_writes():
+    """Element by element, on a fresh input: every write reaches the output."""
+    from initlint.capture import capture_with_export
+    from initlint.inputs import InputSpec, ProbeInputs
+
+    torch.manual_seed(0)
+    model = _Recurrence()
+    x = torch.randn(4, 5, 8)
+    graph_module, _ = capture_with_export(model, ProbeInputs([InputSpec("x", tuple(x.shape))], [x]))
+    with torch.no_grad():
+        torch.testing.assert_close(graph_module(x), model(x))
