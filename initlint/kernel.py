@@ -150,7 +150,9 @@ class KernelProbe(FirstStepInterpreter):
 def probe_kernel(graph_module: fx.GraphModule, inputs: ProbeInputs, pieces: PieceByPiece | None = None) -> str | None:
     """The C map at every measured node, into ``node.meta[KERNEL]``, from forward passes
     without gradients. Returns a note when it could not be measured (no pairs, or the model
-    failed on them); no node then has one."""
+    failed on them); no node then has one (a graph copied from a probed one drops the old maps)."""
+    for node in graph_module.graph.nodes:
+        node.meta.pop(KERNEL, None)
     try:
         batches, groups = paired_batches(inputs)
     except NoPairs as reason:

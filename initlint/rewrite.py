@@ -13,6 +13,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from initlint.inputs import ProbeInputs
+from initlint.kernel import probe_kernel
 from initlint.probe import STATS, probe
 from initlint.renorm import MEAN_TOLERANCE, STD_TOLERANCE, Renorm
 from initlint.renorm_layer import RenormLayer
@@ -81,8 +82,10 @@ def verify(patched: fx.GraphModule, plan: list[Renorm], inputs: ProbeInputs, see
 
     With the plan's own probe batch this proves the rewrite does what the plan measured (the
     constants are batch estimates: on other inputs deep statistics vary by the batch's
-    sampling error)."""
+    sampling error). The kernel probe runs too, so that judging the fixed model (``never_worse``)
+    sees IL105's collapse and chaos as the check of the written model will."""
     probe(patched, inputs, seed)
+    probe_kernel(patched, inputs)
     nodes = {n.name: n for n in patched.graph.nodes}
     for renorm in plan:
         if renorm.target.startswith("none"):

@@ -54,3 +54,18 @@ def test_nothing_is_declined_when_nothing_got_worse():
     plan = [_renorm("weighted")]
     kept, _, declined, _ = decline_what_hurts(plan, SignalGraph(healthy), RULES, lambda kept: healthy)
     assert kept == plan and declined == []
+
+
+def test_the_fixed_model_is_judged_with_its_kernel_measured():
+    """The judge reads IL105 (kernel collapse and chaos), so the fixed model's re-probe must
+    measure its own C map, as `check DIR` will, not carry the original's over with the copied
+    graph: else IL105 could never count against a fix."""
+    from initlint.fixer import run_fix
+    from initlint.kernel import KERNEL
+
+    result = run_fix(_relu_mlp(2**0.5), (), CheckOptions(input_shapes=[(64, 64)]), ModelSource(), False, None, None)
+    original = {n.name: n.meta.get(KERNEL) for n in result.analysed.traced.graph_module.graph.nodes}
+    fixed = {n.name: n.meta.get(KERNEL) for n in result.patched.graph.nodes}
+    measured = [name for name, kernel in fixed.items() if kernel is not None]
+    assert len(measured) >= 8, measured
+    assert not [name for name in measured if fixed[name] is original.get(name)]
