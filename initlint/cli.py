@@ -270,11 +270,15 @@ def gain(activation: str, depth: int, width: int, output_format: str) -> None:
               help="dks (the default without --fold): constants before and after each activation that keep the "
                    "whole network's kernel healthy at its depth (Deep Kernel Shaping); renorm (the default with "
                    "--fold): only each activation's output to mean 0, std 1.")
+@click.option("--keep-directions", is_flag=True,
+              help="Only rescale the Linear and Conv layers; by default those the fix rescales also take "
+                   "orthogonal directions at their own norm, as LSUV starts from.")
 @click.option("--force", is_flag=True,
               help="Replace an output folder that `initlint fix` wrote before (never any other folder).")
 @probe_options
 @reports_errors
-def fix(target: str, output: str, fold: bool, method: str | None, force: bool, input_shapes: tuple[str, ...],
+def fix(target: str, output: str, fold: bool, method: str | None, keep_directions: bool, force: bool,
+        input_shapes: tuple[str, ...],
         named_inputs: tuple[str, ...], device: str | None, seed: int | None, config_path: str | None) -> None:
     """Write TARGET with renorm constants after each nonlinearity (or folded into its weights).
     Device, seed, leaf-modules and wrap-functions come from [tool.initlint] unless given here."""
@@ -292,7 +296,7 @@ def fix(target: str, output: str, fold: bool, method: str | None, force: bool, i
     job = TargetConfig(target, shapes, _named_inputs(named_inputs))
     options = _for_target(_merged_options(config, device, seed, show_progress=True), config, loaded, job)
     result = run_fix(loaded.model, (), options, ModelSource(loaded.construction_sites, loaded.factory_location), fold,
-                     method=method)
+                     method=method, keep_directions=keep_directions)
     missing_code = write_fix(output, result, target, force)
     click.echo(result.summary(output), err=True)
     if missing_code:

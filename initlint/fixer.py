@@ -68,6 +68,9 @@ class FixResult:
         parts = ", ".join(f"{count} {site}" for site, count in sorted(sites.items()))
         nothing = "none kept" if self.declined else "none needed"
         lines = [f"initlint: wrote {folder}: {len(self.plan)} renorm constants ({parts or nothing})"]
+        if redrawn := sum(r.orthogonal is not None for r in self.plan):
+            lines.append(f"  {redrawn} Linear/Conv layer(s) took orthogonal directions at their own norm, as LSUV "
+                         "starts from (--keep-directions keeps yours and only rescales)")
         if (warning := self.planned_at()) is not None:
             lines.append(warning)
         lines += [f"  declined {reason}" for reason in self.declined]
@@ -124,11 +127,14 @@ def _relative_difference(a: nn.Module, b: nn.Module, inputs: ProbeInputs) -> flo
 def run_fix(
     model: nn.Module, example_inputs: Sequence[torch.Tensor], options: CheckOptions, source: ModelSource,
     fold: bool = False, overrides: Mapping[str | type, str] | None = None, method: str | None = None,
+    keep_directions: bool = False,
 ) -> FixResult:
     """Plan, rewrite, verify (and fold); ``model``'s tensors and every RNG are as before afterwards.
-    Without a ``method``, ``default_method(fold)``."""
+    Without a ``method``, ``default_method(fold)``. The layers the plan rescales take orthogonal
+    directions (``initlint.directions``) unless ``keep_directions``."""
     with model_preserved(model), exits_refused(*MODEL_EXITS):
-        return _fixed(model, example_inputs, options, source, fold, overrides, method or default_method(fold))
+        return _fixed(model, example_inputs, options, source, fold, overrides, method or default_method(fold),
+                      None if keep_directions else options.seed)
 
 
 def default_method(fold: bool) -> str:
@@ -141,7 +147,7 @@ def default_method(fold: bool) -> str:
 
 def _fixed(
     model: nn.Module, example_inputs: Sequence[torch.Tensor], options: CheckOptions, source: ModelSource,
-    fold: bool, overrides: Mapping[str | type, str] | None, method: str,
+    fold: bool, overrides: Mapping[str | type, str] | None, method: str, directions_seed: int | None,
 ) -> FixResult:
     require_method(method)
     if on_meta(model):
@@ -156,7 +162,8 @@ def _fixed(
                     "leaf_modules=[Block] in Python).",
     )
     graph_module = analysed.traced.graph_module
-    plan = plan_renorm(graph_module, analysed.graph, analysed.inputs, analysed.model, overrides, method)
+    plan = plan_renorm(graph_module, analysed.graph, analysed.inputs, analysed.model, overrides, method,
+                       directions_seed)
 
     def build(kept: list[Renorm]) -> fx.GraphModule:
         patched = apply_plan(graph_module, kept)
@@ -173,13 +180,16 @@ def _fixed(
 
 
 def fix(model: nn.Module, *example_inputs: torch.Tensor, fold: bool = False,
-        overrides: Mapping[str | type, str] | None = None, method: str | None = None, **options: object) -> nn.Module:
+        overrides: Mapping[str | type, str] | None = None, method: str | None = None, keep_directions: bool = False,
+        **options: object) -> nn.Module:
     """A fixed copy of ``model``: renorm nodes in a GraphModule, or with ``fold=True`` the
     user's own class with the constants folded into its weights. ``overrides`` maps a module
     path or class to a target ("gaussian", "gate" or "none") for everything inside it.
     ``method`` "dks" shapes each activation's kernel (constants before and after it),
     "renorm" only renormalizes its output; by default "dks", or "renorm" with ``fold``
-    (``default_method``)."""
+    (``default_method``). The Linear and Conv layers it rescales take orthogonal directions at
+    their own norm, as LSUV starts from; ``keep_directions=True`` only rescales them."""
     model = require_module(model, "initlint.fix")
-    result = run_fix(model, example_inputs, parse_options(options), ModelSource(), fold, overrides, method)
+    result = run_fix(model, example_inputs, parse_options(options), ModelSource(), fold, overrides, method,
+                     keep_directions)
     return result.folded.model if fold else result.patched

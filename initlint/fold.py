@@ -117,7 +117,7 @@ def fold_plan(model: nn.Module, graph_module: fx.GraphModule, plan: list[Renorm]
         elif renorm.bias and getattr(folded.get_submodule(path), "bias", None) is None:
             unfolded[index] = f"its shift needs a bias, and {path} has none"
         else:
-            rescale_weights(folded.get_submodule(path), renorm.scale, renorm.bias)
+            rescale_weights(folded.get_submodule(path), renorm)
     for index, renorm in reversed(forward):
         node = nodes[renorm.node]
         consumer = _consumer(node, graph_module, renorm.scale, renorm.bias)

@@ -31,6 +31,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from initlint import ops
+from initlint.directions import orthogonal_like, takes_orthogonal_directions
 from initlint.errors import InitlintError
 from initlint.graph import GATE, OUTPUT, RESIDUAL_ADD, SQUEEZE, NodeView, SignalGraph, activation_module_of
 from initlint.inputs import ProbeInputs
@@ -79,6 +80,9 @@ class Renorm:
     measured_std: float | None = None
     verified: bool | None = None
     """Whether a re-probe of the fixed model met the target (std within 10 %, mean within 0.1)."""
+    orthogonal: int | None = None
+    """For a weighted layer: the seed of the orthogonal directions its weights take before the
+    rescale (``initlint.directions``); None keeps the layer's own."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -146,9 +150,11 @@ class _Planner(FirstStepInterpreter):
     constants as it goes."""
 
     def __init__(self, graph_module: fx.GraphModule, sites: dict[str, str], graph: SignalGraph,
-                 batch_size: int | None, method: str) -> None:
+                 batch_size: int | None, method: str, directions_seed: int | None) -> None:
         super().__init__(graph_module)
         self.sites, self.signal, self.batch_size = sites, graph, batch_size
+        self.directions_seed = directions_seed
+        """The seed of the orthogonal directions weighted layers take; None keeps theirs."""
         self.slope = layer_slope(_activation_depth(graph, sites)) if method == DKS else None
         """C'(1) each activation is shaped to, with kernel shaping."""
         self.main_path = set(graph.main_path)
@@ -165,6 +171,11 @@ class _Planner(FirstStepInterpreter):
         site = self.sites.get(n.name)
         if site is None or not isinstance(result, torch.Tensor):
             return result
+        orthogonal = self._orthogonal_seed(n) if site == "weighted" else None
+        if orthogonal is not None:  # what the layer gives with the directions it will have
+            layer = self.fetch_attr(n.target)
+            weight = orthogonal_like(layer.weight, self.signal.view(n.name).module, orthogonal)
+            result = torch.func.functional_call(layer, {"weight": weight}, args, kwargs)
         if site == "weighted" and n.target in self.rescaled:
             earlier = self.rescaled[n.target]  # its weights are already rescaled: this call sees that too
             return result * earlier.scale + earlier.bias
@@ -177,8 +188,16 @@ class _Planner(FirstStepInterpreter):
         renorm = self._constants(n, site, result, args)
         if site == "weighted":
             self.rescaled[n.target] = renorm
+            renorm.orthogonal = orthogonal if not renorm.target.startswith("none") else None
         self.plan.append(renorm)
         return result * renorm.scale + renorm.bias
+
+    def _orthogonal_seed(self, n: fx.Node) -> int | None:
+        """The seed of the orthogonal directions for weighted node ``n``, or None: directions
+        kept by request, an embedding, a zero-initialized layer, or weights tied to another's."""
+        if self.directions_seed is None or n.target in self.tied:
+            return None
+        return self.directions_seed if takes_orthogonal_directions(self.fetch_attr(n.target)) else None
 
     def _constants(self, n: fx.Node, site: str, y: torch.Tensor, args: tuple) -> Renorm:
         view = self.signal.view(n.name)
@@ -295,9 +314,10 @@ def _tied_modules(root: nn.Module) -> set[str]:
 
 def plan_renorm(
     graph_module: fx.GraphModule, graph: SignalGraph, inputs: ProbeInputs, model: nn.Module,
-    overrides: Mapping[str | type, str] | None = None, method: str = DKS,
+    overrides: Mapping[str | type, str] | None = None, method: str = DKS, directions_seed: int | None = None,
 ) -> list[Renorm]:
-    """The constants of every site of ``graph_module`` (the trace of ``model``), in execution order."""
+    """The constants of every site of ``graph_module`` (the trace of ``model``), in execution
+    order; with ``directions_seed``, rescaled Linear and Conv layers take orthogonal directions."""
     require_method(method)
     overrides = dict(overrides or {})
     bad = {k: v for k, v in overrides.items() if v not in TARGETS}
@@ -308,7 +328,7 @@ def plan_renorm(
         name: site for name, view in graph.nodes.items()
         if (site := site_of(view, graph, targets[name])) is not None
     }
-    planner = _Planner(graph_module, sites, graph, inputs.batch_size, method)
+    planner = _Planner(graph_module, sites, graph, inputs.batch_size, method, directions_seed)
     with torch.no_grad():
         planner.run(*placeholder_values(graph_module, inputs.args, inputs.kwargs))
     return planner.plan

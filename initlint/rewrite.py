@@ -12,6 +12,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from initlint.directions import orthogonal_like
 from initlint.inputs import ProbeInputs
 from initlint.kernel import probe_kernel
 from initlint.probe import STATS, probe
@@ -25,11 +26,14 @@ def renorm_node_name(renorm: Renorm) -> str:
 
 
 @torch.no_grad()
-def rescale_weights(module: nn.Module, scale: float, shift: float) -> None:
-    """Make ``module``'s output ``scale * y + shift`` by changing its weight and bias in place."""
-    module.weight.mul_(scale)
+def rescale_weights(module: nn.Module, renorm: Renorm) -> None:
+    """Make ``module``'s output ``scale * y + shift`` by changing its weight and bias in place,
+    its weight first redrawn with orthogonal directions where the plan says so."""
+    if renorm.orthogonal is not None:
+        module.weight.copy_(orthogonal_like(module.weight, renorm.module, renorm.orthogonal))
+    module.weight.mul_(renorm.scale)
     if getattr(module, "bias", None) is not None:
-        module.bias.mul_(scale).add_(shift)
+        module.bias.mul_(renorm.scale).add_(renorm.bias)
 
 
 def apply_plan(graph_module: fx.GraphModule, plan: list[Renorm]) -> fx.GraphModule:
@@ -39,7 +43,7 @@ def apply_plan(graph_module: fx.GraphModule, plan: list[Renorm]) -> fx.GraphModu
     for renorm in plan:
         node = nodes[renorm.node]
         if renorm.site == "weighted":
-            rescale_weights(patched.get_submodule(node.target), renorm.scale, renorm.bias)
+            rescale_weights(patched.get_submodule(node.target), renorm)
             continue
         name = renorm_node_name(renorm)
         patched.add_submodule(name, RenormLayer(renorm.scale, renorm.bias))

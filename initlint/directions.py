@@ -1,0 +1,41 @@
+"""Orthogonal weight directions for the layers ``fix`` rescales: the other half of LSUV.
+
+LSUV (Mishkin and Matas 2016) starts from orthonormal weights and then rescales each layer to
+unit output variance; Deep Kernel Shaping assumes orthogonal weights too. A data-free LSUV that
+only rescales keeps the i.i.d. directions of PyTorch's default init, whose products grow
+ill-conditioned with depth: on 30-layer digits MLPs under Adam, tanh and SELU stacks fixed
+with their own directions trained to 0.87 and 0.88, and with orthogonal ones to 0.93 and 0.94,
+as LSUV does (benchmarks/train_digits.py). So a layer the plan rescales gets a random
+orthogonal matrix (conv kernels flattened per output channel, as ``nn.init.orthogonal_``) at
+its own Frobenius norm, drawn from the seed and the layer's path alone: the planner, the
+renorm-node model and the folded model draw the same one.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import torch
+import torch.nn as nn
+
+ORTHOGONAL_LAYERS = (nn.Linear, nn.modules.conv._ConvNd)
+"""Layers whose weight is a map between feature spaces; an embedding's rows are vectors of
+their own and keep them."""
+
+
+def takes_orthogonal_directions(module: nn.Module) -> bool:
+    """A Linear or Conv with a float weight that is not all zeros (a branch zero-initialized
+    on purpose, as in Fixup or SkipInit, is the model's intent)."""
+    weight = getattr(module, "weight", None)
+    return isinstance(module, ORTHOGONAL_LAYERS) and isinstance(weight, torch.Tensor) and \
+        weight.is_floating_point() and weight.dim() >= 2 and bool(weight.detach().abs().sum() > 0)
+
+
+def orthogonal_like(weight: torch.Tensor, path: str, seed: int) -> torch.Tensor:
+    """A random orthogonal tensor shaped as ``weight``, at its Frobenius norm, drawn from
+    ``seed`` and ``path`` only."""
+    generator = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(path.encode())) % 2**63)
+    drawn = torch.empty(weight.shape, dtype=torch.float64)
+    nn.init.orthogonal_(drawn, generator=generator)
+    norm = weight.detach().to(torch.float64).norm()
+    return (drawn * (norm / drawn.norm())).to(weight.device, weight.dtype)
