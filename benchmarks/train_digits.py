@@ -141,10 +141,16 @@ def main() -> None:
     parser.add_argument("--optimizer", choices=("adam", "sgd", "both"), default="both")
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS), metavar="ROW",
                         help=f"rows to train (default all): {', '.join(map(repr, ROWS))}")
-    parser.add_argument("--inits", choices=("criterion", "all"), default="criterion",
-                        help="the baselines and the two fix outputs of the criterion, or also the other fix methods")
+    parser.add_argument("--inits", nargs="+", choices=("criterion", "all", *BASELINES, *FIXES, *OTHER_FIXES),
+                        default=["criterion"], metavar="INIT",
+                        help="'criterion' (the baselines and the two fix outputs of the criterion, the default), "
+                             "'all' (also the other fix methods), or init names")
     parser.add_argument("--quick", action="store_true", help="sigmoid x6 only, Adam, 2 epochs, 1 seed, every init")
+    parser.add_argument("--table", metavar="JSONL", help="print the tables of earlier runs' JSON lines, train nothing")
     args = parser.parse_args()
+    if args.table:
+        print_tables([json.loads(line) for line in open(args.table, encoding="utf-8")])
+        return
     torch.set_num_threads(1)
     if args.quick:
         rows = {"sigmoid x6": Row(lambda: MLP("sigmoid", 6), (64,), 2)}
@@ -152,9 +158,11 @@ def main() -> None:
     else:
         rows = {name: ROWS[name] for name in args.rows}
         optimizers = ["adam", "sgd"] if args.optimizer == "both" else [args.optimizer]
-        seeds, inits = args.seeds, [*BASELINES, *FIXES, *(OTHER_FIXES if args.inits == "all" else ())]
+        groups = {"criterion": [*BASELINES, *FIXES], "all": [*BASELINES, *FIXES, *OTHER_FIXES]}
+        chosen = {init for name in args.inits for init in groups.get(name, [name])}
+        seeds, inits = args.seeds, [init for init in groups["all"] if init in chosen]
     data = load_digits()
-    results: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
+    runs = []
     for name, row in rows.items():
         epochs = args.epochs or row.epochs
         for opt in optimizers:
@@ -166,13 +174,22 @@ def main() -> None:
                     started = time.perf_counter()
                     model = build(row, init, data[0])
                     accuracy, loss = train(model, data, row.input_shape, opt, epochs, seed)
-                    results[opt, name, init].append((accuracy, loss))
-                    print(json.dumps({"arch": name, "init": init, "optimizer": opt, "seed": seed, "epochs": epochs,
-                                      "test_accuracy": round(accuracy, 4),
-                                      "final_train_loss": round(loss, 4) if math.isfinite(loss) else str(loss),
-                                      "seconds": round(time.perf_counter() - started, 2)}), flush=True)
-    print(tables(results, list(rows), [i for i in inits if any(k[2] == i for k in results)], optimizers),
-          file=sys.stderr)
+                    runs.append({"arch": name, "init": init, "optimizer": opt, "seed": seed, "epochs": epochs,
+                                 "test_accuracy": round(accuracy, 4),
+                                 "final_train_loss": round(loss, 4) if math.isfinite(loss) else str(loss),
+                                 "seconds": round(time.perf_counter() - started, 2)})
+                    print(json.dumps(runs[-1]), flush=True)
+    print_tables(runs)
+
+
+def print_tables(runs: list[dict]) -> None:
+    """The tables of ``runs`` (JSON lines as printed) on stderr, in the order rows and inits first appear."""
+    results: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
+    for run in runs:
+        results[run["optimizer"], run["arch"], run["init"]].append((run["test_accuracy"], float(run["final_train_loss"])))
+    order = lambda key: list(dict.fromkeys(run[key] for run in runs))  # noqa: E731
+    inits = [init for init in [*BASELINES, *FIXES, *OTHER_FIXES] if init in order("init")]
+    print(tables(results, order("arch"), inits, order("optimizer")), file=sys.stderr)
 
 
 if __name__ == "__main__":
