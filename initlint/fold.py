@@ -1,8 +1,9 @@
 """Fold a renorm plan into the weights of a copy of the user's model: same class, same keys.
 
-A constant pair (a, c) after a node folds into the next Linear or ConvNd that consumes it
-alone, through what commutes with it (plumbing, flattens and averages; max pools for a > 0;
-ReLU-like activations for a scale alone): W' = a W and b' = b + c * sum of W over its inputs.
+A constant pair (a, c) after a node folds into the Linear or ConvNd layers that consume it,
+through what commutes with it (plumbing, flattens and averages; max pools for a > 0;
+ReLU-like activations, and products with a factor that does not carry it, for a scale alone):
+W' = a W and b' = b + c * sum of W over its inputs, in each of those layers.
 That is exact for Linear and unpadded convolutions; with zero padding, border outputs see
 fewer inputs and the bias is off there, so the error is measured, never hidden. A weighted
 layer's own constants rescale its weight and bias, and so do the constants on an activation's
@@ -50,18 +51,48 @@ def _passes(kind: ops.OpKind, scale: float, shift: float) -> bool:
     return kind.name in _POSITIVELY_HOMOGENEOUS and scale > 0 and shift == 0
 
 
-def _consumer(node: fx.Node, root: nn.Module, scale: float, shift: float) -> fx.Node | None:
-    """The single Linear/Conv call that consumes ``node``, looking through what the constants
-    pass (``_passes``)."""
-    current = node
-    while len(current.users) == 1:
-        (user,) = current.users
-        if user.op == "call_module" and isinstance(root.get_submodule(user.target), _FOLDABLE):
-            return user
-        if not _passes(ops.node_kind(user, root), scale, shift):
+def _consumers(node: fx.Node, root: nn.Module, scale: float, shift: float) -> list[fx.Node] | None:
+    """The Linear/Conv calls that together consume everything computed from ``node``, looking
+    through what the constants pass (``_passes``), or None when one path reaches something
+    else. Several consumers each take the constants (W (a x + c) = a W x + W c for each); a
+    scale alone also passes a product with a factor that does not carry it ((a x) g = a (x g):
+    a squeeze-excitation gate multiplying its input, whose own path is folded into the layer
+    that starts it). A product of two carrying factors (a^2 x g) is refused, and so is a layer
+    that is also called on something that does not carry the constants."""
+    consumers: list[fx.Node] = []
+    carrying, frontier, products = {node}, [node], []
+    while frontier:
+        current = frontier.pop()
+        if not current.users:
             return None
-        current = user
-    return None
+        for user in current.users:
+            if user in carrying or user in consumers:
+                continue
+            if user.op == "call_module" and isinstance(root.get_submodule(user.target), _FOLDABLE):
+                consumers.append(user)
+                continue
+            if _scales_a_product(user, root, current, scale, shift):
+                products.append((user, current))
+            elif not (_passes(ops.node_kind(user, root), scale, shift) and
+                      all(arg is current for arg in user.all_input_nodes)):
+                return None
+            carrying.add(user)
+            frontier.append(user)
+    if any(f in carrying for product, factor in products for f in product.all_input_nodes if f is not factor):
+        return None
+    called = {c.target for c in consumers}
+    if any(n.op == "call_module" and n.target in called and n not in consumers for n in node.graph.nodes):
+        return None
+    return consumers or None
+
+
+def _scales_a_product(user: fx.Node, root: nn.Module, current: fx.Node, scale: float, shift: float) -> bool:
+    """Whether ``user`` is ``current * other`` with ``current`` carrying a scale alone: the
+    scale then passes on to the product, provided ``other`` does not carry it (checked once
+    every carrying node is known)."""
+    if shift or ops.node_kind(user, root).family != ops.MUL or len(user.args) != 2 or user.kwargs:
+        return False
+    return [arg is current for arg in user.args].count(True) == 1
 
 
 def _producer(node: fx.Node, root: nn.Module) -> fx.Node | None:
@@ -120,14 +151,16 @@ def fold_plan(model: nn.Module, graph_module: fx.GraphModule, plan: list[Renorm]
             rescale_weights(folded.get_submodule(path), renorm)
     for index, renorm in reversed(forward):
         node = nodes[renorm.node]
-        consumer = _consumer(node, graph_module, renorm.scale, renorm.bias)
-        layer = folded.get_submodule(consumer.meta[MODULE]) if consumer is not None else None
-        if layer is None:
-            reason = "no single Linear or Conv consumes it through operations the constants pass"
-        elif renorm.bias and getattr(layer, "bias", None) is None:
-            reason = f"its shift needs a bias, and {consumer.meta[MODULE]} has none"
+        consumers = _consumers(node, graph_module, renorm.scale, renorm.bias)
+        layers = [folded.get_submodule(c.meta[MODULE]) for c in consumers or ()]
+        missing = [c.meta[MODULE] for c, layer in zip(consumers or (), layers) if getattr(layer, "bias", None) is None]
+        if not layers:
+            reason = "no Linear or Conv consumes it through operations the constants pass"
+        elif renorm.bias and missing:
+            reason = f"its shift needs a bias, and {', '.join(missing)} has none"
         else:
-            _fold_into(layer, renorm.scale, renorm.bias)
+            for layer in layers:
+                _fold_into(layer, renorm.scale, renorm.bias)
             continue
         unfolded[index] = reason
     result.unfolded = [{**plan[index].to_dict(), "reason": unfolded[index]} for index in sorted(unfolded)]

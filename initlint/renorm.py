@@ -7,6 +7,8 @@ Targets come from roles (see DESIGN.md's pitfalls):
   dominate (``CENTER_ABOVE``), with the exact constants of ``moments`` (quadrature) for an
   elementwise module, else measured on the probe;
 - a gate (sigmoid into a multiply) -> mean 1, by scale alone, so it stays a non-negative gate;
+  at most x4 (``GATE_MAX_SCALE``): a gate pinned closed keeps a small mean rather than become
+  a multiplier of thousands once it opens;
 - a pool in the body -> its measured across-sample shrinkage undone, mean 0 (a pool that
   summarizes the sample for the head is the design: left alone);
 - a weighted layer (Linear, ConvNd, Embedding) -> output std 1, by rescaling its weights and
@@ -53,6 +55,13 @@ RESIDUAL_GROWTH = 2.0
 """The most the residual stream's std may grow over the body: each of L branches on the main
 path adds a variance of GROWTH ** (2 / L) - 1 times the stream's (L = 24: a branch std of 0.24
 of the stream's)."""
+GATE_MAX_SCALE = 4.0
+"""The most a gate's constant multiplies it by: a gate scaled by s multiplies what it gates by
+up to s once training opens it, and a gate pinned closed (mean m, bias -b) would need 1/m =
+1 + e^b to reach mean 1 (22027 at b = 10), a multiplier that training releases as the gate
+opens (SGD on benchmarks/train_digits.py's LSUV-degenerate SE-CNN went NaN). 4 is IL101's band
+(``never_worse.OUTPUT_BAND``): a fully opened gate moves its branch no further than the band
+allows; a healthy sigmoid gate (mean 1/2) gets its 2, as in NF-Nets."""
 DKS, RENORM = "dks", "renorm"
 METHODS = (DKS, RENORM)
 """How activations are fixed: kernel shaping (input and output constants), or output constants alone."""
@@ -221,6 +230,12 @@ class _Planner(FirstStepInterpreter):
         if site == "gate":
             if not stats.mean > 0:
                 return make("none: the gate is closed for every probe", 1.0, 0.0, "probe")
+            if stats.mean * GATE_MAX_SCALE < 1:
+                renorm = make(f"mean {GATE_MAX_SCALE * stats.mean:.3g}: a gate this closed gets at most "
+                              f"x{GATE_MAX_SCALE:g} (mean 1 would need x{1 / stats.mean:.4g})",
+                              GATE_MAX_SCALE, 0.0, "probe")
+                renorm.aim = (GATE_MAX_SCALE * stats.mean, GATE_MAX_SCALE * stats.std)
+                return renorm
             return make("mean 1", 1 / stats.mean, 0.0, "probe")
         if site == "pool":
             before = tensor_stats(args[0], self.batch_size).sample_std

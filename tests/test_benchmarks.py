@@ -175,3 +175,39 @@ def test_kernel_stacks_quick():
         assert shaped["0"] < 0.3 and shaped["0.9"] > 0.7, shaped
     (cost,) = [row for row in rows if "model" in row]
     assert 0 < cost["kernel_probe_s"] and 0 < cost["kernel_share"]
+
+
+def _digits_models():
+    spec = importlib.util.spec_from_file_location("digits_models", ROOT / "benchmarks" / "digits_models.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["digits_models"] = module  # dataclasses resolve the module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_digits_models_baselines_do_what_they_say():
+    """Every row's model takes its input shape; gains() names each weighted layer once; Fixup
+    makes each residual block the identity (its last conv is zero); the LSUV-style loop pins
+    the SE gates (IL401 flags them) while the untouched SE-CNN has no IL401."""
+    import torch
+    import torch.nn as nn
+
+    import initlint
+
+    models = _digits_models()
+    torch.manual_seed(0)
+    for name, row in models.ROWS.items():
+        model = row.build()
+        assert model(torch.randn(4, *row.input_shape)).shape == (4, 10), name
+        weighted = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+        assert sorted(map(id, (layer for layer, _ in model.gains()))) == sorted(map(id, weighted)), name
+    resnet = models.with_fixup(models.ResidualCNN(4))
+    x = torch.randn(4, 16, 8, 8)
+    assert all(torch.equal(block(x), x) for block in resnet.blocks)
+    assert resnet(torch.randn(4, 1, 8, 8)).abs().max() == 0  # the head is zero too
+    batch = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    stuck = models.lsuv_degenerate(models.SECNN(4), batch)
+    codes = [f.code for f in initlint.check(stuck, input_shapes=[(64, 1, 8, 8)]).findings]
+    assert "IL401" in codes, codes
+    codes = [f.code for f in initlint.check(models.SECNN(4), input_shapes=[(64, 1, 8, 8)]).findings]
+    assert "IL401" not in codes, codes
