@@ -13,7 +13,9 @@ renorm-node model and the folded model draw the same one.
 
 from __future__ import annotations
 
+import contextlib
 import zlib
+from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
@@ -31,11 +33,34 @@ def takes_orthogonal_directions(module: nn.Module) -> bool:
         weight.is_floating_point() and weight.dim() >= 2 and bool(weight.detach().abs().sum() > 0)
 
 
+_drawn: dict[tuple, torch.Tensor] | None = None
+"""Within ``drawn_once``: each layer's unit-norm draw, by (path, seed, shape)."""
+
+
+@contextlib.contextmanager
+def drawn_once() -> Iterator[None]:
+    """Within one fix, draw each layer's directions once: the planner, every trial build of
+    the never-worse check and the fold ask for the same ones, and a QR of a 4096x4096 weight
+    takes seconds."""
+    global _drawn
+    previous, _drawn = _drawn, {}
+    try:
+        yield
+    finally:
+        _drawn = previous
+
+
 def orthogonal_like(weight: torch.Tensor, path: str, seed: int) -> torch.Tensor:
     """A random orthogonal tensor shaped as ``weight``, at its Frobenius norm, drawn from
     ``seed`` and ``path`` only."""
-    generator = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(path.encode())) % 2**63)
-    drawn = torch.empty(weight.shape, dtype=torch.float64)
-    nn.init.orthogonal_(drawn, generator=generator)
-    norm = weight.detach().to(torch.float64).norm()
-    return (drawn * (norm / drawn.norm())).to(weight.device, weight.dtype)
+    key = (path, seed, tuple(weight.shape))
+    unit = _drawn.get(key) if _drawn is not None else None
+    if unit is None:
+        generator = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(path.encode())) % 2**63)
+        drawn = torch.empty(weight.shape, dtype=torch.float64)
+        nn.init.orthogonal_(drawn, generator=generator)
+        unit = drawn / drawn.norm()
+        if _drawn is not None:
+            _drawn[key] = unit
+    norm = weight.detach().to(torch.float64).norm().cpu()
+    return (unit * norm).to(weight.device, weight.dtype)

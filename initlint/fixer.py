@@ -18,6 +18,7 @@ from initlint.fold import FoldResult, fold_plan
 from initlint.inputs import ProbeInputs
 from initlint.materialize import on_meta
 from initlint.model_outputs import output_tensors
+from initlint.directions import drawn_once
 from initlint.never_worse import decline_what_hurts
 from initlint.selection import select_rules
 from initlint.preserve import model_preserved
@@ -132,7 +133,7 @@ def run_fix(
     """Plan, rewrite, verify (and fold); ``model``'s tensors and every RNG are as before afterwards.
     Without a ``method``, ``default_method(fold)``. The layers the plan rescales take orthogonal
     directions (``initlint.directions``) unless ``keep_directions``."""
-    with model_preserved(model), exits_refused(*MODEL_EXITS):
+    with model_preserved(model), exits_refused(*MODEL_EXITS), drawn_once():
         return _fixed(model, example_inputs, options, source, fold, overrides, method or default_method(fold),
                       None if keep_directions else options.seed)
 
