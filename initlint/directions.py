@@ -4,8 +4,8 @@ LSUV (Mishkin and Matas 2016) starts from orthonormal weights and then rescales 
 unit output variance; Deep Kernel Shaping assumes orthogonal weights too. A data-free LSUV that
 only rescales keeps the i.i.d. directions of PyTorch's default init, whose products grow
 ill-conditioned with depth: on 30-layer digits MLPs under Adam, tanh and SELU stacks fixed
-with their own directions trained to 0.87 and 0.88, and with orthogonal ones to 0.93 and 0.94,
-as LSUV does (benchmarks/train_digits.py). So a layer the plan rescales gets a random
+with their own directions trained to 0.869 and 0.881, and with orthogonal ones to 0.937 and
+0.908 (LSUV: 0.941, 0.934; benchmarks/train_digits.py). So a layer the plan rescales gets a random
 orthogonal matrix (conv kernels flattened per output channel, as ``nn.init.orthogonal_``) at
 its own Frobenius norm, drawn from the seed and the layer's path alone: the planner, the
 renorm-node model and the folded model draw the same one.

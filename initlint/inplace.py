@@ -158,8 +158,9 @@ def _write_back(graph: fx.Graph, view: fx.Node, parent: fx.Node, written: fx.Nod
 
 
 def _unfollowable(view: fx.Node) -> UnfollowableWrite:
-    return UnfollowableWrite(f"the model writes in place into a view made by aten.{view.target.overloadpacket.__name__}, "
-                             "whose inverse initlint does not know")
+    name = view.target.overloadpacket.__name__
+    return UnfollowableWrite(f"the model writes in place into a view made by aten.{name}, whose inverse "
+                             "initlint does not know")
 
 
 def _computed(graph: fx.Graph, node: fx.Node, twin: object) -> fx.Node:
