@@ -5,10 +5,12 @@ Targets come from roles (see DESIGN.md's pitfalls):
   it the slope its depth in the graph allows (``kernel_shaping``), then mean 0 and std 1;
   with "renorm", or where it is not elementwise -> std 1, and mean 0 where its mean would
   dominate (``CENTER_ABOVE``), with the exact constants of ``moments`` (quadrature) for an
-  elementwise module, else measured on the probe;
+  elementwise module, else measured on the probe; its input is first shifted to mean 0 where
+  that input's mean exceeds its std (a ReLU an LSUV loop killed through its bias);
 - a gate (sigmoid into a multiply) -> mean 1, by scale alone, so it stays a non-negative gate;
   at most x4 (``GATE_MAX_SCALE``): a gate pinned closed keeps a small mean rather than become
-  a multiplier of thousands once it opens;
+  a multiplier of thousands once it opens; a gate pinned by its input's mean (beyond its std)
+  has that mean removed first;
 - a pool in the body -> its measured across-sample shrinkage undone, mean 0 (a pool that
   summarizes the sample for the head is the design: left alone);
 - a weighted layer (Linear, ConvNd, Embedding) -> output std 1, by rescaling its weights and
@@ -194,6 +196,11 @@ class _Planner(FirstStepInterpreter):
                 before, after, result = shaped
                 self.plan += [before, after]
                 return result * after.scale + after.bias
+        if site in ("activation", "gate"):
+            recentred = self._recentred(n, args, kwargs)
+            if recentred is not None:
+                before, args, result = recentred
+                self.plan.append(before)
         renorm = self._constants(n, site, result, args)
         if site == "weighted":
             self.rescaled[n.target] = renorm
@@ -291,6 +298,24 @@ class _Planner(FirstStepInterpreter):
         moments, source = (exact, "quadrature") if reached else (Moments(stats.mean, stats.std), "probe")
         after = Renorm(n.name, view.module, "activation", "mean 0, std 1", moments.scale, moments.bias, source)
         return before, after, y
+
+    def _recentred(self, n: fx.Node, args: tuple, kwargs: dict) -> tuple[Renorm, tuple, torch.Tensor] | None:
+        """A shift before an activation or gate whose input's mean exceeds its std (a ReLU
+        that fires for under 16 % of inputs, a gate held in a tail), its input and output
+        after it; None where the input is centred enough. Scaling alone keeps such a unit
+        pinned (an LSUV loop leaves dead ReLUs and closed gates so), and what follows it is
+        then measured on almost nothing."""
+        if not isinstance(args[0], torch.Tensor):
+            return None
+        seen = tensor_stats(args[0], self.batch_size)
+        if not (math.isfinite(seen.mean) and seen.std > 0 and abs(seen.mean) > CENTER_ABOVE * seen.std):
+            return None
+        view = self.signal.view(n.name)
+        before = Renorm(n.name, view.module, self.sites[n.name],
+                        f"input mean 0: its mean {seen.mean:.3g} exceeds its std {seen.std:.3g}",
+                        1.0, -seen.mean, "probe", placement="before", aim=(0.0, seen.std))
+        centred = (args[0] - seen.mean, *args[1:])
+        return before, centred, self.of_first_input(n, args, kwargs)(centred[0])
 
     def _input_moments(self, module: nn.Module, x: torch.Tensor) -> tuple[Moments, str]:
         """Exact constants for N(0, 1) inputs when the input is that (within the verification

@@ -40,7 +40,7 @@ def test_a_shaped_saturating_activation_has_mean_0_std_1_and_the_target_slope(ac
     """Checked with numpy's Gauss-Hermite rule (200 nodes, exact to ~1e-12 for these smooth
     functions), independent of the Simpson grid and autograd that initlint uses."""
     torch_activation = nn.Tanh() if activation is np.tanh else nn.Sigmoid()
-    target = layer_slope(20)
+    target = layer_slope(30)  # 1.027, below the sigmoid's own 1.034
     s = shape(torch_activation, target)
     nodes, weights = np.polynomial.hermite_e.hermegauss(200)
     weights = weights / weights.sum()
@@ -90,9 +90,9 @@ def _kernel_and_gradient(model: nn.Module, width: int = WIDTH, batch: int = 256)
 
 @pytest.mark.parametrize("activation", [nn.Tanh, nn.ReLU], ids=["tanh", "relu"])
 def test_a_30_layer_stack_after_fix_keeps_its_kernel_and_its_gradient(activation):
-    """The body's C'(1) is 1.5, so cosine 0.9 maps to about 1 - 1.5 * 0.1 = 0.85 (>= 0.7),
+    """The body's C'(1) is 2.25, so cosine 0.9 maps to about 1 - 2.25 * 0.1 = 0.78 (>= 0.7),
     cosine 0 stays 0 (<= 0.3: each layer's C(0) = 0), and gradients grow through the body by
-    about sqrt(1.5) (within 1.5x either way). The folded model computes the same function
+    about sqrt(2.25) = 1.5 (within 1.5x either way: 1.42 measured at width 256). The folded model computes the same function
     (so it has the same kernel and gradients), and the checks of both are clean."""
     model, shapes = _stack(activation), [(256, WIDTH)]
     fixed, folded = initlint.fix(model, input_shapes=shapes), initlint.fix(model, fold=True, method="dks",
@@ -195,3 +195,22 @@ def test_a_zero_initialized_branch_stays_zero():
                      fold=True, method="dks")
     for block in result.folded.model.blocks:
         assert not block.fc2.weight.any() and not block.fc2.bias.any()
+
+
+def test_a_relu_its_bias_killed_is_recentred_and_the_fold_is_exact():
+    """Default weights give the first layer pre-activations of std 1/sqrt(3) = 0.58; a bias of
+    -3 puts them 5 stds down, where a ReLU fires for under 1e-6 of inputs. Rescaling alone keeps
+    it dead; the renorm method shifts its input to mean 0 first (folded into the bias), so it
+    fires for half of them, as a centred symmetric input gives."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    with torch.no_grad():
+        model[0].bias.fill_(-3.0)
+    result = run_fix(model, (), CheckOptions(input_shapes=[(256, 32)]), ModelSource(), fold=True)
+    shifts = [r for r in result.plan if r.placement == "before"]
+    assert [r.module for r in shifts] == ["1"] and shifts[0].verified
+    x = torch.randn(4096, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        firing = (result.folded.model[:2](x) > 0).float().mean().item()
+    assert 0.4 <= firing <= 0.6, firing
+    assert result.fold_error < 1e-4
