@@ -51,7 +51,8 @@ STD_TOLERANCE = 0.1
 CENTER_ABOVE = 1.0
 """An activation is also shifted to mean 0 when its mean exceeds its std (sigmoid: 2.4 stds,
 hardsigmoid 3, softplus 1.5). Smaller offsets (relu 0.68 stds, gelu 0.48, silu 0.37) are left:
-in benchmarks/train_digits.py centering them cost relu x30 9 points of accuracy under Adam."""
+in benchmarks/train_digits.py centering them cost relu x30 9 points of accuracy under Adam.
+The same bound on an activation's or gate's input marks it pinned (``_Planner._recentred``)."""
 TARGETS = (GAUSSIAN, GATE_TARGET, NONE)
 RESIDUAL_GROWTH = 2.0
 """The most the residual stream's std may grow over the body: each of L branches on the main

@@ -83,7 +83,7 @@ def test_gates_become_mean_one_gates(build, method):
         mean = nodes[f"renorm_{gate.node}"]["mean"]
         if gate.target == "mean 1":
             assert 0.5 <= mean <= 2
-        else:  # pinned closed: x4 at most (test_a_gate_pinned_closed_gets_at_most_the_band)
+        else:  # closed: x4 at most (test_a_gate_closed_but_spread_gets_at_most_the_band)
             assert gate.scale == 4.0 and mean == pytest.approx(gate.aim[0], rel=0.5) and mean < 0.25
     # A gate's mean-1 constant is read through (the gate keeps its role). After LSUV, the
     # squeeze's ReLU is dead (its bias driven down) and a gate's pre-activation is a bias of ~10:

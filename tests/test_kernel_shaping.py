@@ -92,8 +92,9 @@ def _kernel_and_gradient(model: nn.Module, width: int = WIDTH, batch: int = 256)
 def test_a_30_layer_stack_after_fix_keeps_its_kernel_and_its_gradient(activation):
     """The body's C'(1) is 2.25, so cosine 0.9 maps to about 1 - 2.25 * 0.1 = 0.78 (>= 0.7),
     cosine 0 stays 0 (<= 0.3: each layer's C(0) = 0), and gradients grow through the body by
-    about sqrt(2.25) = 1.5 (within 1.5x either way: 1.42 measured at width 256). The folded model computes the same function
-    (so it has the same kernel and gradients), and the checks of both are clean."""
+    about sqrt(2.25) = 1.5 (within 1.5x either way: 1.42 measured at width 256). The folded
+    model computes the same function (so it has the same kernel and gradients), and the checks
+    of both are clean."""
     model, shapes = _stack(activation), [(256, WIDTH)]
     fixed, folded = initlint.fix(model, input_shapes=shapes), initlint.fix(model, fold=True, method="dks",
                                                                            input_shapes=shapes)
