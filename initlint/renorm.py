@@ -278,10 +278,8 @@ class _Planner(FirstStepInterpreter):
         input constants also standardize the input as measured, so the activation sees the
         N(0, 1) the shaping assumes whatever the layer before gives."""
         module = activation_module_of(n, self.module)
-        if module is None or not is_elementwise(module) or not isinstance(args[0], torch.Tensor):
-            return None
-        seen = tensor_stats(args[0], self.batch_size)
-        if not (math.isfinite(seen.std) and seen.std > 0):
+        seen = self._varying_input(args) if module is not None and is_elementwise(module) else None
+        if seen is None:
             return None
         shaping = shape(module, self.slope)
         scale = shaping.in_scale / seen.std
@@ -300,16 +298,22 @@ class _Planner(FirstStepInterpreter):
         after = Renorm(n.name, view.module, "activation", "mean 0, std 1", moments.scale, moments.bias, source)
         return before, after, y
 
+    def _varying_input(self, args: tuple) -> NodeStats | None:
+        """The statistics of a node's first input, or None where it is no tensor, constant or
+        non-finite: input constants have nothing to standardize there."""
+        if not isinstance(args[0], torch.Tensor):
+            return None
+        seen = tensor_stats(args[0], self.batch_size)
+        return seen if math.isfinite(seen.mean) and math.isfinite(seen.std) and seen.std > 0 else None
+
     def _recentred(self, n: fx.Node, args: tuple, kwargs: dict) -> tuple[Renorm, tuple, torch.Tensor] | None:
         """A shift before an activation or gate whose input's mean exceeds its std (a ReLU
         that fires for under 16 % of inputs, a gate held in a tail), its input and output
         after it; None where the input is centred enough. Scaling alone keeps such a unit
         pinned (an LSUV loop leaves dead ReLUs and closed gates so), and what follows it is
         then measured on almost nothing."""
-        if not isinstance(args[0], torch.Tensor):
-            return None
-        seen = tensor_stats(args[0], self.batch_size)
-        if not (math.isfinite(seen.mean) and seen.std > 0 and abs(seen.mean) > CENTER_ABOVE * seen.std):
+        seen = self._varying_input(args)
+        if seen is None or abs(seen.mean) <= CENTER_ABOVE * seen.std:
             return None
         view = self.signal.view(n.name)
         before = Renorm(n.name, view.module, self.sites[n.name],
