@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from initlint import __version__
-from initlint.choices import DEVICES, HUMAN_FORMATS, OUTPUT_FORMATS, SEVERITIES
+from initlint.choices import DEVICES, FIX_METHODS, HUMAN_FORMATS, OUTPUT_FORMATS, SEVERITIES
 
 # numpy is optional: without it torch warns "Failed to initialize NumPy" on import, on every
 # command, about a feature initlint does not use. Only that warning is silenced.
@@ -266,10 +266,11 @@ def gain(activation: str, depth: int, width: int, output_format: str) -> None:
 @click.option("-o", "--output", "output", required=True, type=click.Path(),
               help="Folder to write: model.py, weights.pt, renorm.json (and folded_state_dict.pt with --fold).")
 @click.option("--fold", is_flag=True, help="Also fold the constants into your model's own weights.")
-@click.option("--method", type=click.Choice(["dks", "renorm"]), default=None,
+@click.option("--method", type=click.Choice(FIX_METHODS), default=None,
               help="dks (the default without --fold): constants before and after each activation that keep the "
-                   "whole network's kernel healthy at its depth (Deep Kernel Shaping); renorm (the default with "
-                   "--fold): only each activation's output to mean 0, std 1.")
+                   "whole network's kernel healthy at its depth (Deep Kernel Shaping); dks-scale (the default "
+                   "with --fold): the same where an input scale does it (tanh, sigmoid), renorm's constants where "
+                   "it would shift the input (ReLU-like); renorm: only each activation's output to mean 0, std 1.")
 @click.option("--keep-directions", is_flag=True,
               help="Only rescale the Linear and Conv layers; by default those the fix rescales also take "
                    "orthogonal directions at their own norm, as LSUV starts from.")

@@ -22,7 +22,7 @@ from initlint.directions import drawn_once
 from initlint.never_worse import decline_what_hurts
 from initlint.selection import select_rules
 from initlint.preserve import model_preserved
-from initlint.renorm import DKS, RENORM, Renorm, plan_renorm, require_method
+from initlint.renorm import DKS, DKS_SCALE, Renorm, plan_renorm, require_method
 from initlint.rewrite import apply_plan, verify
 from initlint.user_code import exits_refused
 
@@ -139,11 +139,12 @@ def run_fix(
 
 
 def default_method(fold: bool) -> str:
-    """Kernel shaping, except when folding: folded into the weights, its centring shifts after
-    ReLU-like activations become biases, and the next layer trains on inputs of mean ~2 (Adam,
-    benchmarks/train_digits.py: relu x30 0.10 and gelu x30 0.09 folded, against 0.93 and 0.93
-    with the constants as renorm nodes); the renorm method folds to 0.96 and 0.92."""
-    return RENORM if fold else DKS
+    """Kernel shaping; folded, only where an input scale shapes the activation (tanh, sigmoid):
+    a ReLU-like one is shaped by an input shift, and its centring shift after it becomes the
+    next layer's bias, so that layer trains on inputs of mean ~2 (Adam,
+    benchmarks/train_digits.py: relu x30 0.17 and gelu x30 0.22 folded with kernel shaping,
+    against 0.96 and 0.92 with the renorm constants, which it gets instead)."""
+    return DKS_SCALE if fold else DKS
 
 
 def _fixed(
@@ -187,9 +188,11 @@ def fix(model: nn.Module, *example_inputs: torch.Tensor, fold: bool = False,
     user's own class with the constants folded into its weights. ``overrides`` maps a module
     path or class to a target ("gaussian", "gate" or "none") for everything inside it.
     ``method`` "dks" shapes each activation's kernel (constants before and after it),
-    "renorm" only renormalizes its output; by default "dks", or "renorm" with ``fold``
-    (``default_method``). The Linear and Conv layers it rescales take orthogonal directions at
-    their own norm, as LSUV starts from; ``keep_directions=True`` only rescales them."""
+    "dks-scale" only where an input scale does it (tanh, sigmoid; ReLU-like ones get renorm's
+    constants), "renorm" only renormalizes its output; by default "dks", or "dks-scale" with
+    ``fold`` (``default_method``). The Linear and Conv layers it rescales take orthogonal
+    directions at their own norm, as LSUV starts from; ``keep_directions=True`` only rescales
+    them."""
     model = require_module(model, "initlint.fix")
     result = run_fix(model, example_inputs, parse_options(options), ModelSource(), fold, overrides, method,
                      keep_directions)

@@ -2,11 +2,13 @@
 
 Targets come from roles (see DESIGN.md's pitfalls):
 - a generic activation, with the default method "dks" -> constants on its input too, which give
-  it the slope its depth in the graph allows (``kernel_shaping``), then mean 0 and std 1;
-  with "renorm", or where it is not elementwise -> std 1, and mean 0 where its mean would
-  dominate (``CENTER_ABOVE``), with the exact constants of ``moments`` (quadrature) for an
-  elementwise module, else measured on the probe; its input is first shifted to mean 0 where
-  that input's mean exceeds its std (a ReLU an LSUV loop killed through its bias);
+  it the slope its depth in the graph allows (``kernel_shaping``), then mean 0 and std 1 (with
+  "dks-scale", only where an input scale gives that slope, not a shift);
+  with "renorm", where it is not elementwise, or where "dks-scale" would shift it -> std 1, and
+  mean 0 where its mean would dominate (``CENTER_ABOVE``), with the exact constants of
+  ``moments`` (quadrature) for an elementwise module, else measured on the probe; its input
+  is first shifted to mean 0 where that input's mean exceeds its std (a ReLU an LSUV loop
+  killed through its bias);
 - a gate (sigmoid into a multiply) -> mean 1, by scale alone, so it stays a non-negative gate;
   at most x4 (``GATE_MAX_SCALE``): a gate pinned closed keeps a small mean rather than become
   a multiplier of thousands once it opens; a gate pinned by its input's mean (beyond its std)
@@ -35,6 +37,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from initlint import ops
+from initlint.choices import FIX_METHODS
 from initlint.directions import orthogonal_like, takes_orthogonal_directions
 from initlint.errors import InitlintError
 from initlint.graph import GATE, OUTPUT, RESIDUAL_ADD, SQUEEZE, NodeView, SignalGraph, activation_module_of
@@ -65,9 +68,10 @@ up to s once training opens it, and a gate pinned closed (mean m, bias -b) would
 opens (SGD on benchmarks/train_digits.py's LSUV-degenerate SE-CNN went NaN). 4 is IL101's band
 (``never_worse.OUTPUT_BAND``): a fully opened gate moves its branch no further than the band
 allows; a healthy sigmoid gate (mean 1/2) gets its 2, as in NF-Nets."""
-DKS, RENORM = "dks", "renorm"
-METHODS = (DKS, RENORM)
-"""How activations are fixed: kernel shaping (input and output constants), or output constants alone."""
+DKS, DKS_SCALE, RENORM = METHODS = FIX_METHODS
+"""How activations are fixed: kernel shaping (input and output constants); kernel shaping where
+an input scale does it (tanh, sigmoid), the renorm constants where it takes an input shift
+(ReLU-like); or output constants alone."""
 
 
 @dataclass
@@ -167,8 +171,10 @@ class _Planner(FirstStepInterpreter):
         self.sites, self.signal, self.batch_size = sites, graph, batch_size
         self.directions_seed = directions_seed
         """The seed of the orthogonal directions weighted layers take; None keeps theirs."""
-        self.slope = layer_slope(_activation_depth(graph, sites)) if method == DKS else None
+        self.slope = layer_slope(_activation_depth(graph, sites)) if method in (DKS, DKS_SCALE) else None
         """C'(1) each activation is shaped to, with kernel shaping."""
+        self.shifts_inputs = method == DKS
+        """Whether kernel shaping may shift an activation's input (a ReLU-like one needs that)."""
         self.main_path = set(graph.main_path)
         self.by_name = {node.name: node for node in graph_module.graph.nodes}
         branches = sum(RESIDUAL_ADD in graph.view(name).roles for name in graph.main_path)
@@ -274,14 +280,17 @@ class _Planner(FirstStepInterpreter):
 
     def _shaped(self, n: fx.Node, args: tuple, kwargs: dict) -> tuple[Renorm, Renorm, torch.Tensor] | None:
         """Kernel shaping's constants before and after an elementwise activation, and its
-        output between them; None where it is not elementwise or its input is constant. The
-        input constants also standardize the input as measured, so the activation sees the
-        N(0, 1) the shaping assumes whatever the layer before gives."""
+        output between them; None where it is not elementwise, its input is constant, or the
+        shaping needs an input shift that the method does not make. The input constants also
+        standardize the input as measured, so the activation sees the N(0, 1) the shaping
+        assumes whatever the layer before gives."""
         module = activation_module_of(n, self.module)
         seen = self._varying_input(args) if module is not None and is_elementwise(module) else None
         if seen is None:
             return None
         shaping = shape(module, self.slope)
+        if shaping.in_shift and not self.shifts_inputs:
+            return None
         scale = shaping.in_scale / seen.std
         centred = shaping.in_shift == 0 and abs(seen.mean) <= MEAN_TOLERANCE * seen.std
         shift = 0.0 if centred else shaping.in_shift - scale * seen.mean

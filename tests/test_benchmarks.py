@@ -19,7 +19,8 @@ def test_train_digits_quick():
         capture_output=True, text=True, check=True, timeout=300,
     )
     runs = {row["init"]: row["test_accuracy"] for row in map(json.loads, result.stdout.splitlines())}
-    fixes = ("initlint fix", "initlint fix --fold", "initlint fix --method renorm", "initlint fix --method dks --fold")
+    fixes = ("initlint fix", "initlint fix --fold", "initlint fix --method renorm", "initlint fix --method renorm --fold",
+             "initlint fix --method dks --fold")
     assert set(runs) == {"default", "calculate_gain", "lsuv", *fixes}
     # a 6-layer default sigmoid MLP after 2 epochs is at chance (0.10 for 10 classes);
     # fixed by either method, it learns: the margin is far beyond seed noise

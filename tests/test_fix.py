@@ -273,9 +273,10 @@ def test_fix_folder_round_trip(run_cli, tmp_path, model_file):
     assert result.exit_code == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["folded_state_dict.pt", "model.py", "renorm.json", "weights.pt"]
     plan = json.loads((out / "renorm.json").read_text())
-    # 12 layers rescaled, 12 sigmoids renormalized (with --fold the method is renorm by default)
-    assert len(plan["constants"]) == 24 and plan["folded"] and plan["unfolded"] == []
-    assert plan["method"] == "renorm"
+    # 12 layers rescaled, 12 sigmoids shaped by constants before and after them (with --fold
+    # the method is dks-scale by default, and a sigmoid is shaped by an input scale)
+    assert len(plan["constants"]) == 36 and plan["folded"] and plan["unfolded"] == []
+    assert plan["method"] == "dks-scale"
     torch.load(out / "weights.pt", weights_only=True)  # a plain state dict
     assert run_cli("check", str(out)).exit_code == 0
     assert run_cli("check", f"{path}:build").exit_code == 1

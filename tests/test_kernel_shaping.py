@@ -123,20 +123,27 @@ def test_the_whole_body_gets_the_dks_slope():
     assert layer_slope(0) == BODY_SLOPE
 
 
-def test_without_a_method_fix_shapes_kernels_and_fold_renormalizes():
-    """Folded, kernel shaping's centring shifts become the next layer's biases and leave it
-    inputs of mean ~2, which Adam trains badly (benchmarks/train_digits.py); so the default
-    depends on --fold, and renorm.json says which was used."""
-    model = _stack(nn.ReLU, depth=2)
-    shaped, renormed = run_fix(model, (), CheckOptions(), ModelSource()), run_fix(model, (), CheckOptions(),
-                                                                                ModelSource(), fold=True)
-    assert shaped.method == "dks" and any(r.placement == "before" for r in shaped.plan)
-    assert renormed.method == "renorm" and all(r.placement == "after" for r in renormed.plan)
-    assert renormed.plan_document("t")["method"] == "renorm"
+def test_without_a_method_fix_shapes_kernels_and_fold_shapes_them_by_scale_alone():
+    """Folded, kernel shaping's centring shift after a ReLU-like activation becomes the next
+    layer's bias and leaves it inputs of mean ~2, which Adam trains badly
+    (benchmarks/train_digits.py); so with --fold the default is dks-scale: a tanh is shaped by
+    its input scale as without --fold, a ReLU, which only a shift shapes, gets the renorm
+    method's output constants. renorm.json says which method was used."""
+    relu, tanh = _stack(nn.ReLU, depth=8), _stack(nn.Tanh, depth=30)
+    shaped = run_fix(relu, (), CheckOptions(), ModelSource())
+    assert shaped.method == "dks" and any(r.placement == "before" and r.bias != 0 for r in shaped.plan)
+    folded = run_fix(relu, (), CheckOptions(), ModelSource(), fold=True)
+    assert folded.method == "dks-scale" and all(r.placement == "after" for r in folded.plan)
+    assert folded.plan_document("t")["method"] == "dks-scale"
+    by_scale = {r.node: r.scale for r in run_fix(tanh, (), CheckOptions(), ModelSource(), fold=True).plan
+                if r.placement == "before"}
+    assert by_scale == {r.node: r.scale for r in run_fix(tanh, (), CheckOptions(), ModelSource()).plan
+                        if r.placement == "before"}
+    assert len(by_scale) == 30 and all(scale < 1 for scale in by_scale.values())
 
 
 def test_an_unknown_method_is_refused_before_the_probe():
-    with pytest.raises(initlint.InitlintError, match="unknown fix method 'lsuv'; use one of dks, renorm"):
+    with pytest.raises(initlint.InitlintError, match="unknown fix method 'lsuv'; use one of dks, dks-scale, renorm"):
         initlint.fix(_stack(nn.Tanh, depth=1), method="lsuv")
 
 
@@ -198,17 +205,19 @@ def test_a_zero_initialized_branch_stays_zero():
         assert not block.fc2.weight.any() and not block.fc2.bias.any()
 
 
-def test_a_relu_its_bias_killed_is_recentred_and_the_fold_is_exact():
+@pytest.mark.parametrize("method", ["renorm", "dks-scale"])
+def test_a_relu_its_bias_killed_is_recentred_and_the_fold_is_exact(method):
     """Default weights give the first layer pre-activations of std 1/sqrt(3) = 0.58; a bias of
     -3 puts them 5 stds down, where a ReLU fires for under 1e-6 of inputs. Rescaling alone keeps
-    it dead; the renorm method shifts its input to mean 0 first (folded into the bias), so it
-    fires for half of them, as a centred symmetric input gives."""
+    it dead; the renorm method shifts its input to mean 0 first, as kernel shaping's input
+    constants standardize it (folded into the bias), so it fires for half of them, as a centred
+    symmetric input gives. The other ReLU's input is centred already: nothing shifts it."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
     with torch.no_grad():
         model[0].bias.fill_(-3.0)
-    result = run_fix(model, (), CheckOptions(input_shapes=[(256, 32)]), ModelSource(), fold=True)
-    shifts = [r for r in result.plan if r.placement == "before"]
+    result = run_fix(model, (), CheckOptions(input_shapes=[(256, 32)]), ModelSource(), fold=True, method=method)
+    shifts = [r for r in result.plan if r.placement == "before" and r.bias]
     assert [r.module for r in shifts] == ["1"] and shifts[0].verified
     x = torch.randn(4096, 32, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
