@@ -7,8 +7,9 @@ momentum 0.9; the row's epochs) from each initialization: PyTorch's default, Kai
 with calculate_gain, LSUV (the ``lsuv`` package), Fixup (the residual CNN only), and
 ``initlint.fix``: renorm nodes (kernel shaping, the default) and ``fold=True`` (kernel
 shaping by input scales alone, renorm constants for ReLU-like activations, folded into the
-model's weights: the default with --fold). ``--inits all`` adds three other method/output pairs. Prints one JSON line per run on stdout, then markdown tables of mean
-test accuracy and the issue-12 criterion on stderr.
+model's weights: the default with --fold). ``--inits all`` adds three other method/output
+pairs. Prints one JSON line per run on stdout, then markdown tables of mean test accuracy and
+the issue-12 criterion on stderr.
 
     python benchmarks/train_digits.py                         # the full grid: about an hour on one core
     python benchmarks/train_digits.py --rows "relu x30" "resnet x24" --optimizer sgd
