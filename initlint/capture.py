@@ -38,6 +38,7 @@ from initlint.locations import SourceLocation, is_user_file
 from initlint.model_outputs import output_tensors
 from initlint.module_calls import OPERATIONS, ModuleCalls, op_name
 from initlint.safe_code import safe_root
+from initlint.train_flag import TRAINING, follow_training_flag
 from initlint.train_or_eval import train_else_eval
 from initlint.trace import CALL_SITE
 
@@ -209,6 +210,8 @@ class _Converter:
         results = [self.env[n] if isinstance(n, fx.Node) else n for n in outputs]
         result = pytree.tree_unflatten(results, out_spec) if out_spec is not None else tuple(results)
         self.graph.output(result)
+        if follow_training_flag(self.graph):
+            self.attributes[TRAINING] = self.model.training
         root = safe_root(self.graph, self.attributes | self._modules_called())
         return fx.GraphModule(root, self.graph, type(self.model).__name__)
 

@@ -26,6 +26,7 @@ from initlint.errors import InitlintError
 from initlint.output import refuse_existing_folder, write_folder_atomically
 from initlint.renorm_layer import RenormLayer
 from initlint.safe_code import CodeNotWritable, check_graph, is_dotted_identifier, is_identifier, is_literal_call
+from initlint.train_flag import TRAINING
 
 CODE_FILE, WEIGHTS_FILE, PLAN_FILE, FOLDED_FILE = "model.py", "weights.pt", "renorm.json", "folded_state_dict.pt"
 
@@ -129,7 +130,7 @@ def generate_code(patched: fx.GraphModule, provenance: str) -> str:
             lines.append(f"_place(self, {node.target!r}, {name}())")
             lines += [f"_place(self, {f'{node.target}.{path}'!r}, {_empty(tensor)})"
                       for path, tensor in [*module.named_parameters(), *module.named_buffers()]]
-        elif node.op == "get_attr":
+        elif node.op == "get_attr" and node.target != TRAINING:  # every nn.Module has ``training``
             tensor = patched.get_parameter(node.target) if node.target in parameters else patched.get_buffer(node.target)
             lines.append(f"_place(self, {node.target!r}, {_empty(tensor)})")
     lines += [f"_tie(self, {alias!r}, {source!r})" for alias, source in _tied_parameters(patched)]

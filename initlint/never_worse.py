@@ -17,12 +17,16 @@ from dataclasses import dataclass, replace
 import torch.fx as fx
 
 from initlint.graph import OUTPUT, SignalGraph
-from initlint.renorm import Renorm
+from initlint.renorm import STD_TOLERANCE, Renorm
 from initlint.rule import Rule
 
 DECLINE_ORDER = ("weighted", "pool", "gate", "activation")
 OUTPUT_BAND = 4.0
 """An output std within 1/4x..4x of 1 (IL101's band) is in the band."""
+_MEASURABLE_MOVE = math.log1p(STD_TOLERANCE)
+"""An output already out of the band must move further out by more than the tolerance of a
+measured std (10 %) to count: GPT-2's logits (std 0.23) vary by a fraction of that from probe
+to probe."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,7 @@ def judge_against(original: SignalGraph, rules: list[Rule]) -> Callable[[SignalG
     def worse(fixed: SignalGraph) -> Worse:
         moved = {name: _out_of_band(std) - _out_of_band(before[name])
                  for name, std in _output_stds(fixed).items() if name in before}
-        outputs = tuple(name for name, excess in moved.items() if excess > 0)
+        outputs = tuple(name for name, excess in moved.items() if excess > _MEASURABLE_MOVE)
         return Worse(frozenset(_findings(fixed, rules) - findings), outputs, sum(moved[name] for name in outputs))
 
     return worse

@@ -21,6 +21,7 @@ from initlint.progress import Progress
 from initlint.module_calls import collapse_in_place
 from initlint.renorm_layer import RenormLayer
 from initlint.safe_code import ORIGINAL_PATH, safe_root
+from initlint.train_flag import follow_training_flag
 
 MODULE = "initlint_module"
 LOCATION = "initlint_location"
@@ -111,6 +112,7 @@ def trace(
         progress.done()
     functionalize_inplace(graph, tracer.root)
     collapse_in_place(graph, model, leaf_modules, CALL_SITE)
+    follow_training_flag(graph)
     graph_module = fx.GraphModule(safe_root(graph, tracer.root), graph, type(model).__name__)
     tag_nodes(graph_module, module_sites or {}, fallback)
     return Traced(graph_module, "fx", None)

@@ -1,11 +1,13 @@
 """What ``fix`` writes computes what the user's model computes, with the same structure: tied
 weights stay tied, a layer called twice is rescaled once, integer parameters survive the
-generated code, and ``torch.no_grad()`` blocks (not yet: see the xfail)."""
+generated code, ``torch.no_grad()`` blocks, and dropout that follows the training mode (not yet:
+buffers that forward updates, see the xfail)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import initlint
@@ -102,6 +104,39 @@ def test_a_no_grad_block_stays_without_gradient(tmp_path):
         assert gradients[0] is None and gradients[1] is None and gradients[2] is not None
         with torch.no_grad():
             assert not fixed(x).requires_grad
+
+
+class TrainOnlyDropout(nn.Module):
+    """Dropout as libraries write it: a functional call that follows ``self.training``, and
+    attention whose dropout probability is 0 outside training (Hugging Face's attention). A
+    branch on a size makes fx give up, so the model is captured by torch.export instead."""
+
+    def __init__(self, branch_on_size: bool) -> None:
+        super().__init__()
+        self.a, self.out = nn.Linear(8, 8), nn.Linear(8, 8)
+        self.branch_on_size = branch_on_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.branch_on_size and x.shape[0] > 0:
+            x = x + 1
+        h = F.dropout(torch.tanh(self.a(x)), 0.5, self.training).reshape(x.shape[0], 2, 4)
+        h = F.scaled_dot_product_attention(h, h, h, dropout_p=0.5 if self.training else 0.0)
+        return self.out(h.reshape(x.shape[0], 8))
+
+
+@pytest.mark.parametrize("branch_on_size, capture", [(False, "fx"), (True, "export")])
+def test_dropout_that_follows_training_mode_still_does_after_fix(tmp_path, branch_on_size, capture):
+    """Both captures read ``self.training`` once, while tracing in training mode: without
+    ``train_flag``, the written model dropped out in eval mode too."""
+    loaded, result = _written_and_loaded(TrainOnlyDropout(branch_on_size), tmp_path / "fixed")
+    assert result.analysed.traced.mode == capture
+    x = torch.randn(64, 8)  # export's graph holds the planned batch size
+    for fixed in (result.patched, loaded):
+        fixed.eval()
+        torch.testing.assert_close(fixed(x), fixed(x), rtol=0, atol=0)
+        fixed.train()
+        assert not torch.equal(fixed(x), fixed(x))
+    torch.testing.assert_close(loaded.eval()(x), result.patched.eval()(x))
 
 
 class MovingAverage(nn.Module):

@@ -69,3 +69,20 @@ def test_the_fixed_model_is_judged_with_its_kernel_measured():
     measured = [name for name, kernel in fixed.items() if kernel is not None]
     assert len(measured) >= 8, measured
     assert not [name for name in measured if fixed[name] is original.get(name)]
+
+
+def _head(scale: float) -> nn.Linear:
+    """A Linear head whose outputs have std about 0.23 * scale: GPT-2's logits at init, just
+    below the band's 1/4."""
+    torch.manual_seed(0)
+    head = nn.Linear(64, 8, bias=False)
+    nn.init.normal_(head.weight, std=0.23 * scale / 64**0.5)
+    return head
+
+
+def test_an_output_already_out_of_the_band_counts_only_when_it_moves_measurably_further():
+    """Within a measured std's 10 % tolerance a move is probe noise, not a fix making it worse."""
+    original = SignalGraph(_probed(_head(1.0)))
+    assert not compare(original, SignalGraph(_probed(_head(0.95))), RULES)
+    worse = compare(original, SignalGraph(_probed(_head(0.8))), RULES)
+    assert worse.outputs and "out of the band" in worse.describe()

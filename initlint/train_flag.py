@@ -1,0 +1,82 @@
+"""Dropout that a captured graph holds as a literal reads the module's ``training`` flag again.
+
+Both captures run ``forward`` once, in training mode, and Python's ``self.training`` is read
+then, not recorded: ``F.dropout(x, p, self.training)`` becomes a call with ``True``, and
+Hugging Face's attention, ``dropout_p=self.p if self.training else 0.0``, a call with ``p``. A
+model built from that graph (``fix``'s output) would drop out in eval mode too, so its
+predictions would be random and its outputs would not match the model it came from. Each such
+literal becomes a read of the graph module's own ``training`` attribute (a ``get_attr``
+node), so ``model.eval()`` turns the dropout off again. Literals that say "off" stay as they
+are: a graph captured in eval mode has lost the probability, and a flag left at its default
+(``F.dropout(x, 0.1)``) is always on in the user's model as well.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+
+TRAINING = "training"
+"""The attribute every ``nn.Module`` has, and the ``get_attr`` target that reads it."""
+
+_ATEN = torch.ops.aten
+_TRAIN_FLAG: dict[object, tuple[int, str]] = {
+    # where the train flag goes, by position and by name
+    **{op: (2, "train") for op in (_ATEN.dropout.default, _ATEN.native_dropout.default,
+                                   _ATEN.feature_dropout.default, _ATEN.alpha_dropout.default,
+                                   _ATEN.feature_alpha_dropout.default)},
+    **{f: (2, "training") for f in (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
+                                    F.feature_alpha_dropout)},
+}
+_PROBABILITY: dict[object, tuple[int, str]] = {
+    _ATEN.scaled_dot_product_attention.default: (4, "dropout_p"),
+    F.scaled_dot_product_attention: (4, "dropout_p"),
+}
+
+
+def _literal(node: fx.Node, position: int, name: str) -> tuple[object, bool]:
+    """The argument at ``position`` or ``name``, and whether it was given (else None, False)."""
+    if position < len(node.args):
+        return node.args[position], True
+    return node.kwargs.get(name), name in node.kwargs
+
+
+def _replace(node: fx.Node, position: int, name: str, value: fx.Node) -> None:
+    if position < len(node.args):
+        node.update_arg(position, value)
+    else:
+        node.update_kwarg(name, value)
+
+
+def _read_training(graph: fx.Graph) -> fx.Node:
+    # create_node: Graph.get_attr warns about a target that is no Parameter, buffer or module
+    return graph.create_node("get_attr", TRAINING)
+
+
+def follow_training_flag(graph: fx.Graph) -> bool:
+    """Rewrite ``graph`` in place; whether any literal now reads ``training`` (its module must
+    then have that attribute, which every ``nn.Module`` has)."""
+    rewritten = False
+    for node in list(graph.nodes):
+        if node.op != "call_function":
+            continue
+        if node.target in _TRAIN_FLAG:
+            position, name = _TRAIN_FLAG[node.target]
+            flag, given = _literal(node, position, name)
+            if given and flag is True:
+                with graph.inserting_before(node):
+                    _replace(node, position, name, _read_training(graph))
+                rewritten = True
+        elif node.target in _PROBABILITY:
+            position, name = _PROBABILITY[node.target]
+            probability, _ = _literal(node, position, name)
+            if isinstance(probability, float) and probability > 0:
+                with graph.inserting_before(node):
+                    # False * p == 0.0, True * p == p
+                    in_training = graph.call_function(operator.mul, (_read_training(graph), probability))
+                    _replace(node, position, name, in_training)
+                rewritten = True
+    return rewritten
