@@ -3,7 +3,9 @@
 A constant pair (a, c) after a node folds into the Linear or ConvNd layers that consume it,
 through what commutes with it (plumbing, flattens and averages; max pools for a > 0;
 ReLU-like activations, and products with a factor that does not carry it, for a scale alone):
-W' = a W and b' = b + c * sum of W over its inputs, in each of those layers.
+W' = a W and b' = b + c * sum of W over its inputs, in each of those layers. A matrix product
+with a weight of the model is such a layer too (Hugging Face's ``Conv1D`` is ``addmm(b, x, W)``
+with W laid out inputs first), unless that weight is also read elsewhere (tied).
 That is exact for Linear and unpadded convolutions; with zero padding, border outputs see
 fewer inputs and the bias is off there, so the error is measured, never hidden. A weighted
 layer's own constants rescale its weight and bias, and so do the constants on an activation's
@@ -22,9 +24,23 @@ import torch.nn as nn
 from initlint import ops
 from initlint.renorm import Renorm
 from initlint.rewrite import rescale_weights
+from initlint.safe_code import ORIGINAL_PATH
 from initlint.trace import MODULE
 
 _FOLDABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_PRODUCTS = {"addmm": (1, 2, 0, 0), "mm": (0, 1, None, 0), "matmul": (0, 1, None, 0), "linear": (0, 1, 2, 1)}
+"""Products with a weight: the positions of x, W and b, and W's input dim (``addmm(b, x, W)``
+is ``x @ W + b``, ``linear(x, W, b)`` is ``x @ W.T + b``)."""
+
+
+@dataclass(frozen=True)
+class _Weights:
+    """The parameters of a layer that constants fold into, by path in the user's model."""
+
+    weight: str
+    bias: str | None
+    input_dims: tuple[int, ...]
+    """The weight's dims that run over the layer's inputs: 1.. for Linear/Conv, 0 for x @ W."""
 
 
 @dataclass
@@ -51,25 +67,27 @@ def _passes(kind: ops.OpKind, scale: float, shift: float) -> bool:
     return kind.name in _POSITIVELY_HOMOGENEOUS and scale > 0 and shift == 0
 
 
-def _consumers(node: fx.Node, root: nn.Module, scale: float, shift: float) -> list[fx.Node] | None:
-    """The Linear/Conv calls that together consume everything computed from ``node``, looking
-    through what the constants pass (``_passes``), or None when one path reaches something
-    else. Several consumers each take the constants (W (a x + c) = a W x + W c for each); a
+def _consumers(node: fx.Node, root: nn.Module, scale: float, shift: float) -> list[_Weights] | None:
+    """The weights of the Linear/Conv calls (or products with a weight) that together consume
+    everything computed from ``node``, looking through what the constants pass (``_passes``),
+    or None when one path reaches something else. Several consumers each take the constants (W (a x + c) = a W x + W c for each); a
     scale alone also passes a product with a factor that does not carry it ((a x) g = a (x g):
     a squeeze-excitation gate multiplying its input, whose own path is folded into the layer
     that starts it). A product of two carrying factors (a^2 x g) is refused, and so is a layer
     that is also called on something that does not carry the constants."""
-    consumers: list[fx.Node] = []
-    carrying, frontier, products = {node}, [node], []
+    consumers: list[_Weights] = []
+    carrying, frontier, products, reached = {node}, [node], [], set()
     while frontier:
         current = frontier.pop()
         if not current.users:
             return None
         for user in current.users:
-            if user in carrying or user in consumers:
+            if user in carrying or user in reached:
                 continue
-            if user.op == "call_module" and isinstance(root.get_submodule(user.target), _FOLDABLE):
-                consumers.append(user)
+            if (weights := _weights_of(user, root, data=current)) is not None:
+                if weights not in consumers:  # a layer called twice on what carries them: once
+                    consumers.append(weights)
+                reached.add(user)
                 continue
             if _scales_a_product(user, root, current, scale, shift):
                 products.append((user, current))
@@ -80,8 +98,8 @@ def _consumers(node: fx.Node, root: nn.Module, scale: float, shift: float) -> li
             frontier.append(user)
     if any(f in carrying for product, factor in products for f in product.all_input_nodes if f is not factor):
         return None
-    called = {c.target for c in consumers}
-    if any(n.op == "call_module" and n.target in called and n not in consumers for n in node.graph.nodes):
+    called = {c.target for c in reached if c.op == "call_module"}
+    if any(n.op == "call_module" and n.target in called and n not in reached for n in node.graph.nodes):
         return None
     return consumers or None
 
@@ -95,36 +113,84 @@ def _scales_a_product(user: fx.Node, root: nn.Module, current: fx.Node, scale: f
     return [arg is current for arg in user.args].count(True) == 1
 
 
-def _producer(node: fx.Node, root: nn.Module) -> fx.Node | None:
-    """The Linear/Conv call whose output only ``node`` reads, looking back through plumbing."""
+def _weights_of(node: fx.Node, root: nn.Module, data: fx.Node | None = None) -> _Weights | None:
+    """The weights of ``node`` when it is a Linear/Conv call, or a product of ``data`` (when
+    given) with a weight that nothing else reads; else None."""
+    if node.op == "call_module":
+        module = root.get_submodule(node.target)
+        if not isinstance(module, _FOLDABLE) or _tied(module.weight, root):
+            return None
+        path = node.meta[MODULE]
+        return _Weights(f"{path}.weight", f"{path}.bias" if module.bias is not None else None,
+                        tuple(range(1, module.weight.dim())))
+    target = node.target
+    name = target.overloadpacket.__name__ if isinstance(target, torch._ops.OpOverload) else getattr(target, "__name__", "")
+    if node.op != "call_function" or name not in _PRODUCTS or node.kwargs:
+        return None
+    *positions, input_dim = _PRODUCTS[name]
+    x, weight, bias = (node.args[i] if i is not None and i < len(node.args) else None for i in positions)
+    if (data is not None and x is not data) or not _is_own_parameter(weight, root, dims=2) or \
+            (bias is not None and not _is_own_parameter(bias, root, dims=1)):
+        return None
+    return _Weights(_path(weight), _path(bias) if bias is not None else None, (input_dim,))
+
+
+def _path(get_attr: fx.Node) -> str:
+    return get_attr.meta.get(ORIGINAL_PATH, get_attr.target)
+
+
+def _parameter(root: nn.Module, target: str) -> nn.Parameter | None:
+    try:
+        return root.get_parameter(target)
+    except AttributeError:
+        return None  # a buffer or a constant
+
+
+def _is_own_parameter(node: object, root: nn.Module, dims: int) -> bool:
+    """Whether ``node`` reads a Parameter of ``dims`` dims that no other node or layer reads."""
+    if not isinstance(node, fx.Node) or node.op != "get_attr" or len(node.users) != 1:
+        return False
+    parameter = _parameter(root, node.target)
+    return parameter is not None and parameter.dim() == dims and not _tied(parameter, root)
+
+
+def _tied(parameter: torch.Tensor, root: fx.GraphModule) -> bool:
+    """Whether ``parameter`` is read by more than one layer or weight read of the graph (tied
+    weights; a layer called twice is one layer)."""
+    readers = {n.target for n in root.graph.nodes if n.op == "get_attr" and _parameter(root, n.target) is parameter}
+    layers = {n.target for n in root.graph.nodes if n.op == "call_module"}
+    readers |= {path for path in layers if any(p is parameter for p in root.get_submodule(path).parameters())}
+    return len(readers) > 1
+
+
+def _producer(node: fx.Node, root: nn.Module) -> _Weights | None:
+    """The weights of the Linear/Conv call (or product with a weight) whose output only
+    ``node`` reads, looking back through plumbing."""
     current = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
     while current is not None and len(current.users) == 1:
-        if current.op == "call_module" and isinstance(root.get_submodule(current.target), _FOLDABLE):
-            return current
+        if (weights := _weights_of(current, root)) is not None:
+            return weights
         if ops.node_kind(current, root).family not in (ops.STRUCTURAL, ops.DROPOUT):
             return None
         current = current.args[0] if current.args and isinstance(current.args[0], fx.Node) else None
     return None
 
 
-def _rescaled_layer(renorm: Renorm, node: fx.Node, graph_module: fx.GraphModule) -> str | None:
-    """The path of the layer whose own weights take ``renorm``: a weighted site's layer, or
-    the layer that alone feeds an activation's input constants; None for a fold forward."""
-    if renorm.site == "weighted":
-        return node.meta[MODULE]
-    if renorm.placement == "before":
-        producer = _producer(node, graph_module)
-        return producer.meta[MODULE] if producer is not None else ""
-    return None
+@torch.no_grad()
+def _fold_into(model: nn.Module, weights: _Weights, scale: float, shift: float) -> None:
+    """layer(scale * x + shift) == layer'(x), up to zero-padded borders."""
+    weight = model.get_parameter(weights.weight)
+    if shift:
+        model.get_parameter(weights.bias).add_(shift * weight.sum(dim=weights.input_dims))
+    weight.mul_(scale)
 
 
 @torch.no_grad()
-def _fold_into(layer: nn.Module, scale: float, shift: float) -> None:
-    """layer(scale * x + shift) == layer'(x), up to zero-padded borders."""
-    input_sum = layer.weight.sum(dim=tuple(range(1, layer.weight.dim())))
-    if shift:
-        layer.bias.add_(shift * input_sum)
-    layer.weight.mul_(scale)
+def _rescale_output(model: nn.Module, weights: _Weights, scale: float, shift: float) -> None:
+    """layer'(x) == scale * layer(x) + shift."""
+    model.get_parameter(weights.weight).mul_(scale)
+    if weights.bias is not None:
+        model.get_parameter(weights.bias).mul_(scale).add_(shift)
 
 
 def fold_plan(model: nn.Module, graph_module: fx.GraphModule, plan: list[Renorm]) -> FoldResult:
@@ -140,27 +206,33 @@ def fold_plan(model: nn.Module, graph_module: fx.GraphModule, plan: list[Renorm]
     # weights as they are then.
     forward, unfolded = [], {}
     for index, renorm in enumerate(plan):
-        path = _rescaled_layer(renorm, nodes[renorm.node], graph_module)
-        if path is None:
-            forward.append((index, renorm))
-        elif not path:
-            unfolded[index] = "no Linear or Conv alone feeds the activation"
-        elif renorm.bias and getattr(folded.get_submodule(path), "bias", None) is None:
-            unfolded[index] = f"its shift needs a bias, and {path} has none"
-        else:
-            rescale_weights(folded.get_submodule(path), renorm)
-    for index, renorm in reversed(forward):
         node = nodes[renorm.node]
-        consumers = _consumers(node, graph_module, renorm.scale, renorm.bias)
-        layers = [folded.get_submodule(c.meta[MODULE]) for c in consumers or ()]
-        missing = [c.meta[MODULE] for c, layer in zip(consumers or (), layers) if getattr(layer, "bias", None) is None]
-        if not layers:
+        if renorm.site == "weighted":
+            layer = folded.get_submodule(node.meta[MODULE])
+            if renorm.bias and getattr(layer, "bias", None) is None:
+                unfolded[index] = f"its shift needs a bias, and {node.meta[MODULE]} has none"
+            else:
+                rescale_weights(layer, renorm)
+        elif renorm.placement == "before":
+            producer = _producer(node, graph_module)
+            if producer is None:
+                unfolded[index] = "no Linear or Conv alone feeds the activation"
+            elif renorm.bias and producer.bias is None:
+                unfolded[index] = f"its shift needs a bias, and {producer.weight} has none"
+            else:
+                _rescale_output(folded, producer, renorm.scale, renorm.bias)
+        else:
+            forward.append((index, renorm))
+    for index, renorm in reversed(forward):
+        consumers = _consumers(nodes[renorm.node], graph_module, renorm.scale, renorm.bias) or []
+        missing = [c.weight for c in consumers if c.bias is None]
+        if not consumers:
             reason = "no Linear or Conv consumes it through operations the constants pass"
         elif renorm.bias and missing:
             reason = f"its shift needs a bias, and {', '.join(missing)} has none"
         else:
-            for layer in layers:
-                _fold_into(layer, renorm.scale, renorm.bias)
+            for weights in consumers:
+                _fold_into(folded, weights, renorm.scale, renorm.bias)
             continue
         unfolded[index] = reason
     result.unfolded = [{**plan[index].to_dict(), "reason": unfolded[index]} for index in sorted(unfolded)]

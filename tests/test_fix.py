@@ -190,6 +190,66 @@ def test_unfoldable_constants_are_listed_not_dropped():
     assert unfolded["node"] == "_1" and "needs a bias" in unfolded["reason"]
 
 
+class _InputsFirst(nn.Module):
+    """Hugging Face's ``Conv1D``: ``addmm(b, x, W)`` with W laid out (inputs, outputs)."""
+
+    def __init__(self, inputs: int, outputs: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(inputs, outputs) / inputs**0.5)
+        self.bias = nn.Parameter(torch.randn(outputs) * 0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.bias, x, self.weight)
+
+
+class _FunctionalLinear(nn.Module):
+    """A layer that calls ``F.linear`` on its own weights (W laid out outputs first)."""
+
+    def __init__(self, inputs: int, outputs: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(outputs, inputs) / inputs**0.5)
+        self.bias = nn.Parameter(torch.randn(outputs) * 0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.weight, self.bias)
+
+
+class _TiedProducts(nn.Module):
+    """Linear -> sigmoid -> @ W -> sigmoid -> @ W: one weight read twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Linear(8, 8)
+        self.weight = nn.Parameter(torch.randn(8, 8) / 8**0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.sigmoid(self.first(x)) @ self.weight
+        return torch.sigmoid(h) @ self.weight
+
+
+@pytest.mark.parametrize("method", ["dks", "renorm"])
+@pytest.mark.parametrize("layer", [_InputsFirst, _FunctionalLinear], ids=["addmm (Conv1D)", "F.linear"])
+def test_constants_fold_into_products_with_a_weight(layer, method):
+    """Constants before (kernel shaping) and after each sigmoid go into the functional layers
+    around it, whichever way their weights are laid out: the folded model computes the
+    renorm-node model, and nothing is left unfolded."""
+    torch.manual_seed(0)
+    model = nn.Sequential(layer(8, 16), nn.Sigmoid(), layer(16, 16), nn.Sigmoid(), layer(16, 4))
+    result = run_fix(model, (), CheckOptions(input_shapes=[(64, 8)]), ModelSource(), fold=True, method=method)
+    assert [r for r in result.plan if r.site == "activation" and r.bias], result.plan
+    assert result.folded.unfolded == [] and result.fold_error < 1e-4
+
+
+def test_a_weight_read_twice_takes_no_constant():
+    """Folding a constant into it would change the other read too: both stay listed."""
+    torch.manual_seed(0)
+    model = _TiedProducts()
+    result = run_fix(model, (), CheckOptions(input_shapes=[(64, 8)]), ModelSource(), fold=True, method="renorm")
+    sigmoids = [u for u in result.folded.unfolded if u["site"] == "activation"]
+    assert len(sigmoids) == 2 and all("operations the constants pass" in u["reason"] for u in sigmoids)
+    torch.testing.assert_close(result.folded.model.weight, model.weight, rtol=0, atol=0)
+
+
 def _pooled_cnn(between: nn.Module, side: int = 4) -> nn.Sequential:
     """conv -> sigmoid -> ``between`` -> conv -> ... : the sigmoid's renorm has a scale and a shift."""
     torch.manual_seed(0)
