@@ -20,6 +20,7 @@ turns each into its out-of-place twin and a scatter of the result back into the 
 
 from __future__ import annotations
 
+import copy
 import inspect
 import operator
 
@@ -94,6 +95,16 @@ def out_of_place(target: object) -> object:
         return target
     packet = getattr(_ATEN, target.overloadpacket.__name__[:-1], None)
     return getattr(packet, target._overloadname, target) if packet is not None else target
+
+
+def module_out_of_place(module: nn.Module) -> nn.Module:
+    """``module``, or a shallow copy with ``inplace=False`` (``nn.ReLU(inplace=True)``): run on a
+    leaf that needs a gradient, or on a value already measured, it must not write into it."""
+    if not getattr(module, "inplace", False):
+        return module
+    module = copy.copy(module)
+    module.inplace = False
+    return module
 
 
 class UnfollowableWrite(Exception):

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from initlint.inplace import module_out_of_place
 from initlint.moments import cache_key, gaussian_grid, in_float64
 
 BODY_SLOPE = 2.25
@@ -101,7 +102,7 @@ def shape(activation: nn.Module, target_slope: float) -> Shaping:
     N(0, 1) inputs; its own slope where that is already at or below the target (a nearly
     linear f). ``activation`` must be elementwise (``moments.is_elementwise``). Cached per
     module configuration and target."""
-    f = in_float64(activation)
+    f = in_float64(module_out_of_place(activation))  # its input is a leaf that needs a gradient
     key = (*cache_key(f), target_slope)
     if key not in _cache:
         _cache[key] = _solve(f, target_slope)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from initlint import ops
 from initlint.attention import attention_inside, contains_attention, of_sdpa, of_softmax
 from initlint.errors import InitlintError
-from initlint.inplace import PARTIAL_WRITE
+from initlint.inplace import PARTIAL_WRITE, module_out_of_place
 from initlint.inputs import ProbeInputs
 from initlint.materialize import PieceByPiece
 from initlint.model_outputs import backward_outputs, tensors_in
@@ -58,10 +58,7 @@ def first_step_module(module: nn.Module) -> Callable[..., object]:
         return _identity
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         return _batch_norm_on_batch_stats(module)
-    if getattr(module, "inplace", False):
-        module = copy.copy(module)
-        module.inplace = False
-    return module
+    return module_out_of_place(module)
 
 
 _ATEN = torch.ops.aten

@@ -32,6 +32,18 @@ def test_a_shifted_relu_meets_its_slope_by_the_closed_form():
     assert shaping.out_scale == pytest.approx(1 / math.sqrt(second - mean * mean), rel=1e-4)
 
 
+def test_an_in_place_activation_is_shaped_as_its_out_of_place_twin():
+    """``nn.ReLU(inplace=True)`` (torchvision's ResNets) would write into the quadrature's input,
+    a leaf that needs a gradient: the constants are those of ``nn.ReLU()``."""
+    target = layer_slope(30)
+    assert shape(nn.ReLU(inplace=True), target) == shape(nn.ReLU(), target)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(inplace=True), nn.Linear(8, 8), nn.ReLU(inplace=True),
+                          nn.Linear(8, 2))
+    plan = run_fix(model, (), CheckOptions(input_shapes=[(64, 8)]), ModelSource()).plan
+    assert [r.placement for r in plan if r.site == "activation"] == ["before", "after"] * 2
+
+
 @pytest.mark.parametrize("activation, derivative", [
     (np.tanh, lambda x: 1 / np.cosh(x) ** 2),
     (lambda x: 1 / (1 + np.exp(-x)), lambda x: np.exp(-x) / (1 + np.exp(-x)) ** 2),
