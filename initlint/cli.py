@@ -225,7 +225,7 @@ def check(
         require_matplotlib()
     reports = []
     for job in jobs:
-        loaded = load_target(job.target)
+        loaded = load_target(job.target, options.seed)
         job_options = _for_target(options, config, loaded, job)
         source = ModelSource(loaded.construction_sites, loaded.factory_location)
         reports.append(run_check(loaded.model, (), job_options, source))
@@ -293,9 +293,10 @@ def fix(target: str, output: str, fold: bool, method: str | None, keep_direction
     config = load_config(config_path)
     shapes = [parse_shape(s) for s in input_shapes]
     refuse_existing_fix_output(output, force)
-    loaded = load_target(target)
+    merged = _merged_options(config, device, seed, show_progress=True)
+    loaded = load_target(target, merged.seed)
     job = TargetConfig(target, shapes, _named_inputs(named_inputs))
-    options = _for_target(_merged_options(config, device, seed, show_progress=True), config, loaded, job)
+    options = _for_target(merged, config, loaded, job)
     result = run_fix(loaded.model, (), options, ModelSource(loaded.construction_sites, loaded.factory_location), fold,
                      method=method, keep_directions=keep_directions)
     missing_code = write_fix(output, result, target, force)

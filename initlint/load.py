@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
+import torch
 import torch.nn as nn
 
 from initlint.errors import InitlintError
@@ -194,13 +195,15 @@ def _planned_inputs(folder: Path) -> PlannedInputs:
         return PlannedInputs([], {})
 
 
-def load_target(target: str) -> LoadedTarget:
-    """Import the factory named by ``target``, call it, and record where its layers are built.
+def load_target(target: str, seed: int = 0) -> LoadedTarget:
+    """Import the factory named by ``target``, call it with torch's RNG seeded by ``seed`` (a
+    factory that draws its weights without seeding gives the same model, hence the same report,
+    on every run: a linter in CI must not flip on a draw), and record where its layers are built.
     A folder written by ``initlint fix`` stands for its generated ``model.py:build``."""
     source = target.rpartition(":")[0] if ":" in target else target
     checked_path(source, "the model file or folder")
     if Path(target).is_dir():
-        loaded = load_target(_fix_folder_target(Path(target)))
+        loaded = load_target(_fix_folder_target(Path(target)), seed)
         loaded.target = target
         loaded.planned = _planned_inputs(Path(target))
         return loaded
@@ -212,11 +215,11 @@ def load_target(target: str) -> LoadedTarget:
         with _on_sys_path(str(path.resolve().parent)):
             module = _import_file(path)
             factory = _factory_from(module, name, source)
-            model, sites = _build(factory, target)
+            model, sites = _build(factory, target, seed)
         return LoadedTarget(target, model, sites, definition_of(factory), module, path)
     module = _import_module(source)
     factory = _factory_from(module, name, source)
-    model, sites = _build(factory, target)
+    model, sites = _build(factory, target, seed)
     return LoadedTarget(target, model, sites, definition_of(factory), module)
 
 
@@ -246,8 +249,9 @@ def resolve_name(name: str, loaded: LoadedTarget | None = None) -> object:
         return getattr(importlib.import_module(module_name), attribute)
 
 
-def _build(factory: Callable[[], object], target: str) -> tuple[nn.Module, dict]:
-    with recording_construction_sites() as sites:
+def _build(factory: Callable[[], object], target: str, seed: int) -> tuple[nn.Module, dict]:
+    with recording_construction_sites() as sites, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
         try:
             with exits_refused(f"the factory {target}", "a factory must return the model, not exit."):
                 model = factory()

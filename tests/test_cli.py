@@ -127,6 +127,30 @@ def test_same_seed_same_report_other_seed_other_numbers(run_cli):
     assert numbers("3")[1] != numbers("4")[1]
 
 
+def test_a_factory_that_draws_unseeded_weights_gives_the_same_report_on_every_run(run_cli, model_file):
+    """torch's RNG is seeded by --seed while the factory runs, and left as it was after."""
+    import torch
+
+    path = model_file("""
+        import torch.nn as nn
+
+        def build():
+            return nn.Sequential(nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 4))
+    """)
+
+    def stds(*seed: str) -> list[float]:
+        document = json.loads(run_cli("check", f"{path}:build", "--output-format", "json", *seed).stdout)
+        return [n["std"] for n in document["reports"][0]["nodes"]]
+
+    torch.manual_seed(123)
+    first = stds()
+    after = torch.rand(1)
+    torch.manual_seed(456)
+    assert stds() == first and stds("--seed", "0") == first and stds("--seed", "1") != first
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(1), after)  # the caller's RNG stream, untouched by the factory
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_a_gpu_exits_2(run_cli):
     result = run_cli("check", HEALTHY, "--device", "cuda")
