@@ -164,8 +164,10 @@ def _fixed(
                     "leaf_modules=[Block] in Python).",
     )
     graph_module = analysed.traced.graph_module
-    plan = plan_renorm(graph_module, analysed.graph, analysed.inputs, analysed.model, overrides, method,
-                       directions_seed)
+
+    def plan_without(excluded: frozenset[str]) -> list[Renorm]:
+        return plan_renorm(graph_module, analysed.graph, analysed.inputs, analysed.model, overrides, method,
+                           directions_seed, excluded)
 
     def build(kept: list[Renorm]) -> fx.GraphModule:
         patched = apply_plan(graph_module, kept)
@@ -173,7 +175,7 @@ def _fixed(
         return patched
 
     rules = select_rules(options.select, options.ignore, options.thresholds, options.extend_select)
-    plan, patched, declined, worse = decline_what_hurts(plan, analysed.graph, rules, build)
+    plan, patched, declined, worse = decline_what_hurts(plan_without, analysed.graph, rules, build)
     result = FixResult(patched, plan, analysed, method=method, declined=declined, still_worse=worse.describe())
     if fold:
         result.folded = fold_plan(analysed.model, graph_module, plan)

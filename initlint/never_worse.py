@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch.fx as fx
 
@@ -87,24 +87,29 @@ def compare(original: SignalGraph, fixed: SignalGraph, rules: list[Rule]) -> Wor
 
 
 def decline_what_hurts(
-    plan: list[Renorm], original: SignalGraph, rules: list[Rule], build: Callable[[list[Renorm]], fx.GraphModule],
+    plan_without: Callable[[frozenset[str]], list[Renorm]], original: SignalGraph, rules: list[Rule],
+    build: Callable[[list[Renorm]], fx.GraphModule],
 ) -> tuple[list[Renorm], fx.GraphModule, list[str], Worse]:
     """The plan with the kinds of change that made the model worse taken away, the model it
-    builds (probed), what was declined and why, and what is still worse than the original."""
+    builds (probed), what was declined and why, and what is still worse than the original.
+    ``plan_without(kinds)`` plans again without those kinds of site: the plan is sequential, so
+    the constants after a declined rescale were measured on values that no longer occur (an
+    activation planned behind a Linear rescaled to std 1 would see its std 0.16 unrescaled)."""
     judge = judge_against(original, rules)
+    excluded: frozenset[str] = frozenset()
+    plan = plan_without(excluded)
     patched = build(plan)
     worse = judge(SignalGraph(patched))
     declined: list[str] = []
     for site in DECLINE_ORDER:
-        # copies: a trial's re-probe records its measurements on them, and a trial not kept
-        # must leave the kept plan's as they were
-        trial_plan = [replace(r) for r in plan if r.site != site]
-        if not worse or len(trial_plan) == len(plan):
+        dropped = sum(r.site == site for r in plan)
+        if not worse or not dropped:
             continue
+        trial_plan = plan_without(excluded | {site})
         trial = build(trial_plan)
         trial_worse = judge(SignalGraph(trial))
         if trial_worse.score < worse.score:
-            declined.append(f"the {len(plan) - len(trial_plan)} {site} constants: with them the fixed model "
-                            f"had {worse.describe()}")
+            declined.append(f"the {dropped} {site} constants: with them the fixed model had {worse.describe()}")
+            excluded |= {site}
             plan, patched, worse = trial_plan, trial, trial_worse
     return plan, patched, declined, worse

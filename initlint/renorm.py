@@ -18,7 +18,8 @@ Targets come from roles (see DESIGN.md's pitfalls):
 - a weighted layer (Linear, ConvNd, Embedding) -> output std 1, by rescaling its weights and
   bias (a data-free LSUV: the probe batch replaces data); the last layer of a residual branch
   gets a share of the stream instead (``RESIDUAL_GROWTH``), so the stream grows as planned and
-  not as sqrt(1 + 2L); a branch that is exactly 0 (zero-initialized on purpose) is left so;
+  not as sqrt(1 + 2L); a branch that is exactly 0 (zero-initialized on purpose) is left so,
+  and so is a layer whose output is the same for every sample (a position embedding);
 - anything right before a normalization layer, or an output of the network -> nothing.
 
 The constants are found in one pass over the graph in execution order, each applied to the
@@ -130,8 +131,20 @@ def _feeds_norm(view: NodeView, graph: SignalGraph) -> bool:
     )
 
 
-def site_of(view: NodeView, graph: SignalGraph, target: str | None) -> str | None:
-    """Which kind of renorm site ``view`` is, or None when it needs no constants."""
+def _input_independent(stats: NodeStats, batch_size: int | None) -> bool:
+    """Whether a value is the same for every sample: an offset the model learns (a position or
+    token-type embedding, whose ids are not the input), constant across the batch or broadcast
+    over it."""
+    if stats.sample_std is not None:
+        return not stats.signal_resolved()
+    return bool(batch_size and batch_size > 1 and stats.shape and stats.shape[0] == 1)
+
+
+def site_of(view: NodeView, graph: SignalGraph, target: str | None, batch_size: int | None) -> str | None:
+    """Which kind of renorm site ``view`` is, or None when it needs no constants. A weighted
+    layer that does not depend on the input (GPT-2's position embedding) is not one: its scale
+    against the input's embedding is the model's design, and at std 1 it would drown the tokens
+    (x50 against GPT-2's tied token embedding)."""
     if view.stats is None or OUTPUT in view.roles or target == NONE:
         return None
     if _feeds_norm(view, graph):
@@ -141,7 +154,7 @@ def site_of(view: NodeView, graph: SignalGraph, target: str | None) -> str | Non
     if target == GAUSSIAN and view.kind.family != ops.WEIGHTED:
         return "activation"
     if view.kind.family == ops.WEIGHTED and view.op == "call_module":
-        return "weighted"
+        return None if _input_independent(view.stats, batch_size) else "weighted"
     if view.kind.family == ops.ACTIVATION:
         return "activation"
     if view.kind.family == ops.POOL and SQUEEZE not in view.roles and view.stats.sample_std \
@@ -369,9 +382,12 @@ def _tied_modules(root: nn.Module) -> set[str]:
 def plan_renorm(
     graph_module: fx.GraphModule, graph: SignalGraph, inputs: ProbeInputs, model: nn.Module,
     overrides: Mapping[str | type, str] | None = None, method: str = DKS, directions_seed: int | None = None,
+    excluded_sites: frozenset[str] = frozenset(),
 ) -> list[Renorm]:
     """The constants of every site of ``graph_module`` (the trace of ``model``), in execution
-    order; with ``directions_seed``, rescaled Linear and Conv layers take orthogonal directions."""
+    order, but for the kinds of site in ``excluded_sites`` ("weighted", "pool", "gate",
+    "activation"); with ``directions_seed``, rescaled Linear and Conv layers take orthogonal
+    directions."""
     require_method(method)
     overrides = dict(overrides or {})
     bad = {k: v for k, v in overrides.items() if v not in TARGETS}
@@ -380,7 +396,8 @@ def plan_renorm(
     targets = {name: _override(view, overrides, model) for name, view in graph.nodes.items()}
     sites = {
         name: site for name, view in graph.nodes.items()
-        if (site := site_of(view, graph, targets[name])) is not None
+        if (site := site_of(view, graph, targets[name], inputs.batch_size)) is not None
+        and site not in excluded_sites
     }
     planner = _Planner(graph_module, sites, graph, inputs.batch_size, method, directions_seed)
     with torch.no_grad():

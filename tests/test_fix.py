@@ -159,6 +159,32 @@ class _Halve(nn.Module):
         return x * 0.5
 
 
+class _Embedded(nn.Module):
+    """Token, position and token-type embeddings summed, then an MLP, as a text encoder: the
+    positions and the (all-zero) types are the same for every sample."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens, self.positions, self.types = nn.Embedding(50, 16), nn.Embedding(8, 16), nn.Embedding(2, 16)
+        for table in (self.tokens, self.positions, self.types):
+            nn.init.normal_(table.weight, std=0.02)
+        self.hidden, self.out = nn.Linear(16, 16), nn.Linear(16, 4)
+        self.register_buffer("position_ids", torch.arange(8)[None])
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.tokens(ids) + self.positions(self.position_ids) + self.types(torch.zeros_like(ids))
+        return self.out(torch.tanh(self.hidden(x)))
+
+
+def test_layers_that_do_not_depend_on_the_input_keep_their_scale():
+    """At std 1 the position and type tables would drown the tokens (and the types are a pure
+    offset): only the token table and the Linear layers are rescaled."""
+    torch.manual_seed(0)
+    ids = torch.randint(0, 50, (32, 8))
+    result = run_fix(_Embedded(), (ids,), CheckOptions(), ModelSource())
+    assert {r.module for r in result.plan if r.site == "weighted"} == {"tokens", "hidden"}
+
+
 def test_class_override_reaches_modules_that_fx_traced_through():
     """The traced GraphModule keeps blank modules on the paths of the layers it calls and none
     for layers without weights, so the classes must be looked up in the user's model."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn as nn
 
@@ -35,6 +37,11 @@ def _renorm(site: str) -> Renorm:
 RULES = [rule() for rule in ALL_RULES]
 
 
+def _without(plan: list[Renorm]):
+    """A stand-in planner: ``plan`` less the kinds of site it is asked to leave out."""
+    return lambda excluded: [r for r in plan if r.site not in excluded]
+
+
 def test_a_kind_of_change_that_adds_a_finding_is_declined_and_said():
     """The stand-in fix: with its weighted constants the MLP's weights are 3x too large (the
     signal grows 3x per layer: IL101), with only its activation constants it stays healthy."""
@@ -42,7 +49,7 @@ def test_a_kind_of_change_that_adds_a_finding_is_declined_and_said():
     original = SignalGraph(healthy)
     plan = [_renorm("weighted"), _renorm("activation")]
     kept, patched, declined, worse = decline_what_hurts(
-        plan, original, RULES, lambda kept: exploding if any(r.site == "weighted" for r in kept) else healthy)
+        _without(plan), original, RULES, lambda kept: exploding if any(r.site == "weighted" for r in kept) else healthy)
     assert [r.site for r in kept] == ["activation"] and patched is healthy and not worse
     (reason,) = declined
     assert reason.startswith("the 1 weighted constants") and "IL101" in reason
@@ -52,7 +59,7 @@ def test_nothing_is_declined_when_nothing_got_worse():
     healthy = _probed(_relu_mlp(2**0.5))
     assert not compare(SignalGraph(healthy), SignalGraph(healthy), RULES)
     plan = [_renorm("weighted")]
-    kept, _, declined, _ = decline_what_hurts(plan, SignalGraph(healthy), RULES, lambda kept: healthy)
+    kept, _, declined, _ = decline_what_hurts(_without(plan), SignalGraph(healthy), RULES, lambda kept: healthy)
     assert kept == plan and declined == []
 
 
@@ -86,3 +93,21 @@ def test_an_output_already_out_of_the_band_counts_only_when_it_moves_measurably_
     assert not compare(original, SignalGraph(_probed(_head(0.95))), RULES)
     worse = compare(original, SignalGraph(_probed(_head(0.8))), RULES)
     assert worse.outputs and "out of the band" in worse.describe()
+
+
+def test_after_a_decline_the_rest_is_planned_again_without_it():
+    """The plan is sequential: an activation planned behind a rescaled Linear was measured on
+    the rescaled values, so once the rescale is declined its constants must be planned anew."""
+    healthy, exploding = _probed(_relu_mlp(2**0.5)), _probed(_relu_mlp(3 * 2**0.5))
+    asked: list[frozenset[str]] = []
+
+    def plan_without(excluded: frozenset[str]) -> list[Renorm]:
+        asked.append(excluded)
+        activation = replace(_renorm("activation"), scale=2.0 if "weighted" in excluded else 1.0)
+        return [activation] if "weighted" in excluded else [_renorm("weighted"), activation]
+
+    kept, _, declined, _ = decline_what_hurts(
+        plan_without, SignalGraph(healthy), RULES,
+        lambda kept: exploding if any(r.site == "weighted" for r in kept) else healthy)
+    assert asked == [frozenset(), frozenset({"weighted"})] and len(declined) == 1
+    assert [(r.site, r.scale) for r in kept] == [("activation", 2.0)]
