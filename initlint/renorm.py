@@ -20,6 +20,8 @@ Targets come from roles (see DESIGN.md's pitfalls):
   gets a share of the stream instead (``RESIDUAL_GROWTH``), so the stream grows as planned and
   not as sqrt(1 + 2L); a branch that is exactly 0 (zero-initialized on purpose) is left so,
   and so is a layer whose output is the same for every sample (a position embedding);
+- an activation that only a product reads (a gated linear unit: silu(x W) * (x V)) -> second
+  moment 1, by scale alone (``_as_factor``), after its kernel-shaping input constants if any;
 - anything right before a normalization layer, or an output of the network -> nothing.
 
 The constants are found in one pass over the graph in execution order, each applied to the
@@ -29,7 +31,7 @@ running value before the next site is measured, so every site sees its corrected
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
 import networkx as nx
@@ -174,6 +176,17 @@ def _reaches_target(constants: Moments, measured: NodeStats) -> bool:
     return std_ok and (not _centers(constants) or abs(mean) <= MEAN_TOLERANCE)
 
 
+def _as_factor(make: Callable[[str, float, float, str], Renorm], moments: Moments, source: str) -> Renorm:
+    """The constants of an activation that is a factor of a product: second moment 1, by scale
+    alone. With the other factor of mean 0 (a Linear's output), the product has mean 0 whatever
+    this one's, and variance E[y^2] Var(other) for independent factors; the output constants'
+    shift would change neither, and no fold could carry it through the product."""
+    rms = math.hypot(moments.mean, moments.std)
+    renorm = make("second moment 1: a factor of a product", 1 / rms, 0.0, source)
+    renorm.aim = (moments.mean / rms, moments.std / rms)
+    return renorm
+
+
 class _Planner(FirstStepInterpreter):
     """Runs the graph once (first-training-step semantics), deciding and applying each site's
     constants as it goes."""
@@ -274,9 +287,20 @@ class _Planner(FirstStepInterpreter):
             exact, how = self._input_moments(module, args[0])
             if _reaches_target(exact, stats):  # else the input is not the Gaussian assumed
                 moments, source = exact, how
+        if self._feeds_only_products(n):
+            return _as_factor(make, moments, source)
         if _centers(moments):
             return make("mean 0, std 1", moments.scale, moments.bias, source)
         return make("std 1", moments.scale, 0.0, source)
+
+    def _feeds_only_products(self, n: fx.Node) -> bool:
+        """Whether every reader of ``n`` (through plumbing) multiplies it by another varying
+        value, as a gated linear unit's activation is (SwiGLU: silu(x W) * (x V))."""
+        readers = self.signal.through_plumbing(n.name, "users")
+        return bool(readers) and all(
+            reader.kind.family == ops.MUL and len(factors := self.by_name[reader.name].args) == 2
+            and all(isinstance(f, fx.Node) and f.op != "get_attr" for f in factors)
+            for reader in readers)
 
     def _stream_beside(self, n: fx.Node) -> float | None:
         """The std of the residual stream that ``n``, the last layer of a residual branch, is
@@ -317,8 +341,11 @@ class _Planner(FirstStepInterpreter):
         reached = abs(stats.std * exact.scale - 1) <= STD_TOLERANCE and \
             abs(stats.mean * exact.scale + exact.bias) <= MEAN_TOLERANCE
         moments, source = (exact, "quadrature") if reached else (Moments(stats.mean, stats.std), "probe")
-        after = Renorm(n.name, view.module, "activation", "mean 0, std 1", moments.scale, moments.bias, source)
-        return before, after, y
+        make = lambda target, scale, bias, source: Renorm(  # noqa: E731
+            n.name, view.module, "activation", target, float(scale), float(bias), source)
+        if self._feeds_only_products(n):
+            return before, _as_factor(make, moments, source), y
+        return before, make("mean 0, std 1", moments.scale, moments.bias, source), y
 
     def _varying_input(self, args: tuple) -> NodeStats | None:
         """The statistics of a node's first input, or None where it is no tensor, constant or

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import operator
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from initlint.rules.degenerate_gate import se_net, se_net_after_lsuv
 import initlint
 from initlint.api import CheckOptions, ModelSource
 from initlint.fixer import run_fix
+from initlint.graph import SignalGraph
 from initlint.renorm_layer import RenormLayer
 
 
@@ -183,6 +185,41 @@ def test_layers_that_do_not_depend_on_the_input_keep_their_scale():
     ids = torch.randint(0, 50, (32, 8))
     result = run_fix(_Embedded(), (ids,), CheckOptions(), ModelSource())
     assert {r.module for r in result.plan if r.site == "weighted"} == {"tokens", "hidden"}
+
+
+class _SwiGLU(nn.Module):
+    """LLaMA's MLP, twice: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(nn.ModuleDict(
+            {"gate": nn.Linear(32, 64, bias=False), "up": nn.Linear(32, 64, bias=False),
+             "down": nn.Linear(64, 32, bias=False)}) for _ in range(2))
+        self.head = nn.Linear(32, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block["down"](nn.functional.silu(block["gate"](x)) * block["up"](x))
+        return self.head(x)
+
+
+@pytest.mark.parametrize("method", ["dks", "renorm"])
+def test_a_gated_linear_units_activation_gets_second_moment_1_and_folds(method):
+    """silu(x W) * (x V): the product has mean 0 whatever the SiLU's mean, and variance
+    E[silu^2] Var(x V) for independent factors, so the SiLU is scaled to second moment 1
+    without a shift (which could not pass the product), and everything folds exactly. On the
+    Gaussian input the factors are independent and the product comes out at std 1 (within
+    10 %); the second block's input is a product's, heavy-tailed, so there its factors share
+    each sample's scale and the product's std is larger (1.4 here), which its Linear rescales."""
+    torch.manual_seed(0)
+    options = CheckOptions(input_shapes=[(256, 32)])
+    result = run_fix(_SwiGLU(), (), options, ModelSource(), fold=True, method=method)
+    factors = [r for r in result.plan if r.site == "activation" and r.placement == "after"]
+    assert len(factors) == 2 and all(r.bias == 0 and r.target.startswith("second moment 1") for r in factors)
+    assert all(r.verified for r in result.plan)
+    assert result.folded.unfolded == [] and result.fold_error < 1e-4
+    first_product = next(n for n in result.patched.graph.nodes if n.target is operator.mul)
+    assert SignalGraph(result.patched).view(first_product.name).stats.std == pytest.approx(1, abs=0.1)
 
 
 def test_class_override_reaches_modules_that_fx_traced_through():
