@@ -8,6 +8,7 @@ class's MRO, so ``ReLU6`` is not mistaken for its base ``Hardtanh``), its functi
 from __future__ import annotations
 
 import operator
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -222,6 +223,24 @@ that ``module_kind`` knows makes capture collapse the module's call into ``modul
 one takes a query, a key and a value."""
 
 
+_DROP_PATHS = (("torchvision.ops.stochastic_depth", "stochastic_depth", 3), ("timm.layers.drop", "drop_path", 2))
+"""(module, function, position of its ``training`` argument) of libraries' stochastic depth:
+dropout of a whole residual branch per sample. Read only when the model's code has imported the
+library already."""
+DROP_PATH = OpKind(DROPOUT, "drop_path")
+
+
+def drop_paths() -> dict[object, int]:
+    """The stochastic-depth functions of the libraries imported so far, each with the position
+    of its ``training`` argument."""
+    found = {}
+    for name, function, training_at in _DROP_PATHS:
+        library = sys.modules.get(name)
+        if library is not None and callable(getattr(library, function, None)):
+            found[getattr(library, function)] = training_at
+    return found
+
+
 def module_kind(module: nn.Module) -> OpKind:
     """Classify a module by the first registered class along its MRO."""
     for cls in type(module).__mro__:
@@ -237,9 +256,10 @@ def function_kind(target: object) -> OpKind:
         packet = target.overloadpacket
         return _ATEN.get(packet.__name__, UNKNOWN) if packet.__module__.endswith("aten") else UNKNOWN
     try:
-        return _FUNCTIONS.get(target, UNKNOWN)
+        kind = _FUNCTIONS.get(target, UNKNOWN)
     except TypeError:  # unhashable target
         return UNKNOWN
+    return DROP_PATH if kind is UNKNOWN and target in drop_paths() else kind
 
 
 KIND = "initlint_kind"

@@ -19,7 +19,7 @@ Targets come from roles (see DESIGN.md's pitfalls):
   bias (a data-free LSUV: the probe batch replaces data); the last layer of a residual branch
   gets a share of the stream instead (``RESIDUAL_GROWTH``), so the stream grows as planned and
   not as sqrt(1 + 2L); a branch that is exactly 0 (zero-initialized on purpose) is left so,
-  and so is a layer whose output is the same for every sample (a position embedding);
+  and so is a layer whose input is the same for every sample (position or token-type ids);
 - an activation that only a product reads (a gated linear unit: silu(x W) * (x V)) -> second
   moment 1, by scale alone (``_as_factor``), after its kernel-shaping input constants if any;
 - anything right before a normalization layer, or an output of the network -> nothing.
@@ -133,20 +133,8 @@ def _feeds_norm(view: NodeView, graph: SignalGraph) -> bool:
     )
 
 
-def _input_independent(stats: NodeStats, batch_size: int | None) -> bool:
-    """Whether a value is the same for every sample: an offset the model learns (a position or
-    token-type embedding, whose ids are not the input), constant across the batch or broadcast
-    over it."""
-    if stats.sample_std is not None:
-        return not stats.signal_resolved()
-    return bool(batch_size and batch_size > 1 and stats.shape and stats.shape[0] == 1)
-
-
-def site_of(view: NodeView, graph: SignalGraph, target: str | None, batch_size: int | None) -> str | None:
-    """Which kind of renorm site ``view`` is, or None when it needs no constants. A weighted
-    layer that does not depend on the input (GPT-2's position embedding) is not one: its scale
-    against the input's embedding is the model's design, and at std 1 it would drown the tokens
-    (x50 against GPT-2's tied token embedding)."""
+def site_of(view: NodeView, graph: SignalGraph, target: str | None) -> str | None:
+    """Which kind of renorm site ``view`` is, or None when it needs no constants."""
     if view.stats is None or OUTPUT in view.roles or target == NONE:
         return None
     if _feeds_norm(view, graph):
@@ -156,7 +144,7 @@ def site_of(view: NodeView, graph: SignalGraph, target: str | None, batch_size: 
     if target == GAUSSIAN and view.kind.family != ops.WEIGHTED:
         return "activation"
     if view.kind.family == ops.WEIGHTED and view.op == "call_module":
-        return None if _input_independent(view.stats, batch_size) else "weighted"
+        return "weighted"
     if view.kind.family == ops.ACTIVATION:
         return "activation"
     if view.kind.family == ops.POOL and SQUEEZE not in view.roles and view.stats.sample_std \
@@ -185,6 +173,18 @@ def _as_factor(make: Callable[[str, float, float, str], Renorm], moments: Moment
     renorm = make("second moment 1: a factor of a product", 1 / rms, 0.0, source)
     renorm.aim = (moments.mean / rms, moments.std / rms)
     return renorm
+
+
+def _same_for_every_sample(x: object, batch_size: int | None) -> bool:
+    """Whether ``x`` holds one value for the whole batch, broadcast over it or repeated bit for
+    bit: a learned offset's ids, not the input (a collapsed deep stack comes close, but never
+    bit for bit, and its layers are what the fix is for). At std 1, GPT-2's position table
+    would be x50 against its tied token table."""
+    if not isinstance(x, torch.Tensor) or not batch_size or batch_size < 2 or x.dim() == 0:
+        return False
+    if x.shape[0] == 1:
+        return True
+    return x.shape[0] == batch_size and bool((x == x[:1]).all())
 
 
 class _Planner(FirstStepInterpreter):
@@ -259,6 +259,9 @@ class _Planner(FirstStepInterpreter):
             if n.target in self.tied:
                 return make("none: its weights are tied to another layer's, which rescaling would change too",
                             1.0, 0.0, "graph")
+            if _same_for_every_sample(args[0], self.batch_size):
+                return make("none: its input is the same for every sample (position or token-type ids): its "
+                            "scale against the input's own embedding is the model's design", 1.0, 0.0, "probe")
             stream = self._stream_beside(n)
             if stream is not None:
                 share = self.branch_share * stream
@@ -423,8 +426,7 @@ def plan_renorm(
     targets = {name: _override(view, overrides, model) for name, view in graph.nodes.items()}
     sites = {
         name: site for name, view in graph.nodes.items()
-        if (site := site_of(view, graph, targets[name], inputs.batch_size)) is not None
-        and site not in excluded_sites
+        if (site := site_of(view, graph, targets[name])) is not None and site not in excluded_sites
     }
     planner = _Planner(graph_module, sites, graph, inputs.batch_size, method, directions_seed)
     with torch.no_grad():

@@ -19,6 +19,7 @@ from initlint.inplace import functionalize_inplace
 from initlint.locations import SourceLocation, innermost_user_frame, with_own_line
 from initlint.progress import Progress
 from initlint.module_calls import collapse_in_place
+from initlint.ops import drop_paths
 from initlint.renorm_layer import RenormLayer
 from initlint.safe_code import ORIGINAL_PATH, safe_root
 from initlint.train_flag import follow_training_flag
@@ -55,7 +56,8 @@ class _Tracer(fx.Tracer):
     def __init__(
         self, leaf_modules: Sequence[type[nn.Module]], wrap_functions: Sequence[Callable], progress: Progress
     ) -> None:
-        super().__init__(autowrap_functions=tuple(wrap_functions))
+        # stochastic depth kept whole, so the probe switches it off as it does dropout
+        super().__init__(autowrap_functions=(*wrap_functions, *drop_paths()))
         # fx's own stack traces (record_stack_traces) import torch._dynamo and _inductor: 1.5 s
         self._extra_leaves = (RenormLayer, *leaf_modules)
         self._progress = progress

@@ -6,8 +6,9 @@ Hugging Face's attention, ``dropout_p=self.p if self.training else 0.0``, a call
 model built from that graph (``fix``'s output) would drop out in eval mode too, so its
 predictions would be random and its outputs would not match the model it came from. Each such
 literal becomes a read of the graph module's own ``training`` attribute (a ``get_attr``
-node), so ``model.eval()`` turns the dropout off again. Literals that say "off" stay as they
-are: a graph captured in eval mode has lost the probability, and a flag left at its default
+node), so ``model.eval()`` turns the dropout off again; so does the ``training`` argument of
+libraries' stochastic depth (``ops.drop_paths``). Literals that say "off" stay as they are: a
+graph captured in eval mode has lost the probability, and a flag left at its default
 (``F.dropout(x, 0.1)``) is always on in the user's model as well.
 """
 
@@ -18,6 +19,8 @@ import operator
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
+
+from initlint.ops import drop_paths
 
 TRAINING = "training"
 """The attribute every ``nn.Module`` has, and the ``get_attr`` target that reads it."""
@@ -59,12 +62,14 @@ def _read_training(graph: fx.Graph) -> fx.Node:
 def follow_training_flag(graph: fx.Graph) -> bool:
     """Rewrite ``graph`` in place; whether any literal now reads ``training`` (its module must
     then have that attribute, which every ``nn.Module`` has)."""
-    rewritten = False
+    rewritten, drop_path_flags = False, drop_paths()
     for node in list(graph.nodes):
         if node.op != "call_function":
             continue
-        if node.target in _TRAIN_FLAG:
-            position, name = _TRAIN_FLAG[node.target]
+        flag_at = _TRAIN_FLAG.get(node.target) or (
+            (drop_path_flags[node.target], "training") if node.target in drop_path_flags else None)
+        if flag_at is not None:
+            position, name = flag_at
             flag, given = _literal(node, position, name)
             if given and flag is True:
                 with graph.inserting_before(node):

@@ -139,6 +139,37 @@ def test_dropout_that_follows_training_mode_still_does_after_fix(tmp_path, branc
     torch.testing.assert_close(loaded.eval()(x), result.patched.eval()(x))
 
 
+class DropPathResidual(nn.Module):
+    """Residual blocks whose branches torchvision's and timm's stochastic depth drop per sample."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from timm.layers import DropPath
+        from torchvision.ops import StochasticDepth
+
+        self.a, self.b, self.out = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8)
+        self.drop_a, self.drop_b = StochasticDepth(0.5, "row"), DropPath(0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_a(torch.tanh(self.a(x)))
+        x = x + self.drop_b(torch.tanh(self.b(x)))
+        return self.out(x)
+
+
+def test_stochastic_depth_is_off_in_the_probe_and_follows_the_mode_after_fix(tmp_path):
+    """The probe switches it off as it does dropout: checks agree, and the plan's constants are
+    met on the re-probe (a branch dropped in one pass and not the other missed them)."""
+    torch.manual_seed(0)
+    model = DropPathResidual()
+    first, second = (initlint.check(model, input_shapes=[(64, 8)]) for _ in range(2))
+    assert [n.stats for n in first.graph.nodes.values()] == [n.stats for n in second.graph.nodes.values()]
+    loaded, result = _written_and_loaded(model, tmp_path / "fixed")
+    assert result.plan and all(r.verified for r in result.plan if not r.target.startswith("none"))
+    x = torch.randn(64, 8)
+    torch.testing.assert_close(loaded.eval()(x), loaded.eval()(x), rtol=0, atol=0)
+    assert not torch.equal(loaded.train()(x), loaded.train()(x))
+
+
 class MovingAverage(nn.Module):
     def __init__(self) -> None:
         super().__init__()
