@@ -87,11 +87,11 @@ def _head(scale: float) -> nn.Linear:
     return head
 
 
-def test_an_output_already_out_of_the_band_counts_only_when_it_moves_measurably_further():
-    """Within a measured std's 10 % tolerance a move is probe noise, not a fix making it worse."""
+def test_an_output_counts_only_when_it_moves_more_than_2x_further_out_of_the_band():
+    """Issue 12's bound for logits: 0.23 -> 0.14 (x0.6) is no fault of the fix, 0.23 -> 0.09 is."""
     original = SignalGraph(_probed(_head(1.0)))
-    assert not compare(original, SignalGraph(_probed(_head(0.95))), RULES)
-    worse = compare(original, SignalGraph(_probed(_head(0.8))), RULES)
+    assert not compare(original, SignalGraph(_probed(_head(0.6))), RULES)
+    worse = compare(original, SignalGraph(_probed(_head(0.4))), RULES)
     assert worse.outputs and "out of the band" in worse.describe()
 
 
