@@ -254,27 +254,20 @@ def test_unfoldable_constants_are_listed_not_dropped():
     assert unfolded["node"] == "_1" and "needs a bias" in unfolded["reason"]
 
 
-class _InputsFirst(nn.Module):
-    """Hugging Face's ``Conv1D``: ``addmm(b, x, W)`` with W laid out (inputs, outputs)."""
+class _ProductLayer(nn.Module):
+    """A layer written as a product with its own weights: Hugging Face's ``Conv1D``,
+    ``addmm(b, x, W)`` with W laid out (inputs, outputs), or ``F.linear`` (outputs first)."""
 
-    def __init__(self, inputs: int, outputs: int) -> None:
+    def __init__(self, inputs: int, outputs: int, inputs_first: bool) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(inputs, outputs) / inputs**0.5)
+        self.inputs_first = inputs_first
+        shape = (inputs, outputs) if inputs_first else (outputs, inputs)
+        self.weight = nn.Parameter(torch.randn(shape) / inputs**0.5)
         self.bias = nn.Parameter(torch.randn(outputs) * 0.1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addmm(self.bias, x, self.weight)
-
-
-class _FunctionalLinear(nn.Module):
-    """A layer that calls ``F.linear`` on its own weights (W laid out outputs first)."""
-
-    def __init__(self, inputs: int, outputs: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(outputs, inputs) / inputs**0.5)
-        self.bias = nn.Parameter(torch.randn(outputs) * 0.1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.inputs_first:
+            return torch.addmm(self.bias, x, self.weight)
         return nn.functional.linear(x, self.weight, self.bias)
 
 
@@ -292,13 +285,14 @@ class _TiedProducts(nn.Module):
 
 
 @pytest.mark.parametrize("method", ["dks", "renorm"])
-@pytest.mark.parametrize("layer", [_InputsFirst, _FunctionalLinear], ids=["addmm (Conv1D)", "F.linear"])
-def test_constants_fold_into_products_with_a_weight(layer, method):
+@pytest.mark.parametrize("inputs_first", [True, False], ids=["addmm (Conv1D)", "F.linear"])
+def test_constants_fold_into_products_with_a_weight(inputs_first, method):
     """Constants before (kernel shaping) and after each sigmoid go into the functional layers
     around it, whichever way their weights are laid out: the folded model computes the
     renorm-node model, and nothing is left unfolded."""
     torch.manual_seed(0)
-    model = nn.Sequential(layer(8, 16), nn.Sigmoid(), layer(16, 16), nn.Sigmoid(), layer(16, 4))
+    model = nn.Sequential(_ProductLayer(8, 16, inputs_first), nn.Sigmoid(), _ProductLayer(16, 16, inputs_first),
+                          nn.Sigmoid(), _ProductLayer(16, 4, inputs_first))
     result = run_fix(model, (), CheckOptions(input_shapes=[(64, 8)]), ModelSource(), fold=True, method=method)
     assert [r for r in result.plan if r.site == "activation" and r.bias], result.plan
     assert result.folded.unfolded == [] and result.fold_error < 1e-4
