@@ -114,6 +114,24 @@ def test_real_models_quick():
     assert "| tiny_gpt2 | export |" in result.stderr
 
 
+def test_fix_real_models_quick():
+    """A library model fixed and folded through the CLI: everything folds, the folded model
+    computes the renorm-node model, nothing gets worse, and the tied logits keep their std
+    within issue 12's 2x."""
+    if importlib.util.find_spec("transformers") is None:
+        pytest.skip("the real models need transformers (the test extra installs it)")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "fix_real_models.py"), "--quick"],
+        capture_output=True, text=True, check=True, timeout=600,
+    )
+    (row,) = map(json.loads, result.stdout.splitlines())
+    assert row["model"] == "tiny_gpt2" and row["constants"] > 0 and row["unfolded"] == 0, row
+    assert row["fold_error"] < 1e-4 and row["declined"] == [] and row["warnings_after"] == [], row
+    (before,), (after,) = row["output_std_before"], row["output_std_after"]
+    assert 0.5 < after / before < 2, row
+    assert "| tiny_gpt2 | export |" in result.stderr
+
+
 def test_bench_gain_quick_times_the_search():
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_gain.py"), "--quick"],

@@ -1,0 +1,149 @@
+"""``initlint fix --fold`` on model definitions people actually have, through the CLI.
+
+Each model (small Hugging Face configs, torchvision classifiers at 224) is fixed as a user would
+fix it, ``initlint fix FACTORY -o DIR --fold``, then the original and DIR are checked with
+``initlint check ... --output-format json``. One JSON line per model: the constants (kept,
+declined, not folded), how far the folded model's output is from the renorm-node model's (in
+units of its std), the warnings before and after, the output's std before and after (issue 12:
+within 2x), and fix's seconds; a markdown table goes to stderr.
+
+    python benchmarks/fix_real_models.py            # every model, a few minutes
+    python benchmarks/fix_real_models.py --quick    # the 2-layer GPT-2 (the test suite runs it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from real_models import tiny_gpt2
+
+HERE = Path(__file__).resolve()
+_TOKENS = ["--input", "input_ids=8,64:int64"]
+_IMAGES = ["--input-shape", "4,3,224,224"]
+
+
+def _transformers():
+    import transformers
+
+    return transformers
+
+
+def tiny_llama():
+    """A 4-layer Llama of width 128: gated (SwiGLU) MLPs, RMSNorm, rotary positions."""
+    t = _transformers()
+    return t.LlamaForCausalLM(t.LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=4,
+                                            num_attention_heads=4, num_key_value_heads=2, vocab_size=1000))
+
+
+def tiny_bert():
+    """A 4-layer BERT of width 128 with its masked-LM head (post-LN, token-type embeddings)."""
+    t = _transformers()
+    return t.BertForMaskedLM(t.BertConfig(hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+                                          intermediate_size=256, vocab_size=1000))
+
+
+def tiny_opt():
+    """A 4-layer OPT of width 128 (pre-LN, ReLU MLPs, learned positions)."""
+    t = _transformers()
+    return t.OPTForCausalLM(t.OPTConfig(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, ffn_dim=256,
+                                        vocab_size=1000, word_embed_proj_dim=128))
+
+
+def resnet18():
+    import torchvision
+
+    return torchvision.models.resnet18()
+
+
+def mobilenet_v3_small():
+    import torchvision
+
+    return torchvision.models.mobilenet_v3_small()
+
+
+def efficientnet_b0():
+    """SiLU, squeeze-excitation gates, stochastic depth."""
+    import torchvision
+
+    return torchvision.models.efficientnet_b0()
+
+
+FLAGS = {
+    **{name: _TOKENS for name in ("tiny_gpt2", "tiny_llama", "tiny_bert", "tiny_opt")},
+    **{name: _IMAGES for name in ("resnet18", "mobilenet_v3_small", "efficientnet_b0")},
+}
+MODELS = tuple(FLAGS)
+QUICK = ("tiny_gpt2",)
+
+
+def _cli(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "initlint", *arguments], capture_output=True, text=True)
+
+
+def _checked(target: str, flags: list[str]) -> dict:
+    done = _cli("check", target, "--output-format", "json", "--exit-zero", *flags)
+    if done.returncode != 0:
+        raise RuntimeError((done.stderr.strip().splitlines() or ["?"])[-1])
+    report = json.loads(done.stdout)["reports"][0]
+    return {
+        "warnings": sorted(f"{f['code']} {f['module'] or ''}".strip() for f in report["findings"]
+                           if f["severity"] != "info"),
+        "output_std": [round(n["std"], 4) for n in report["nodes"] if "output" in n["roles"]],
+    }
+
+
+def measure(name: str, folder: Path) -> dict:
+    target, flags = f"{HERE}:{name}", FLAGS[name]
+    started = time.perf_counter()
+    done = _cli("fix", target, "-o", str(folder), "--fold", *flags)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        return {"model": name, "error": (done.stderr.strip().splitlines() or ["?"])[-1]}
+    plan = json.loads((folder / "renorm.json").read_text())
+    before, after = _checked(target, flags), _checked(str(folder), [])
+    return {
+        "model": name,
+        "capture": plan["capture"],
+        "constants": sum(not c["target"].startswith("none") for c in plan["constants"]),
+        "declined": plan["declined"],
+        "unfolded": len(plan["unfolded"]),
+        "fold_error": plan["fold_error"],
+        "warnings_before": before["warnings"],
+        "warnings_after": after["warnings"],
+        "output_std_before": before["output_std"],
+        "output_std_after": after["output_std"],
+        "fix_seconds": round(seconds, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}")
+    parser.add_argument("models", nargs="*", help="a subset of: " + ", ".join(MODELS))
+    arguments = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in arguments.models or (QUICK if arguments.quick else MODELS):
+            rows.append(measure(name, Path(scratch) / name))
+            print(json.dumps(rows[-1]), flush=True)
+    print("| model | capture | constants | not folded | fold error | warnings before -> after "
+          "| output std before -> after | fix |", file=sys.stderr)
+    print("|---|---|---|---|---|---|---|---|", file=sys.stderr)
+    for row in rows:
+        if "error" in row:
+            print(f"| {row['model']} | error: {row['error']} | | | | | | |", file=sys.stderr)
+            continue
+        warnings = f"{len(row['warnings_before'])} -> {len(row['warnings_after'])}"
+        stds = f"{row['output_std_before']} -> {row['output_std_after']}"
+        print(f"| {row['model']} | {row['capture']} | {row['constants']} | {row['unfolded']} | "
+              f"{row['fold_error']:.2g} | {warnings} | {stds} | {row['fix_seconds']:.1f} s |", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
