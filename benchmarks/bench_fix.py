@@ -56,7 +56,7 @@ def fixed_models(model: nn.Module, shape: tuple[int, ...]) -> dict[str, nn.Modul
     }
     return {"models": {k: m.eval() for k, m in models.items()},
             "renorm_nodes": len([r for r in result.plan if r.site != "weighted"]),
-            "unfolded": len(result.folded.unfolded)}
+            "unfolded": len(result.folded.unfolded) + len(result.left_out)}
 
 
 @torch.inference_mode()

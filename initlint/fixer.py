@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -41,6 +41,8 @@ class FixResult:
     """Kinds of change left out because they made the model worse, and how."""
     still_worse: str = ""
     """What the fixed model still has that the original lacked (nothing, normally)."""
+    left_out: list[dict] = field(default_factory=list)
+    """With ``fold``: constants that no exact fold carries, left out of the plan (with why)."""
 
     @property
     def unverified(self) -> list[str]:
@@ -67,7 +69,7 @@ class FixResult:
     def summary(self, folder: str) -> str:
         sites = Counter(r.site for r in self.plan)
         parts = ", ".join(f"{count} {site}" for site, count in sorted(sites.items()))
-        nothing = "none kept" if self.declined else "none needed"
+        nothing = "none kept" if self.declined or self.left_out else "none needed"
         lines = [f"initlint: wrote {folder}: {len(self.plan)} renorm constants ({parts or nothing})"]
         if redrawn := sum(r.orthogonal is not None for r in self.plan):
             lines.append(f"  {redrawn} Linear/Conv layer(s) took orthogonal directions at their own norm, as LSUV "
@@ -84,8 +86,11 @@ class FixResult:
             lines.append(f"  folded into your model's weights: output differs from the renorm-node model by "
                          f"{self.fold_error:.2g} of its std" + (" (the constants below are missing)"
                                                                   if self.folded.unfolded else ""))
-            for item in self.folded.unfolded:
-                lines.append(f"  not folded: {item['node']} (x{item['scale']:.4g} {item['bias']:+.4g}): {item['reason']}")
+            lines += [f"  not folded: {_described(item)}" for item in self.folded.unfolded]
+        if self.left_out:
+            lines.append(f"  left out of the plan, since no exact fold carries them ({len(self.left_out)}; the rest "
+                         "was planned again without them, so the folded model computes model.py's):")
+            lines += [f"    {_described(item)}" for item in self.left_out]
         return "\n".join(lines)
 
     def plan_document(self, target: str) -> dict:
@@ -100,10 +105,15 @@ class FixResult:
             "unverified": self.unverified,
             "folded": self.folded is not None,
             "unfolded": self.folded.unfolded if self.folded else [],
+            "left_out": self.left_out,
             "fold_error": self.fold_error,
             "declined": self.declined,
             "still_worse": self.still_worse,
         }
+
+
+def _described(item: dict) -> str:
+    return f"{item['node']} (x{item['scale']:.4g} {item['bias']:+.4g}): {item['reason']}"
 
 
 TINY_FEATURE_MAP = 8
@@ -165,9 +175,11 @@ def _fixed(
     )
     graph_module = analysed.traced.graph_module
 
-    def plan_without(excluded: frozenset[str]) -> list[Renorm]:
+    def plan_without(kinds: frozenset[str], constants: frozenset[tuple[str, str]] = frozenset()) -> list[Renorm]:
         return plan_renorm(graph_module, analysed.graph, analysed.inputs, analysed.model, overrides, method,
-                           directions_seed, excluded)
+                           directions_seed, kinds, constants)
+
+    left_out, unfoldable = _left_out_of_fold(analysed.model, graph_module, plan_without) if fold else ([], frozenset())
 
     def build(kept: list[Renorm]) -> fx.GraphModule:
         patched = apply_plan(graph_module, kept)
@@ -175,12 +187,39 @@ def _fixed(
         return patched
 
     rules = select_rules(options.select, options.ignore, options.thresholds, options.extend_select)
-    plan, patched, declined, worse = decline_what_hurts(plan_without, analysed.graph, rules, build)
-    result = FixResult(patched, plan, analysed, method=method, declined=declined, still_worse=worse.describe())
+    plan, patched, declined, worse = decline_what_hurts(
+        lambda kinds: plan_without(kinds, unfoldable), analysed.graph, rules, build)
+    result = FixResult(patched, plan, analysed, method=method, declined=declined, still_worse=worse.describe(),
+                       left_out=left_out)
     if fold:
         result.folded = fold_plan(analysed.model, graph_module, plan)
         result.fold_error = _relative_difference(result.folded.model, patched, analysed.inputs)
     return result
+
+
+FOLD_ROUNDS = 4
+"""Plans made to find what folds: a site left out changes what later constants measure, rarely
+whether they fold."""
+
+
+def _left_out_of_fold(
+    model: nn.Module, graph_module: fx.GraphModule, plan_without: Callable[..., list[Renorm]],
+) -> tuple[list[dict], frozenset[tuple[str, str]]]:
+    """The constants that no exact fold carries, and their (node, placement). A folded plan
+    leaves them out and is made again without them (each constant is measured on what the
+    earlier ones give), until what is left folds: the folded model then computes the
+    renorm-node model that ``fix`` verified, rather than that model less some constants
+    (ResNet-18: 16 of its output's std apart). A gate whose scale cannot fold keeps the shift
+    that reopens it, which folds into the layer before."""
+    left_out: list[dict] = []
+    constants: frozenset[tuple[str, str]] = frozenset()
+    for _ in range(FOLD_ROUNDS):
+        unfolded = fold_plan(model, graph_module, plan_without(frozenset(), constants)).unfolded
+        if not unfolded:
+            break
+        left_out += unfolded
+        constants |= {(item["node"], item["placement"]) for item in unfolded}
+    return left_out, constants
 
 
 def fix(model: nn.Module, *example_inputs: torch.Tensor, fold: bool = False,

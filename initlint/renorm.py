@@ -192,8 +192,11 @@ class _Planner(FirstStepInterpreter):
     constants as it goes."""
 
     def __init__(self, graph_module: fx.GraphModule, sites: dict[str, str], graph: SignalGraph,
-                 batch_size: int | None, method: str, directions_seed: int | None) -> None:
+                 batch_size: int | None, method: str, directions_seed: int | None,
+                 left_out: frozenset[tuple[str, str]]) -> None:
         super().__init__(graph_module)
+        self.left_out = left_out
+        """(node, placement) of constants left out of the plan (no exact fold carries them)."""
         self.sites, self.signal, self.batch_size = sites, graph, batch_size
         self.directions_seed = directions_seed
         """The seed of the orthogonal directions weighted layers take; None keeps theirs."""
@@ -213,7 +216,7 @@ class _Planner(FirstStepInterpreter):
 
     def observe(self, n: fx.Node, args: tuple, kwargs: dict, result: object) -> object:
         site = self.sites.get(n.name)
-        if site is None or not isinstance(result, torch.Tensor):
+        if site is None or not isinstance(result, torch.Tensor) or (site == "weighted" and not self._keeps(n, "after")):
             return result
         orthogonal = self._orthogonal_seed(n) if site == "weighted" else None
         if orthogonal is not None:  # what the layer gives with the directions it will have
@@ -223,13 +226,13 @@ class _Planner(FirstStepInterpreter):
         if site == "weighted" and n.target in self.rescaled:
             earlier = self.rescaled[n.target]  # its weights are already rescaled: this call sees that too
             return result * earlier.scale + earlier.bias
-        if site == "activation" and self.slope is not None:
+        if site == "activation" and self.slope is not None and self._keeps(n, "before"):
             shaped = self._shaped(n, args, kwargs)
             if shaped is not None:
                 before, after, result = shaped
-                self.plan += [before, after]
-                return result * after.scale + after.bias
-        if site in ("activation", "gate"):
+                self.plan.append(before)
+                return self._applied(after, result)
+        if site in ("activation", "gate") and self._keeps(n, "before"):
             recentred = self._recentred(n, args, kwargs)
             if recentred is not None:
                 before, args, result = recentred
@@ -238,8 +241,17 @@ class _Planner(FirstStepInterpreter):
         if site == "weighted":
             self.rescaled[n.target] = renorm
             renorm.orthogonal = orthogonal if not renorm.target.startswith("none") else None
-        self.plan.append(renorm)
-        return result * renorm.scale + renorm.bias
+        return self._applied(renorm, result)
+
+    def _keeps(self, n: fx.Node, placement: str) -> bool:
+        return (n.name, placement) not in self.left_out
+
+    def _applied(self, after: Renorm, result: torch.Tensor) -> torch.Tensor:
+        """``result`` with the constants after a node, unless they are left out."""
+        if (after.node, after.placement) in self.left_out:
+            return result
+        self.plan.append(after)
+        return result * after.scale + after.bias
 
     def _orthogonal_seed(self, n: fx.Node) -> int | None:
         """The seed of the orthogonal directions for weighted node ``n``, or None: directions
@@ -412,12 +424,13 @@ def _tied_modules(root: nn.Module) -> set[str]:
 def plan_renorm(
     graph_module: fx.GraphModule, graph: SignalGraph, inputs: ProbeInputs, model: nn.Module,
     overrides: Mapping[str | type, str] | None = None, method: str = DKS, directions_seed: int | None = None,
-    excluded_sites: frozenset[str] = frozenset(),
+    excluded_sites: frozenset[str] = frozenset(), left_out: frozenset[tuple[str, str]] = frozenset(),
 ) -> list[Renorm]:
     """The constants of every site of ``graph_module`` (the trace of ``model``), in execution
     order, but for the kinds of site in ``excluded_sites`` ("weighted", "pool", "gate",
-    "activation"); with ``directions_seed``, rescaled Linear and Conv layers take orthogonal
-    directions."""
+    "activation") and the constants in ``left_out`` (node, placement), each measured on what
+    the kept ones give; with ``directions_seed``, rescaled Linear and Conv layers take
+    orthogonal directions."""
     require_method(method)
     overrides = dict(overrides or {})
     bad = {k: v for k, v in overrides.items() if v not in TARGETS}
@@ -428,7 +441,7 @@ def plan_renorm(
         name: site for name, view in graph.nodes.items()
         if (site := site_of(view, graph, targets[name])) is not None and site not in excluded_sites
     }
-    planner = _Planner(graph_module, sites, graph, inputs.batch_size, method, directions_seed)
+    planner = _Planner(graph_module, sites, graph, inputs.batch_size, method, directions_seed, left_out)
     with torch.no_grad():
         planner.run(*placeholder_values(graph_module, inputs.args, inputs.kwargs))
     return planner.plan

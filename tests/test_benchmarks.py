@@ -125,7 +125,7 @@ def test_fix_real_models_quick():
         capture_output=True, text=True, check=True, timeout=600,
     )
     (row,) = map(json.loads, result.stdout.splitlines())
-    assert row["model"] == "tiny_gpt2" and row["constants"] > 0 and row["unfolded"] == 0, row
+    assert row["model"] == "tiny_gpt2" and row["constants"] > 0 and row["left_out"] == 0, row
     assert row["fold_error"] < 1e-4 and row["declined"] == [] and row["warnings_after"] == [], row
     (before,), (after,) = row["output_std_before"], row["output_std_after"]
     assert 0.5 < after / before < 2, row

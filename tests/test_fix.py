@@ -6,6 +6,7 @@ import copy
 import json
 import math
 import operator
+from pathlib import Path
 
 import pytest
 import torch
@@ -218,7 +219,7 @@ def test_a_gated_linear_units_activation_gets_second_moment_1_and_folds(method):
     factors = [r for r in result.plan if r.site == "activation" and r.placement == "after"]
     assert len(factors) == 2 and all(r.bias == 0 and r.target.startswith("second moment 1") for r in factors)
     assert all(r.verified for r in result.plan)
-    assert result.folded.unfolded == [] and result.fold_error < 1e-4
+    assert result.folded.unfolded == result.left_out == [] and result.fold_error < 1e-4
     first_product = next(n for n in result.patched.graph.nodes if n.target is operator.mul)
     assert SignalGraph(result.patched).view(first_product.name).stats.std == pytest.approx(1, abs=0.1)
 
@@ -236,13 +237,13 @@ def test_class_override_reaches_modules_that_fx_traced_through():
 
 def test_fold_is_exact_for_linear_and_measured_for_padded_convs():
     linear = run_fix(default_mlp(nn.Tanh, depth=4), (), CheckOptions(), ModelSource(), fold=True)
-    assert linear.fold_error < 1e-4 and not linear.folded.unfolded
+    assert linear.fold_error < 1e-4 and not linear.folded.unfolded and not linear.left_out
 
     torch.manual_seed(0)
     conv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Sigmoid(), nn.Conv2d(8, 8, 3, padding=1), nn.Sigmoid(),
                          nn.Conv2d(8, 4, 3, padding=1))
     padded = run_fix(conv, (), CheckOptions(input_shapes=[(4, 3, 12, 12)]), ModelSource(), fold=True)
-    assert not padded.folded.unfolded
+    assert not padded.folded.unfolded and not padded.left_out
     assert padded.fold_error > 1e-3  # the bias is wrong at the zero-padded border, and we say so
 
 
@@ -250,8 +251,11 @@ def test_unfoldable_constants_are_listed_not_dropped():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 8), nn.Sigmoid(), nn.Linear(8, 8, bias=False), nn.Sigmoid(), nn.Linear(8, 2))
     result = run_fix(model, (), CheckOptions(), ModelSource(), fold=True)
-    (unfolded,) = result.folded.unfolded
-    assert unfolded["node"] == "_1" and "needs a bias" in unfolded["reason"]
+    (left_out,) = result.left_out
+    assert left_out["node"] == "_1" and "needs a bias" in left_out["reason"]
+    assert ("_1", "after") not in {(r.node, r.placement) for r in result.plan}
+    assert "left out of the plan" in result.summary("fixed")
+    assert result.folded.unfolded == [] and result.fold_error < 1e-4  # the folded model computes model.py's
 
 
 class _ProductLayer(nn.Module):
@@ -295,7 +299,7 @@ def test_constants_fold_into_products_with_a_weight(inputs_first, method):
                           nn.Sigmoid(), _ProductLayer(16, 4, inputs_first))
     result = run_fix(model, (), CheckOptions(input_shapes=[(64, 8)]), ModelSource(), fold=True, method=method)
     assert [r for r in result.plan if r.site == "activation" and r.bias], result.plan
-    assert result.folded.unfolded == [] and result.fold_error < 1e-4
+    assert result.folded.unfolded == result.left_out == [] and result.fold_error < 1e-4
 
 
 def test_a_weight_read_twice_takes_no_constant():
@@ -303,7 +307,7 @@ def test_a_weight_read_twice_takes_no_constant():
     torch.manual_seed(0)
     model = _TiedProducts()
     result = run_fix(model, (), CheckOptions(input_shapes=[(64, 8)]), ModelSource(), fold=True, method="renorm")
-    sigmoids = [u for u in result.folded.unfolded if u["site"] == "activation"]
+    sigmoids = [u for u in result.left_out if u["site"] == "activation"]
     assert len(sigmoids) == 2 and all("operations the constants pass" in u["reason"] for u in sigmoids)
     torch.testing.assert_close(result.folded.model.weight, model.weight, rtol=0, atol=0)
 
@@ -327,16 +331,17 @@ def test_constants_fold_through_what_commutes_with_them(between, method):
     options = CheckOptions(input_shapes=[(8, 3, 14, 14)], ignore=["IL105"])
     result = run_fix(_pooled_cnn(between), (), options, ModelSource(), fold=True, method=method)
     sigmoid = [r for r in result.plan if r.site == "activation" and r.placement == "after"]
-    assert sigmoid and sigmoid[0].bias != 0 and result.folded.unfolded == []
+    assert sigmoid and sigmoid[0].bias != 0 and result.folded.unfolded == result.left_out == []
     assert result.fold_error < 1e-4  # unpadded convolutions: exact up to float32 rounding
 
 
 def test_a_shift_does_not_fold_through_a_relu():
-    """relu(x + c) is not relu(x) + c: the shift stays unfolded, and says why."""
+    """relu(x + c) is not relu(x) + c: the sigmoid's shift is left out of the plan, and says why."""
     result = run_fix(_pooled_cnn(nn.ReLU(), side=10), (), CheckOptions(input_shapes=[(8, 3, 14, 14)]), ModelSource(),
                      fold=True, method="renorm")
-    (unfolded,) = [u for u in result.folded.unfolded if u["site"] == "activation"]
-    assert "operations the constants pass" in unfolded["reason"]
+    (sigmoid,) = [u for u in result.left_out if u["node"] == "_1"]
+    assert sigmoid["bias"] and "operations the constants pass" in sigmoid["reason"]
+    assert result.fold_error < 1e-4  # what is left folds: the folded model computes model.py's
 
 
 class _GatedStage(nn.Module):
@@ -371,7 +376,7 @@ def test_a_scale_folds_into_every_reader_and_through_a_gate_product():
     options = CheckOptions(input_shapes=[(8, 3, 14, 14)], ignore=["IL105"])
     result = run_fix(_gated_cnn(), (), options, ModelSource(), fold=True, method="renorm")
     sites = {r.site for r in result.plan if r.scale != 1}
-    assert {"activation", "gate"} <= sites and result.folded.unfolded == []
+    assert {"activation", "gate"} <= sites and result.folded.unfolded == result.left_out == []
     assert result.fold_error < 1e-4
 
 
@@ -380,8 +385,21 @@ def test_a_scale_that_both_factors_of_a_product_carry_is_not_folded():
     r reaches a nonlinearity (and both factors): it stays unfolded, and says why."""
     options = CheckOptions(input_shapes=[(8, 3, 14, 14)], ignore=["IL105"])
     result = run_fix(_gated_cnn("direct"), (), options, ModelSource(), fold=True, method="renorm")
-    relus = [u for u in result.folded.unfolded if u["site"] == "activation" and "act" in (u["module"] or "")]
+    relus = [u for u in result.left_out if u["site"] == "activation" and "act" in (u["module"] or "")]
     assert relus and all("operations the constants pass" in u["reason"] for u in relus)
+
+
+def test_the_bundled_se_resnet_folds_exactly_what_folds_and_checks_clean(run_cli, tmp_path):
+    """Its gates' scales and the ReLUs after its residual adds reach no single layer: they are
+    left out of the --fold plan, the rest is planned without them and folds exactly (so the
+    folded weights are model.py's model), and the result checks clean."""
+    example = Path(__file__).resolve().parent.parent / "examples" / "se_resnet_lsuv.py"
+    out = tmp_path / "fixed"
+    assert run_cli("fix", f"{example}:build", "-o", str(out), "--fold").exit_code == 0
+    plan = json.loads((out / "renorm.json").read_text())
+    assert {c["site"] for c in plan["left_out"]} == {"activation", "gate"}
+    assert plan["unfolded"] == [] and plan["fold_error"] < 1e-4
+    assert run_cli("check", str(out)).exit_code == 0
 
 
 def test_fix_folder_round_trip(run_cli, tmp_path, model_file):
@@ -393,7 +411,7 @@ def test_fix_folder_round_trip(run_cli, tmp_path, model_file):
     plan = json.loads((out / "renorm.json").read_text())
     # 12 layers rescaled, 12 sigmoids shaped by constants before and after them (with --fold
     # the method is dks-scale by default, and a sigmoid is shaped by an input scale)
-    assert len(plan["constants"]) == 36 and plan["folded"] and plan["unfolded"] == []
+    assert len(plan["constants"]) == 36 and plan["folded"] and plan["unfolded"] == plan["left_out"] == []
     assert plan["method"] == "dks-scale"
     torch.load(out / "weights.pt", weights_only=True)  # a plain state dict
     assert run_cli("check", str(out)).exit_code == 0
