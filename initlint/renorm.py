@@ -123,8 +123,9 @@ def _override(view: NodeView, overrides: Mapping[str | type, str], root: nn.Modu
 
 
 def _feeds_norm(view: NodeView, graph: SignalGraph) -> bool:
-    """True when every use goes into a norm, directly or through one linear layer."""
-    users = graph.through_plumbing(view.name, "users")
+    """True when every use goes into a norm, directly or through one linear layer. A use that
+    gives no tensor reads the value's metadata, not its signal (timm's ``x.ndim == 4``)."""
+    users = [u for u in graph.through_plumbing(view.name, "users") if u.stats is not None]
     return bool(users) and all(
         u.kind.family == ops.NORM
         or (u.kind.family == ops.WEIGHTED and u.users and all(

@@ -1,10 +1,13 @@
-"""Dropout that a captured graph holds as a literal reads the module's ``training`` flag again.
+"""Dropout and batch norm whose captured graph holds the mode as a literal read the module's
+``training`` flag again.
 
 Both captures run ``forward`` once, in training mode, and Python's ``self.training`` is read
 then, not recorded: ``F.dropout(x, p, self.training)`` becomes a call with ``True``, and
 Hugging Face's attention, ``dropout_p=self.p if self.training else 0.0``, a call with ``p``. A
 model built from that graph (``fix``'s output) would drop out in eval mode too, so its
-predictions would be random and its outputs would not match the model it came from. Each such
+predictions would be random and its outputs would not match the model it came from; a
+functional batch norm (timm's ``BatchNormAct2d``) would normalize with batch statistics in
+eval mode, and ignore the running ones it keeps updating. Each such
 literal becomes a read of the graph module's own ``training`` attribute (a ``get_attr``
 node), so ``model.eval()`` turns the dropout off again; so does the ``training`` argument of
 libraries' stochastic depth (``ops.drop_paths``). Literals that say "off" stay as they are: a
@@ -33,6 +36,9 @@ _TRAIN_FLAG: dict[object, tuple[int, str]] = {
                                    _ATEN.feature_alpha_dropout.default)},
     **{f: (2, "training") for f in (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
                                     F.feature_alpha_dropout)},
+    # batch statistics or running ones (timm's BatchNormAct2d calls it with self.training)
+    F.batch_norm: (5, "training"),
+    _ATEN.batch_norm.default: (5, "training"),
 }
 _PROBABILITY: dict[object, tuple[int, str]] = {
     _ATEN.scaled_dot_product_attention.default: (4, "dropout_p"),

@@ -224,6 +224,26 @@ def test_a_gated_linear_units_activation_gets_second_moment_1_and_folds(method):
     assert SignalGraph(result.patched).view(first_product.name).stats.std == pytest.approx(1, abs=0.1)
 
 
+class _CheckedNorm(nn.Module):
+    """A norm that first checks its input's rank, as timm's do (``x.ndim == 4``)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        torch._assert(x.ndim == 4, "a batch of images")
+        return self.norm(x)
+
+
+def test_a_layer_before_a_norm_is_not_rescaled_when_something_else_reads_only_its_shape():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), _CheckedNorm(8), nn.ReLU(), nn.Conv2d(8, 8, 3), _CheckedNorm(8),
+                          nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 4))
+    plan = run_fix(model, (), CheckOptions(input_shapes=[(16, 3, 8, 8)]), ModelSource()).plan
+    assert not [r.module for r in plan if r.site == "weighted"], plan
+
+
 def test_class_override_reaches_modules_that_fx_traced_through():
     """The traced GraphModule keeps blank modules on the paths of the layers it calls and none
     for layers without weights, so the classes must be looked up in the user's model."""

@@ -139,6 +139,28 @@ def test_dropout_that_follows_training_mode_still_does_after_fix(tmp_path, branc
     torch.testing.assert_close(loaded.eval()(x), result.patched.eval()(x))
 
 
+class BatchNormAct(nn.BatchNorm2d):
+    """timm's ``BatchNormAct2d``: a functional batch norm that follows ``self.training``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training,
+                                   self.momentum, self.eps))
+
+
+def test_a_functional_batch_norm_uses_running_statistics_in_eval_mode_after_fix(tmp_path):
+    """In eval mode each sample's output is its own (running statistics), not its batch's."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), BatchNormAct(8), nn.Conv2d(8, 8, 3), BatchNormAct(8), nn.Flatten(),
+                          nn.Linear(8 * 4 * 4, 4))
+    result = run_fix(model, (), CheckOptions(input_shapes=[(16, 3, 8, 8)]), ModelSource())
+    write_fix(tmp_path / "fixed", result, "test", force=False)
+    loaded = load_target(str(tmp_path / "fixed")).model
+    x = torch.randn(16, 3, 8, 8)
+    for fixed in (result.patched, loaded):
+        fixed.eval()
+        torch.testing.assert_close(fixed(x)[:4], fixed(x[:4]))
+
+
 class DropPathResidual(nn.Module):
     """Residual blocks whose branches torchvision's and timm's stochastic depth drop per sample."""
 
