@@ -1,11 +1,12 @@
 """``initlint fix --fold`` on model definitions people actually have, through the CLI.
 
-Each model (small Hugging Face configs, torchvision classifiers at 224) is fixed as a user would
-fix it, ``initlint fix FACTORY -o DIR --fold``, then the original and DIR are checked with
-``initlint check ... --output-format json``. One JSON line per model: the constants (kept,
-declined, left out of the plan since no exact fold carries them), how far the folded model's output is from the renorm-node model's (in
-units of its std), the warnings before and after, the output's std before and after (issue 12:
-within 2x), and fix's seconds; a markdown table goes to stderr.
+Each model (small Hugging Face configs, torchvision and timm classifiers at 224) is fixed as
+a user would fix it, ``initlint fix FACTORY -o DIR --fold``, then the original and DIR are
+checked with ``initlint check ... --output-format json``. One JSON line per model: the
+constants (kept, declined, left out of the plan since no exact fold carries them), how far the
+folded model's output is from the renorm-node model's (in units of its std), the warnings
+before and after, the output's std before and after (issue 12: within 2x), and fix's seconds;
+a markdown table goes to stderr.
 
     python benchmarks/fix_real_models.py            # every model, a few minutes
     python benchmarks/fix_real_models.py --quick    # the 2-layer GPT-2 (the test suite runs it)
@@ -74,9 +75,16 @@ def efficientnet_b0():
     return torchvision.models.efficientnet_b0()
 
 
+def timm_efficientnet_b0():
+    """timm's: functional batch norms (BatchNormAct2d), stochastic depth (drop_path) as trained."""
+    import timm
+
+    return timm.create_model("efficientnet_b0", drop_path_rate=0.2)
+
+
 FLAGS = {
     **{name: _TOKENS for name in ("tiny_gpt2", "tiny_llama", "tiny_bert", "tiny_opt")},
-    **{name: _IMAGES for name in ("resnet18", "mobilenet_v3_small", "efficientnet_b0")},
+    **{name: _IMAGES for name in ("resnet18", "mobilenet_v3_small", "efficientnet_b0", "timm_efficientnet_b0")},
 }
 MODELS = tuple(FLAGS)
 QUICK = ("tiny_gpt2",)
