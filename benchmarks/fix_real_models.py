@@ -22,17 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from real_models import tiny_gpt2
+from real_models import _transformers, tiny_gpt2
 
 HERE = Path(__file__).resolve()
 _TOKENS = ["--input", "input_ids=8,64:int64"]
 _IMAGES = ["--input-shape", "4,3,224,224"]
-
-
-def _transformers():
-    import transformers
-
-    return transformers
 
 
 def tiny_llama():
