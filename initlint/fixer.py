@@ -188,7 +188,7 @@ def _fixed(
 
     rules = select_rules(options.select, options.ignore, options.thresholds, options.extend_select)
     plan, patched, declined, worse = decline_what_hurts(
-        lambda kinds: plan_without(kinds, unfoldable), analysed.graph, rules, build)
+        lambda kinds, constants: plan_without(kinds, unfoldable | constants), analysed.graph, rules, build)
     result = FixResult(patched, plan, analysed, method=method, declined=declined, still_worse=worse.describe(),
                        left_out=left_out)
     if fold:

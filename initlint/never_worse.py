@@ -1,10 +1,11 @@
 """``fix`` never makes a model worse: the fixed model is re-checked at the planned inputs, and a
-kind of change that adds a finding the original lacked, or moves an output's std more than 2x
-further out of the band around 1 (``OUTPUT_MOVE``), is declined.
+change that adds a finding the original lacked, or moves an output's std more than 2x further
+out of the band around 1 (``OUTPUT_MOVE``), is declined: the constants inside the modules where
+the new findings are, then whole kinds of change.
 
 The renorm plan is sequential (each site is measured on its already-corrected inputs), so a
-change is judged by its effect on the whole model, not locally. Changes are tried away by site
-kind, the ones that rescale existing weights first (an LSUV-like rescale of a residual branch's
+change is judged by its effect on the whole model, not locally. Kinds of change are tried away
+in order, the ones that rescale existing weights first (an LSUV-like rescale of a residual branch's
 last layer removes the skip's dominance; a head's rescale changes the logits' scale).
 """
 
@@ -89,30 +90,45 @@ def compare(original: SignalGraph, fixed: SignalGraph, rules: list[Rule]) -> Wor
     return judge_against(original, rules)(fixed)
 
 
+def _inside(module: str | None, modules: set[str]) -> bool:
+    return module is not None and any(module == m or module.startswith(m + ".") for m in modules)
+
+
 def decline_what_hurts(
-    plan_without: Callable[[frozenset[str]], list[Renorm]], original: SignalGraph, rules: list[Rule],
-    build: Callable[[list[Renorm]], fx.GraphModule],
+    plan_without: Callable[[frozenset[str], frozenset[tuple[str, str]]], list[Renorm]], original: SignalGraph,
+    rules: list[Rule], build: Callable[[list[Renorm]], fx.GraphModule],
 ) -> tuple[list[Renorm], fx.GraphModule, list[str], Worse]:
-    """The plan with the kinds of change that made the model worse taken away, the model it
-    builds (probed), what was declined and why, and what is still worse than the original.
-    ``plan_without(kinds)`` plans again without those kinds of site: the plan is sequential, so
-    the constants after a declined rescale were measured on values that no longer occur (an
-    activation planned behind a Linear rescaled to std 1 would see its std 0.16 unrescaled)."""
+    """The plan with the changes that made the model worse taken away, the model it builds
+    (probed), what was declined and why, and what is still worse than the original. First the
+    constants inside the modules where the new findings are (T5's query and key rescales, which
+    saturate its unscaled attention), then whole kinds of change. ``plan_without(kinds,
+    constants)`` plans again without those kinds of site and those (node, placement): the plan
+    is sequential, so the constants after a declined rescale were measured on values that no
+    longer occur (an activation planned behind a Linear rescaled to std 1 would see its std 0.16
+    unrescaled)."""
     judge = judge_against(original, rules)
-    excluded: frozenset[str] = frozenset()
-    plan = plan_without(excluded)
+    kinds: frozenset[str] = frozenset()
+    plan = plan_without(kinds, frozenset())
     patched = build(plan)
     worse = judge(SignalGraph(patched))
+    modules = {module for _, module in worse.findings if module}
+    local = frozenset((r.node, r.placement) for r in plan if _inside(r.module, modules))
+    trials: list[tuple[str, frozenset[str], frozenset[tuple[str, str]]]] = []
+    if local:
+        trials.append((f"the {len(local)} constants inside {', '.join(sorted(modules))}", frozenset(), local))
+    trials += [(site, frozenset({site}), frozenset()) for site in DECLINE_ORDER]
+    constants: frozenset[tuple[str, str]] = frozenset()
     declined: list[str] = []
-    for site in DECLINE_ORDER:
-        dropped = sum(r.site == site for r in plan)
+    for what, more_kinds, more_constants in trials:
+        dropped = len(more_constants) if more_constants else sum(r.site in more_kinds for r in plan)
         if not worse or not dropped:
             continue
-        trial_plan = plan_without(excluded | {site})
+        trial_plan = plan_without(kinds | more_kinds, constants | more_constants)
         trial = build(trial_plan)
         trial_worse = judge(SignalGraph(trial))
         if trial_worse.score < worse.score:
-            declined.append(f"the {dropped} {site} constants: with them the fixed model had {worse.describe()}")
-            excluded |= {site}
+            label = what if more_constants else f"the {dropped} {what} constants"
+            declined.append(f"{label}: with them the fixed model had {worse.describe()}")
+            kinds, constants = kinds | more_kinds, constants | more_constants
             plan, patched, worse = trial_plan, trial, trial_worse
     return plan, patched, declined, worse

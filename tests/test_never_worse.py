@@ -30,8 +30,9 @@ def _probed(model: nn.Module):
     return analyse(model, (), CheckOptions(), ModelSource()).traced.graph_module
 
 
-def _renorm(site: str) -> Renorm:
-    return Renorm(node="_0", module="0", site=site, target="std 1", scale=1.0, bias=0.0, source="probe")
+def _renorm(site: str, module: str = "2") -> Renorm:
+    """A stand-in constant, by default in a layer where the judge's findings are not."""
+    return Renorm(node=f"_{module}", module=module, site=site, target="std 1", scale=1.0, bias=0.0, source="probe")
 
 
 RULES = [rule() for rule in ALL_RULES]
@@ -39,7 +40,7 @@ RULES = [rule() for rule in ALL_RULES]
 
 def _without(plan: list[Renorm]):
     """A stand-in planner: ``plan`` less the kinds of site it is asked to leave out."""
-    return lambda excluded: [r for r in plan if r.site not in excluded]
+    return lambda kinds, constants: [r for r in plan if r.site not in kinds and (r.node, r.placement) not in constants]
 
 
 def test_a_kind_of_change_that_adds_a_finding_is_declined_and_said():
@@ -101,7 +102,7 @@ def test_after_a_decline_the_rest_is_planned_again_without_it():
     healthy, exploding = _probed(_relu_mlp(2**0.5)), _probed(_relu_mlp(3 * 2**0.5))
     asked: list[frozenset[str]] = []
 
-    def plan_without(excluded: frozenset[str]) -> list[Renorm]:
+    def plan_without(excluded: frozenset[str], constants: frozenset[tuple[str, str]]) -> list[Renorm]:
         asked.append(excluded)
         activation = replace(_renorm("activation"), scale=2.0 if "weighted" in excluded else 1.0)
         return [activation] if "weighted" in excluded else [_renorm("weighted"), activation]
@@ -111,3 +112,16 @@ def test_after_a_decline_the_rest_is_planned_again_without_it():
         lambda kept: exploding if any(r.site == "weighted" for r in kept) else healthy)
     assert asked == [frozenset(), frozenset({"weighted"})] and len(declined) == 1
     assert [(r.site, r.scale) for r in kept] == [("activation", 2.0)]
+
+
+def test_the_constants_inside_the_modules_with_new_findings_go_first():
+    """The exploding MLP's new findings are at layers 0 and 11: the constant in layer 0 is
+    declined alone, and the one in layer 2 is kept, kind and all."""
+    healthy, exploding = _probed(_relu_mlp(2**0.5)), _probed(_relu_mlp(3 * 2**0.5))
+    plan = [_renorm("weighted", module="0"), _renorm("weighted", module="2")]
+    kept, _, declined, worse = decline_what_hurts(
+        _without(plan), SignalGraph(healthy), RULES,
+        lambda kept: exploding if any(r.module == "0" for r in kept) else healthy)
+    assert [r.module for r in kept] == ["2"] and not worse
+    (reason,) = declined
+    assert reason.startswith("the 1 constants inside 0, 11") and "IL101 at 0" in reason
