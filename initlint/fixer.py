@@ -175,7 +175,7 @@ def _fixed(
     )
     graph_module = analysed.traced.graph_module
 
-    def plan_without(kinds: frozenset[str], constants: frozenset[tuple[str, str]] = frozenset()) -> list[Renorm]:
+    def plan_without(kinds: frozenset[str], constants: frozenset[tuple[str, str]]) -> list[Renorm]:
         return plan_renorm(graph_module, analysed.graph, analysed.inputs, analysed.model, overrides, method,
                            directions_seed, kinds, constants)
 

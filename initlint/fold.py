@@ -22,6 +22,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from initlint import ops
+from initlint.module_calls import op_name
 from initlint.renorm import Renorm
 from initlint.rewrite import rescale_weights
 from initlint.safe_code import ORIGINAL_PATH
@@ -70,8 +71,9 @@ def _passes(kind: ops.OpKind, scale: float, shift: float) -> bool:
 def _consumers(node: fx.Node, root: nn.Module, scale: float, shift: float) -> list[_Weights] | None:
     """The weights of the Linear/Conv calls (or products with a weight) that together consume
     everything computed from ``node``, looking through what the constants pass (``_passes``),
-    or None when one path reaches something else. Several consumers each take the constants (W (a x + c) = a W x + W c for each); a
-    scale alone also passes a product with a factor that does not carry it ((a x) g = a (x g):
+    or None when one path reaches something else. Several consumers each take the constants
+    (W (a x + c) = a W x + W c for each); a scale alone also passes a product with a factor that
+    does not carry it ((a x) g = a (x g):
     a squeeze-excitation gate multiplying its input, whose own path is folded into the layer
     that starts it). A product of two carrying factors (a^2 x g) is refused, and so is a layer
     that is also called on something that does not carry the constants."""
@@ -123,11 +125,9 @@ def _weights_of(node: fx.Node, root: nn.Module, data: fx.Node | None = None) -> 
         path = node.meta[MODULE]
         return _Weights(f"{path}.weight", f"{path}.bias" if module.bias is not None else None,
                         tuple(range(1, module.weight.dim())))
-    target = node.target
-    name = target.overloadpacket.__name__ if isinstance(target, torch._ops.OpOverload) else getattr(target, "__name__", "")
-    if node.op != "call_function" or name not in _PRODUCTS or node.kwargs:
+    if node.op != "call_function" or op_name(node) not in _PRODUCTS or node.kwargs:
         return None
-    *positions, input_dim = _PRODUCTS[name]
+    *positions, input_dim = _PRODUCTS[op_name(node)]
     x, weight, bias = (node.args[i] if i is not None and i < len(node.args) else None for i in positions)
     if (data is not None and x is not data) or not _is_own_parameter(weight, root, dims=2) or \
             (bias is not None and not _is_own_parameter(bias, root, dims=1)):

@@ -223,22 +223,22 @@ that ``module_kind`` knows makes capture collapse the module's call into ``modul
 one takes a query, a key and a value."""
 
 
-_DROP_PATHS = (("torchvision.ops.stochastic_depth", "stochastic_depth", 3), ("timm.layers.drop", "drop_path", 2))
-"""(module, function, position of its ``training`` argument) of libraries' stochastic depth:
-dropout of a whole residual branch per sample. Read only when the model's code has imported the
-library already."""
+_DROP_PATHS = {("torchvision.ops.stochastic_depth", "stochastic_depth"): 3, ("timm.layers.drop", "drop_path"): 2}
+"""Libraries' stochastic depth, dropout of a whole residual branch per sample: (module, function)
+-> the position of its ``training`` argument."""
 DROP_PATH = OpKind(DROPOUT, "drop_path")
 
 
-def drop_paths() -> dict[object, int]:
-    """The stochastic-depth functions of the libraries imported so far, each with the position
-    of its ``training`` argument."""
-    found = {}
-    for name, function, training_at in _DROP_PATHS:
-        library = sys.modules.get(name)
-        if library is not None and callable(getattr(library, function, None)):
-            found[getattr(library, function)] = training_at
-    return found
+def drop_path_training_at(target: object) -> int | None:
+    """Where ``target``'s ``training`` argument goes, when it is a library's stochastic depth."""
+    return _DROP_PATHS.get((getattr(target, "__module__", None), getattr(target, "__name__", None)))
+
+
+def drop_paths() -> list[object]:
+    """The stochastic-depth functions of the libraries imported so far (initlint never imports
+    one just to ask)."""
+    libraries = ((sys.modules.get(module), name) for module, name in _DROP_PATHS)
+    return [getattr(library, name) for library, name in libraries if callable(getattr(library, name, None))]
 
 
 def module_kind(module: nn.Module) -> OpKind:
@@ -259,7 +259,7 @@ def function_kind(target: object) -> OpKind:
         kind = _FUNCTIONS.get(target, UNKNOWN)
     except TypeError:  # unhashable target
         return UNKNOWN
-    return DROP_PATH if kind is UNKNOWN and target in drop_paths() else kind
+    return DROP_PATH if kind is UNKNOWN and drop_path_training_at(target) is not None else kind
 
 
 KIND = "initlint_kind"

@@ -217,8 +217,10 @@ class _Planner(FirstStepInterpreter):
 
     def observe(self, n: fx.Node, args: tuple, kwargs: dict, result: object) -> object:
         site = self.sites.get(n.name)
-        if site is None or not isinstance(result, torch.Tensor) or (site == "weighted" and not self._keeps(n, "after")):
+        if site is None or not isinstance(result, torch.Tensor):
             return result
+        if site == "weighted" and not self._keeps(n.name, "after"):
+            return result  # before its directions are redrawn: a layer left out keeps its own
         orthogonal = self._orthogonal_seed(n) if site == "weighted" else None
         if orthogonal is not None:  # what the layer gives with the directions it will have
             layer = self.fetch_attr(n.target)
@@ -227,13 +229,13 @@ class _Planner(FirstStepInterpreter):
         if site == "weighted" and n.target in self.rescaled:
             earlier = self.rescaled[n.target]  # its weights are already rescaled: this call sees that too
             return result * earlier.scale + earlier.bias
-        if site == "activation" and self.slope is not None and self._keeps(n, "before"):
+        if site == "activation" and self.slope is not None and self._keeps(n.name, "before"):
             shaped = self._shaped(n, args, kwargs)
             if shaped is not None:
                 before, after, result = shaped
                 self.plan.append(before)
                 return self._applied(after, result)
-        if site in ("activation", "gate") and self._keeps(n, "before"):
+        if site in ("activation", "gate") and self._keeps(n.name, "before"):
             recentred = self._recentred(n, args, kwargs)
             if recentred is not None:
                 before, args, result = recentred
@@ -244,12 +246,18 @@ class _Planner(FirstStepInterpreter):
             renorm.orthogonal = orthogonal if not renorm.target.startswith("none") else None
         return self._applied(renorm, result)
 
-    def _keeps(self, n: fx.Node, placement: str) -> bool:
-        return (n.name, placement) not in self.left_out
+    def _keeps(self, node: str, placement: str) -> bool:
+        return (node, placement) not in self.left_out
+
+    def _maker(self, n: fx.Node, site: str) -> Callable[[str, float, float, str], Renorm]:
+        """(target, scale, bias, source) -> the constants after node ``n``, a ``site``."""
+        module = self.signal.view(n.name).module
+        return lambda target, scale, bias, source: Renorm(
+            n.name, module, site, target, float(scale), float(bias), source)
 
     def _applied(self, after: Renorm, result: torch.Tensor) -> torch.Tensor:
         """``result`` with the constants after a node, unless they are left out."""
-        if (after.node, after.placement) in self.left_out:
+        if not self._keeps(after.node, after.placement):
             return result
         self.plan.append(after)
         return result * after.scale + after.bias
@@ -262,12 +270,10 @@ class _Planner(FirstStepInterpreter):
         return self.directions_seed if takes_orthogonal_directions(self.fetch_attr(n.target)) else None
 
     def _constants(self, n: fx.Node, site: str, y: torch.Tensor, args: tuple) -> Renorm:
-        view = self.signal.view(n.name)
         stats = tensor_stats(y, self.batch_size)
+        make = self._maker(n, site)
         if not (math.isfinite(stats.std) and stats.std > 0):
-            return Renorm(n.name, view.module, site, "none: constant or non-finite value", 1.0, 0.0, "probe")
-        make = lambda target, scale, bias, source: Renorm(  # noqa: E731
-            n.name, view.module, site, target, float(scale), float(bias), source)
+            return make("none: constant or non-finite value", 1.0, 0.0, "probe")
         if site == "weighted":
             if n.target in self.tied:
                 return make("none: its weights are tied to another layer's, which rescaling would change too",
@@ -357,8 +363,7 @@ class _Planner(FirstStepInterpreter):
         reached = abs(stats.std * exact.scale - 1) <= STD_TOLERANCE and \
             abs(stats.mean * exact.scale + exact.bias) <= MEAN_TOLERANCE
         moments, source = (exact, "quadrature") if reached else (Moments(stats.mean, stats.std), "probe")
-        make = lambda target, scale, bias, source: Renorm(  # noqa: E731
-            n.name, view.module, "activation", target, float(scale), float(bias), source)
+        make = self._maker(n, "activation")
         if self._feeds_only_products(n):
             return before, _as_factor(make, moments, source), y
         return before, make("mean 0, std 1", moments.scale, moments.bias, source), y

@@ -10,9 +10,9 @@ functional batch norm (timm's ``BatchNormAct2d``) would normalize with batch sta
 eval mode, and ignore the running ones it keeps updating. Each such
 literal becomes a read of the graph module's own ``training`` attribute (a ``get_attr``
 node), so ``model.eval()`` turns the dropout off again; so does the ``training`` argument of
-libraries' stochastic depth (``ops.drop_paths``). Literals that say "off" stay as they are: a
-graph captured in eval mode has lost the probability, and a flag left at its default
-(``F.dropout(x, 0.1)``) is always on in the user's model as well.
+libraries' stochastic depth (``ops.drop_path_training_at``). Literals that say "off" stay as
+they are: a graph captured in eval mode has lost the probability, and a flag left at its
+default (``F.dropout(x, 0.1)``) is always on in the user's model as well.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from initlint.ops import drop_paths
+from initlint.ops import drop_path_training_at
 
 TRAINING = "training"
 """The attribute every ``nn.Module`` has, and the ``get_attr`` target that reads it."""
@@ -68,12 +68,12 @@ def _read_training(graph: fx.Graph) -> fx.Node:
 def follow_training_flag(graph: fx.Graph) -> bool:
     """Rewrite ``graph`` in place; whether any literal now reads ``training`` (its module must
     then have that attribute, which every ``nn.Module`` has)."""
-    rewritten, drop_path_flags = False, drop_paths()
+    rewritten = False
     for node in list(graph.nodes):
         if node.op != "call_function":
             continue
-        flag_at = _TRAIN_FLAG.get(node.target) or (
-            (drop_path_flags[node.target], "training") if node.target in drop_path_flags else None)
+        drop_path_at = drop_path_training_at(node.target)
+        flag_at = _TRAIN_FLAG.get(node.target) or ((drop_path_at, "training") if drop_path_at is not None else None)
         if flag_at is not None:
             position, name = flag_at
             flag, given = _literal(node, position, name)
