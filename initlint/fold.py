@@ -26,6 +26,7 @@ from initlint.module_calls import op_name
 from initlint.renorm import Renorm
 from initlint.rewrite import rescale_weights
 from initlint.safe_code import ORIGINAL_PATH
+from initlint.tied import TiedParameters
 from initlint.trace import MODULE
 
 _FOLDABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -68,7 +69,8 @@ def _passes(kind: ops.OpKind, scale: float, shift: float) -> bool:
     return kind.name in _POSITIVELY_HOMOGENEOUS and scale > 0 and shift == 0
 
 
-def _consumers(node: fx.Node, root: nn.Module, scale: float, shift: float) -> list[_Weights] | None:
+def _consumers(node: fx.Node, root: nn.Module, tied: TiedParameters, scale: float,
+               shift: float) -> list[_Weights] | None:
     """The weights of the Linear/Conv calls (or products with a weight) that together consume
     everything computed from ``node``, looking through what the constants pass (``_passes``),
     or None when one path reaches something else. Several consumers each take the constants
@@ -86,7 +88,7 @@ def _consumers(node: fx.Node, root: nn.Module, scale: float, shift: float) -> li
         for user in current.users:
             if user in carrying or user in reached:
                 continue
-            if (weights := _weights_of(user, root, data=current)) is not None:
+            if (weights := _weights_of(user, root, tied, data=current)) is not None:
                 if weights not in consumers:  # a layer called twice on what carries them: once
                     consumers.append(weights)
                 reached.add(user)
@@ -115,12 +117,13 @@ def _scales_a_product(user: fx.Node, root: nn.Module, current: fx.Node, scale: f
     return [arg is current for arg in user.args].count(True) == 1
 
 
-def _weights_of(node: fx.Node, root: nn.Module, data: fx.Node | None = None) -> _Weights | None:
+def _weights_of(node: fx.Node, root: nn.Module, tied: TiedParameters,
+                data: fx.Node | None = None) -> _Weights | None:
     """The weights of ``node`` when it is a Linear/Conv call, or a product of ``data`` (when
     given) with a weight that nothing else reads; else None."""
     if node.op == "call_module":
         module = root.get_submodule(node.target)
-        if not isinstance(module, _FOLDABLE) or _tied(module.weight, root):
+        if not isinstance(module, _FOLDABLE) or tied.includes(module.weight):
             return None
         path = node.meta[MODULE]
         return _Weights(f"{path}.weight", f"{path}.bias" if module.bias is not None else None,
@@ -129,8 +132,8 @@ def _weights_of(node: fx.Node, root: nn.Module, data: fx.Node | None = None) -> 
         return None
     *positions, input_dim = _PRODUCTS[op_name(node)]
     x, weight, bias = (node.args[i] if i is not None and i < len(node.args) else None for i in positions)
-    if (data is not None and x is not data) or not _is_own_parameter(weight, root, dims=2) or \
-            (bias is not None and not _is_own_parameter(bias, root, dims=1)):
+    if (data is not None and x is not data) or not _is_own_parameter(weight, root, tied, dims=2) or \
+            (bias is not None and not _is_own_parameter(bias, root, tied, dims=1)):
         return None
     return _Weights(_path(weight), _path(bias) if bias is not None else None, (input_dim,))
 
@@ -146,29 +149,21 @@ def _parameter(root: nn.Module, target: str) -> nn.Parameter | None:
         return None  # a buffer or a constant
 
 
-def _is_own_parameter(node: object, root: nn.Module, dims: int) -> bool:
+def _is_own_parameter(node: object, root: nn.Module, tied: TiedParameters, dims: int) -> bool:
     """Whether ``node`` reads a Parameter of ``dims`` dims that no other node or layer reads."""
     if not isinstance(node, fx.Node) or node.op != "get_attr" or len(node.users) != 1:
         return False
     parameter = _parameter(root, node.target)
-    return parameter is not None and parameter.dim() == dims and not _tied(parameter, root)
+    return parameter is not None and parameter.dim() == dims and not tied.includes(parameter)
 
 
-def _tied(parameter: torch.Tensor, root: fx.GraphModule) -> bool:
-    """Whether ``parameter`` is read by more than one layer or weight read of the graph (tied
-    weights; a layer called twice is one layer)."""
-    readers = {n.target for n in root.graph.nodes if n.op == "get_attr" and _parameter(root, n.target) is parameter}
-    layers = {n.target for n in root.graph.nodes if n.op == "call_module"}
-    readers |= {path for path in layers if any(p is parameter for p in root.get_submodule(path).parameters())}
-    return len(readers) > 1
 
-
-def _producer(node: fx.Node, root: nn.Module) -> _Weights | None:
+def _producer(node: fx.Node, root: nn.Module, tied: TiedParameters) -> _Weights | None:
     """The weights of the Linear/Conv call (or product with a weight) whose output only
     ``node`` reads, looking back through plumbing."""
     current = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
     while current is not None and len(current.users) == 1:
-        if (weights := _weights_of(current, root)) is not None:
+        if (weights := _weights_of(current, root, tied)) is not None:
             return weights
         if ops.node_kind(current, root).family not in (ops.STRUCTURAL, ops.DROPOUT):
             return None
@@ -198,6 +193,7 @@ def fold_plan(model: nn.Module, graph_module: fx.GraphModule, plan: list[Renorm]
     folded = copy.deepcopy(model)
     result = FoldResult(folded)
     nodes = {n.name: n for n in graph_module.graph.nodes}
+    tied = TiedParameters(graph_module)
     # Rescales of a layer's own output first, in plan order: y -> a2 (a1 y + c1) + c2 does not
     # commute. Then folds into inputs, latest first: of two constants that reach the same layer
     # (an activation's, then a pool's), the one nearer the layer must be folded first, since
@@ -214,7 +210,7 @@ def fold_plan(model: nn.Module, graph_module: fx.GraphModule, plan: list[Renorm]
             else:
                 rescale_weights(layer, renorm)
         elif renorm.placement == "before":
-            producer = _producer(node, graph_module)
+            producer = _producer(node, graph_module, tied)
             if producer is None:
                 unfolded[index] = "no Linear or Conv alone feeds the activation"
             elif renorm.bias and producer.bias is None:
@@ -224,7 +220,7 @@ def fold_plan(model: nn.Module, graph_module: fx.GraphModule, plan: list[Renorm]
         else:
             forward.append((index, renorm))
     for index, renorm in reversed(forward):
-        consumers = _consumers(nodes[renorm.node], graph_module, renorm.scale, renorm.bias) or []
+        consumers = _consumers(nodes[renorm.node], graph_module, tied, renorm.scale, renorm.bias) or []
         missing = [c.weight for c in consumers if c.bias is None]
         if not consumers:
             reason = "no Linear or Conv consumes it through operations the constants pass"

@@ -49,6 +49,7 @@ from initlint.kernel_shaping import layer_slope, shape
 from initlint.moments import Moments, gaussian_moments, is_elementwise
 from initlint.probe import FirstStepInterpreter, placeholder_values
 from initlint.stats import NodeStats, tensor_stats
+from initlint.tied import TiedParameters
 
 GAUSSIAN, GATE_TARGET, NONE = "gaussian", "gate", "none"
 MEAN_TOLERANCE = 0.1
@@ -213,7 +214,7 @@ class _Planner(FirstStepInterpreter):
         self.plan: list[Renorm] = []
         self.rescaled: dict[str, Renorm] = {}
         """Weighted layers already planned, by module path: a layer called twice is rescaled once."""
-        self.tied = _tied_modules(graph_module)
+        self.tied = TiedParameters(graph_module)
 
     def observe(self, n: fx.Node, args: tuple, kwargs: dict, result: object) -> object:
         site = self.sites.get(n.name)
@@ -265,7 +266,7 @@ class _Planner(FirstStepInterpreter):
     def _orthogonal_seed(self, n: fx.Node) -> int | None:
         """The seed of the orthogonal directions for weighted node ``n``, or None: directions
         kept by request, an embedding, a zero-initialized layer, or weights tied to another's."""
-        if self.directions_seed is None or n.target in self.tied:
+        if self.directions_seed is None or self.tied.in_module(self.fetch_attr(n.target)):
             return None
         return self.directions_seed if takes_orthogonal_directions(self.fetch_attr(n.target)) else None
 
@@ -275,7 +276,7 @@ class _Planner(FirstStepInterpreter):
         if not (math.isfinite(stats.std) and stats.std > 0):
             return make("none: constant or non-finite value", 1.0, 0.0, "probe")
         if site == "weighted":
-            if n.target in self.tied:
+            if self.tied.in_module(self.fetch_attr(n.target)):
                 return make("none: its weights are tied to another layer's, which rescaling would change too",
                             1.0, 0.0, "graph")
             if _same_for_every_sample(args[0], self.batch_size):
@@ -417,14 +418,6 @@ def _activation_depth(graph: SignalGraph, sites: dict[str, str]) -> int:
         in_series[name] = earlier + (sites.get(name) == "activation")
     return max(in_series.values(), default=0)
 
-
-def _tied_modules(root: nn.Module) -> set[str]:
-    """Paths of modules that share a parameter with another module (tied weights)."""
-    owners: dict[int, set[str]] = {}
-    for path, module in root.named_modules(remove_duplicate=False):
-        for parameter in module.parameters(recurse=False):
-            owners.setdefault(id(parameter), set()).add(path)
-    return {path for paths in owners.values() if len(paths) > 1 for path in paths}
 
 
 def plan_renorm(

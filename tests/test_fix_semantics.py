@@ -1,5 +1,5 @@
 """What ``fix`` writes computes what the user's model computes, with the same structure: tied
-weights stay tied, a layer called twice is rescaled once, integer parameters survive the
+weights stay tied and unscaled (a second layer, or a direct read of the matrix), a layer called twice is rescaled once, integer parameters survive the
 generated code, ``torch.no_grad()`` blocks, and dropout that follows the training mode (not yet:
 buffers that forward updates, see the xfail)."""
 
@@ -25,6 +25,21 @@ class Tied(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.b(torch.tanh(self.a(x)))
+
+
+class FunctionallyTiedLM(nn.Module):
+    """A language model whose head reads the token embedding's matrix directly, as much LLM
+    code does (``F.linear(h, self.emb.weight)``), not through a second layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(50, 16)
+        nn.init.normal_(self.emb.weight, std=0.02)  # GPT-2's: a rescale to std 1 would be x50
+        self.mlp = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 16))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.emb(ids)
+        return F.linear(h + self.mlp(h), self.emb.weight)
 
 
 class CalledTwice(nn.Module):
@@ -83,6 +98,16 @@ def test_tied_weights_stay_one_parameter_and_are_not_rescaled_behind_the_other_l
     assert loaded.a.weight is loaded.b.weight
     torch.testing.assert_close(loaded.a.weight, model.a.weight)
     assert [r.target for r in result.plan if r.site == "weighted"][0].startswith("none: its weights are tied")
+
+
+@pytest.mark.parametrize("fold", [False, True])
+def test_a_matrix_that_the_head_reads_directly_is_tied_to_its_embedding(fold):
+    torch.manual_seed(0)
+    model = FunctionallyTiedLM()
+    ids = torch.randint(0, 50, (8, 12))
+    result = run_fix(model, (ids,), CheckOptions(), ModelSource(), fold=fold)
+    fixed = result.folded.model if fold else result.patched
+    torch.testing.assert_close(fixed.emb.weight, model.emb.weight)  # was rescaled x50: logits x2500
 
 
 def test_a_layer_called_twice_is_rescaled_once_and_verified(tmp_path):
