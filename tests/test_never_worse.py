@@ -96,6 +96,14 @@ def test_an_output_counts_only_when_it_moves_more_than_2x_further_out_of_the_ban
     assert worse.outputs and "out of the band" in worse.describe()
 
 
+def test_an_output_that_crosses_the_band_has_moved_out_of_it():
+    """Logits at std 0.009 made 11.5 are out of the band on its other side (a tied embedding
+    rescaled x50); made 0.9 they have come into it."""
+    original = SignalGraph(_probed(_head(0.04)))
+    assert compare(original, SignalGraph(_probed(_head(50.0))), RULES).outputs
+    assert not compare(original, SignalGraph(_probed(_head(4.0))), RULES)
+
+
 def test_after_a_decline_the_rest_is_planned_again_without_it():
     """The plan is sequential: an activation planned behind a rescaled Linear was measured on
     the rescaled values, so once the rescale is declined its constants must be planned anew."""
