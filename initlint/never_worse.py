@@ -1,7 +1,7 @@
 """``fix`` never makes a model worse: the fixed model is re-checked at the planned inputs, and a
 change that adds a finding the original lacked, or moves an output's std more than 2x further
-out of the band around 1 (``OUTPUT_MOVE``; across the band counts as out of it), is declined: the constants inside the modules where
-the new findings are, then whole kinds of change.
+out of the band around 1 (``OUTPUT_MOVE``; across the band counts as out of it), is declined:
+the constants inside the modules where the new findings are, then whole kinds of change.
 
 The renorm plan is sequential (each site is measured on its already-corrected inputs), so a
 change is judged by its effect on the whole model, not locally. Kinds of change are tried away
