@@ -367,44 +367,60 @@ def test_a_shift_does_not_fold_through_a_relu():
 class _GatedStage(nn.Module):
     """conv -> relu, then the relu's output both squeezed into a gate and multiplied by it (a
     squeeze-excitation stage, unpadded so folding is exact): the relu's constant has two
-    readers, and the gate's constant reaches the next conv through the multiply."""
+    readers, and the gate's constant reaches the next conv through the multiply. With
+    ``summed``, the relu reads the sum of two convs, so no one layer feeds it."""
 
-    def __init__(self, channels: int, gate_input: str = "linear") -> None:
+    def __init__(self, channels: int, gate_input: str = "linear", summed: bool = False) -> None:
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3)
+        self.other = nn.Conv2d(channels, channels, 3) if summed else None
         self.act = nn.ReLU()
         self.squeeze = nn.Conv2d(channels, channels, 1)
         self.gate_input = gate_input
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        r = self.act(self.conv(x))
+        r = self.act(self.conv(x) if self.other is None else self.conv(x) + self.other(x))
         pooled = r.mean((2, 3), keepdim=True)
         return r * torch.sigmoid(self.squeeze(pooled) if self.gate_input == "linear" else pooled)
 
 
-def _gated_cnn(gate_input: str = "linear") -> nn.Sequential:
+def _gated_cnn(gate_input: str = "linear", summed: bool = False) -> nn.Sequential:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3), _GatedStage(8, gate_input), _GatedStage(8, gate_input),
+    return nn.Sequential(nn.Conv2d(3, 8, 3), _GatedStage(8, gate_input, summed), _GatedStage(8, gate_input, summed),
                          nn.Conv2d(8, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
 
 
 def test_a_scale_folds_into_every_reader_and_through_a_gate_product():
-    """A ReLU's scale that both the squeeze path and the product read folds into both layers
-    that start them (the squeeze conv through the mean, the next conv through the product),
-    and a gate's scale passes the product it feeds: with unpadded convs the folded model then
-    computes the renorm-node model exactly (float32 rounding), and nothing is left unfolded."""
+    """A ReLU's scale that both the squeeze path and the product read, with no one layer
+    before the ReLU, folds into both layers that start them (the squeeze conv through the
+    mean, the next conv through the product), and a gate's scale passes the product it feeds:
+    with unpadded convs the folded model then computes the renorm-node model exactly (float32
+    rounding), and nothing is left unfolded."""
     options = CheckOptions(input_shapes=[(8, 3, 14, 14)], ignore=["IL105"])
-    result = run_fix(_gated_cnn(), (), options, ModelSource(), fold=True, method="renorm")
+    result = run_fix(_gated_cnn(summed=True), (), options, ModelSource(), fold=True, method="renorm")
     sites = {r.site for r in result.plan if r.scale != 1}
     assert {"activation", "gate"} <= sites and result.folded.unfolded == result.left_out == []
     assert result.fold_error < 1e-4
 
 
-def test_a_scale_that_both_factors_of_a_product_carry_is_not_folded():
-    """r * sigmoid(mean(r)): the gate reads the ReLU's output through no layer, so a scale on
-    r reaches a nonlinearity (and both factors): it stays unfolded, and says why."""
+def test_a_relu_scale_folds_into_the_one_layer_before_it():
+    """relu(a z) = a relu(z): the ReLU's scale goes into the conv that alone feeds it, so
+    everything after the ReLU (here both factors of r * sigmoid(mean(r)), which no scale
+    passes going forward) reads what it reads in the renorm-node model."""
     options = CheckOptions(input_shapes=[(8, 3, 14, 14)], ignore=["IL105"])
     result = run_fix(_gated_cnn("direct"), (), options, ModelSource(), fold=True, method="renorm")
+    (relu,) = [r for r in result.plan if r.module == "1.act"]
+    assert relu.scale != 1 and relu.bias == 0
+    torch.testing.assert_close(result.folded.model[1].conv.weight,
+                               result.patched.get_submodule("1.conv").weight * relu.scale)
+    assert not [u for u in result.left_out if u["site"] == "activation"] and result.fold_error < 1e-4
+
+
+def test_a_scale_that_both_factors_of_a_product_carry_is_not_folded():
+    """r * sigmoid(mean(r)) with no one layer before the ReLU: a scale on r reaches a
+    nonlinearity (and both factors): it stays unfolded, and says why."""
+    options = CheckOptions(input_shapes=[(8, 3, 14, 14)], ignore=["IL105"])
+    result = run_fix(_gated_cnn("direct", summed=True), (), options, ModelSource(), fold=True, method="renorm")
     relus = [u for u in result.left_out if u["site"] == "activation" and "act" in (u["module"] or "")]
     assert relus and all("operations the constants pass" in u["reason"] for u in relus)
 
