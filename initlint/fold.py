@@ -104,10 +104,16 @@ def _consumers(node: fx.Node, root: nn.Module, tied: TiedParameters, scale: floa
             frontier.append(user)
     if any(f in carrying for product, factor in products for f in product.all_input_nodes if f is not factor):
         return None
-    called = {c.target for c in reached if c.op == "call_module"}
-    if any(n.op == "call_module" and n.target in called and n not in reached for n in node.graph.nodes):
+    if _called_elsewhere(reached, node.graph):
         return None
     return consumers or None
+
+
+def _called_elsewhere(calls: set[fx.Node], graph: fx.Graph) -> bool:
+    """Whether a layer called at ``calls`` is also called at another node of ``graph``: a
+    constant folded into its weights would change those calls too."""
+    layers = {c.target for c in calls if c.op == "call_module"}
+    return any(n.op == "call_module" and n.target in layers and n not in calls for n in graph.nodes)
 
 
 def _scales_a_product(user: fx.Node, root: nn.Module, current: fx.Node, scale: float, shift: float) -> bool:
@@ -162,11 +168,12 @@ def _is_own_parameter(node: object, root: nn.Module, tied: TiedParameters, dims:
 
 def _producer(node: fx.Node, root: nn.Module, tied: TiedParameters) -> _Weights | None:
     """The weights of the Linear/Conv call (or product with a weight) whose output only
-    ``node`` reads, looking back through plumbing."""
+    ``node`` reads, looking back through plumbing; None when that layer is also called
+    elsewhere."""
     current = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
     while current is not None and len(current.users) == 1:
         if (weights := _weights_of(current, root, tied)) is not None:
-            return weights
+            return None if _called_elsewhere({current}, node.graph) else weights
         if ops.node_kind(current, root).family not in (ops.STRUCTURAL, ops.DROPOUT):
             return None
         current = current.args[0] if current.args and isinstance(current.args[0], fx.Node) else None

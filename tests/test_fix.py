@@ -416,6 +416,28 @@ def test_a_relu_scale_folds_into_the_one_layer_before_it():
     assert not [u for u in result.left_out if u["site"] == "activation"] and result.fold_error < 1e-4
 
 
+class _CalledAgain(nn.Module):
+    """fc -> relu -> fc again: the ReLU's scale cannot go into the one layer before it, whose
+    other call would take it too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.head = nn.Linear(16, 16), nn.Linear(16, 4)
+        with torch.no_grad():
+            self.fc.weight.mul_(0.3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.fc(torch.relu(self.fc(x))))
+
+
+def test_a_scale_does_not_fold_into_a_layer_that_is_called_again():
+    torch.manual_seed(0)
+    result = run_fix(_CalledAgain(), (torch.randn(64, 16),), CheckOptions(), ModelSource(), fold=True,
+                     method="renorm")
+    assert [u["node"] for u in result.left_out] == ["relu"]
+    assert result.fold_error < 1e-4  # the folded model computes model.py's
+
+
 def test_a_scale_that_both_factors_of_a_product_carry_is_not_folded():
     """r * sigmoid(mean(r)) with no one layer before the ReLU: a scale on r reaches a
     nonlinearity (and both factors): it stays unfolded, and says why."""
