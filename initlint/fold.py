@@ -5,9 +5,9 @@ alone feeds it (relu(a z) = a relu(z)). Any other constant pair (a, c) after a n
 the Linear or ConvNd layers that consume it, through what commutes with it (plumbing, flattens
 and averages; max pools for a > 0; ReLU-like activations, and products with a factor that does
 not carry it, for a scale alone): W' = a W and b' = b + c * sum of W over its inputs, in each
-of those layers. A matrix product
-with a weight of the model is such a layer too (Hugging Face's ``Conv1D`` is ``addmm(b, x, W)``
-with W laid out inputs first), unless that weight is also read elsewhere (tied).
+of those layers. A matrix product with a weight of the model is such a layer too (Hugging
+Face's ``Conv1D`` is ``addmm(b, x, W)`` with W laid out inputs first), unless that weight is
+also read elsewhere (tied).
 That is exact for Linear and unpadded convolutions; with zero padding, border outputs see
 fewer inputs and the bias is off there, so the error is measured, never hidden. A weighted
 layer's own constants rescale its weight and bias, and so do the constants on an activation's
@@ -28,7 +28,7 @@ from initlint.module_calls import op_name
 from initlint.renorm import Renorm
 from initlint.rewrite import rescale_weights
 from initlint.safe_code import ORIGINAL_PATH
-from initlint.tied import TiedParameters
+from initlint.tied import TiedParameters, parameter_at
 from initlint.trace import MODULE
 
 _FOLDABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -150,18 +150,11 @@ def _path(get_attr: fx.Node) -> str:
     return get_attr.meta.get(ORIGINAL_PATH, get_attr.target)
 
 
-def _parameter(root: nn.Module, target: str) -> nn.Parameter | None:
-    try:
-        return root.get_parameter(target)
-    except AttributeError:
-        return None  # a buffer or a constant
-
-
 def _is_own_parameter(node: object, root: nn.Module, tied: TiedParameters, dims: int) -> bool:
     """Whether ``node`` reads a Parameter of ``dims`` dims that no other node or layer reads."""
     if not isinstance(node, fx.Node) or node.op != "get_attr" or len(node.users) != 1:
         return False
-    parameter = _parameter(root, node.target)
+    parameter = parameter_at(root, node.target)
     return parameter is not None and parameter.dim() == dims and not tied.includes(parameter)
 
 

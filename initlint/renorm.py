@@ -266,9 +266,10 @@ class _Planner(FirstStepInterpreter):
     def _orthogonal_seed(self, n: fx.Node) -> int | None:
         """The seed of the orthogonal directions for weighted node ``n``, or None: directions
         kept by request, an embedding, a zero-initialized layer, or weights tied to another's."""
-        if self.directions_seed is None or self.tied.in_module(self.fetch_attr(n.target)):
+        layer = self.fetch_attr(n.target)
+        if self.directions_seed is None or self.tied.in_module(layer):
             return None
-        return self.directions_seed if takes_orthogonal_directions(self.fetch_attr(n.target)) else None
+        return self.directions_seed if takes_orthogonal_directions(layer) else None
 
     def _constants(self, n: fx.Node, site: str, y: torch.Tensor, args: tuple) -> Renorm:
         stats = tensor_stats(y, self.batch_size)
@@ -417,7 +418,6 @@ def _activation_depth(graph: SignalGraph, sites: dict[str, str]) -> int:
         earlier = max((in_series[p] for p in graph.signal_dag.predecessors(name)), default=0)
         in_series[name] = earlier + (sites.get(name) == "activation")
     return max(in_series.values(), default=0)
-
 
 
 def plan_renorm(

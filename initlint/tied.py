@@ -34,12 +34,17 @@ class TiedParameters:
         return any(self.includes(parameter) for parameter in module.parameters())
 
 
+def parameter_at(root: nn.Module, target: str) -> nn.Parameter | None:
+    """The parameter a ``get_attr`` target names, or None for a buffer or a constant."""
+    try:
+        return root.get_parameter(target)
+    except AttributeError:
+        return None
+
+
 def _read_by(node: fx.Node, root: fx.GraphModule) -> Iterable[nn.Parameter]:
     if node.op == "call_module":
         return root.get_submodule(node.target).parameters()
-    if node.op == "get_attr":
-        try:
-            return [root.get_parameter(node.target)]
-        except AttributeError:
-            return []  # a buffer or a constant
+    if node.op == "get_attr" and (parameter := parameter_at(root, node.target)) is not None:
+        return [parameter]
     return []
