@@ -17,18 +17,28 @@ from initlint.interrupts import deferred
 from initlint.names import checked_path
 
 
+def _require_parent(target: Path) -> None:
+    if not target.parent.is_dir():
+        raise InitlintError(f"cannot write {str(target)!r}: folder {str(target.parent)!r} does not exist; "
+                            "create it first, or name an output in a folder that exists.")
+
+
 def refuse_existing(path: str | os.PathLike, force: bool) -> None:
-    """Fail before any work is done when ``path`` exists and ``force`` was not given."""
-    if checked_path(path, "the output file").exists() and not force:
+    """Fail before any work is done when ``path`` exists and ``force`` was not given, or when
+    its folder does not exist."""
+    target = checked_path(path, "the output file")
+    if target.exists() and not force:
         raise InitlintError(f"{str(path)!r} already exists; pass --force to overwrite it.")
+    _require_parent(target)
 
 
 def refuse_existing_folder(folder: str | os.PathLike, force: bool, ours: Callable[[Path], bool]) -> None:
     """Fail unless ``folder`` is new, or ``force`` is given and it is empty or ``ours`` recognises
-    it as a folder that initlint itself wrote. The working folder and its parents are never
-    replaced: ``--force`` must not be able to empty a project."""
+    it as a folder that initlint itself wrote, and its parent exists. The working folder and its
+    parents are never replaced: ``--force`` must not be able to empty a project."""
     target = checked_path(folder, "the output folder")
     if not (target.exists() or target.is_symlink()):
+        _require_parent(target)
         return
     resolved = target.resolve()
     if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
@@ -52,8 +62,6 @@ def refuse_existing_folder(folder: str | os.PathLike, force: bool, ours: Callabl
 def _writable(path: str | os.PathLike, force: bool) -> Path:
     target = Path(path)
     refuse_existing(target, force)
-    if not target.parent.is_dir():
-        raise InitlintError(f"cannot write {str(target)!r}: folder {str(target.parent)!r} does not exist.")
     return target
 
 
@@ -108,8 +116,6 @@ def write_folder_atomically(
     moved aside until the new one is in place."""
     refuse_existing_folder(folder, force, ours)
     target = Path(folder)
-    if not target.parent.is_dir():
-        raise InitlintError(f"cannot write {str(target)!r}: folder {str(target.parent)!r} does not exist.")
     staging = replaced = None
     try:
         with deferred():

@@ -56,6 +56,9 @@ CASES = [
     (["check", "models.py:ok", "-o", "existing.txt"], "already exists", "--force"),
     (["fix", "models.py:ok", "-o", "existing_folder"], "already exists", "--force"),
     (["fix", "models.py:ok", "-o", "existing.txt/fixed"], "does not exist", "cannot write"),
+    # refused before the model is built: the factory's error would come first otherwise
+    (["fix", "models.py:raises", "-o", "no_folder/fixed"], "does not exist", "create it first"),
+    (["check", "models.py:raises", "-o", "no_folder/report.txt"], "does not exist", "create it first"),
     (["check", "models.py:interrupted", "-o", "report.txt"], "raised KeyboardInterrupt at", "must return the model"),
 ]
 if not torch.cuda.is_available():
