@@ -12,9 +12,11 @@ registry, and *output* marks what the network returns.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import networkx as nx
+import torch
 import torch.fx as fx
 import torch.nn as nn
 
@@ -129,16 +131,39 @@ def _target_name(node: fx.Node) -> str:
 
 
 def activation_module_of(node: fx.Node, root: fx.GraphModule) -> nn.Module | None:
-    """The module an activation node computes: its own, or for a ``torch.relu(x)``-style call
-    without options, its namesake from ``moments.ACTIVATIONS``."""
+    """The module an activation node computes: its own, or for a call (``F.relu(x)``,
+    ``F.leaky_relu(x, 0.2)``, ``x.tanh()``, an exported ``aten.gelu``) its namesake from
+    ``moments.ACTIVATIONS`` built with the call's options, where it computes what the call does."""
     kind = ops.node_kind(node, root)
     if kind.family != ops.ACTIVATION:
         return None
     if node.op == "call_module":
         return root.get_submodule(node.target)
-    if len(node.args) == 1 and not node.kwargs and kind.name in ACTIVATIONS:
-        return ACTIVATIONS[kind.name]()
-    return None
+    build = ACTIVATIONS.get(kind.name)
+    return None if build is None else _namesake(node, build)
+
+
+NAMESAKE_CHECK = torch.linspace(-6, 6, 241, dtype=torch.float64)
+"""Where a module built from a call's options must agree with the call (both tails and 0)."""
+
+
+def _namesake(node: fx.Node, build: Callable[..., nn.Module]) -> nn.Module | None:
+    """``build`` given the options of ``node``'s call, after its input (``inplace`` aside: the
+    module is evaluated on copies), when it then agrees with the call; else None."""
+    if node.op not in ("call_function", "call_method") or not node.args:
+        return None
+    options = {key: value for key, value in node.kwargs.items() if key != "inplace"}
+    extra = node.args[1:]
+    if any(isinstance(value, fx.Node) for value in (*extra, *options.values())):
+        return None  # an option computed from the signal
+    call = node.target if node.op == "call_function" else (lambda x, *a, **k: getattr(x, node.target)(*a, **k))
+    try:
+        module = build(*extra, **options)
+        with torch.no_grad():
+            agrees = torch.allclose(module(NAMESAKE_CHECK.clone()), call(NAMESAKE_CHECK.clone(), *extra, **node.kwargs))
+    except (TypeError, ValueError, RuntimeError):  # options the module does not take, or the call needs others
+        return None
+    return module if agrees else None
 
 
 def _gaussian_std(node: fx.Node, root: fx.GraphModule) -> float | None:

@@ -4,6 +4,7 @@ stream's budget."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -42,6 +43,38 @@ def test_an_in_place_activation_is_shaped_as_its_out_of_place_twin():
                           nn.Linear(8, 2))
     plan = run_fix(model, (), CheckOptions(input_shapes=[(64, 8)]), ModelSource()).plan
     assert [r.placement for r in plan if r.site == "activation"] == ["before", "after"] * 2
+
+
+class _FunctionalStack(nn.Module):
+    """Linear layers with activations called as functions with options, as model code writes them."""
+
+    def __init__(self, call) -> None:
+        super().__init__()
+        self.layers, self.call = nn.ModuleList(nn.Linear(8, 8) for _ in range(3)), call
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers[:-1]:
+            x = self.call(layer(x))
+        return self.layers[-1](x)
+
+
+@pytest.mark.parametrize("call, module", [
+    (lambda x: nn.functional.relu(x), nn.ReLU()),  # traced with inplace=False
+    (lambda x: nn.functional.leaky_relu(x, 0.2), nn.LeakyReLU(0.2)),
+    (lambda x: nn.functional.gelu(x, approximate="tanh"), nn.GELU(approximate="tanh")),
+    (lambda x: x.tanh(), nn.Tanh()),
+], ids=["relu", "leaky_relu 0.2", "gelu tanh", "tensor method"])
+def test_an_activation_called_as_a_function_is_shaped_as_its_module(call, module):
+    """The same weights with the activation as a module: the same constants, before and after."""
+    torch.manual_seed(0)
+    functional = _FunctionalStack(call)
+    as_module = copy.deepcopy(functional)
+    as_module.call = module
+    options = CheckOptions(input_shapes=[(64, 8)])
+    plans = [[(r.placement, r.scale, r.bias, r.source) for r in run_fix(m, (), options, ModelSource()).plan
+              if r.site == "activation"] for m in (functional, as_module)]
+    assert [p[0] for p in plans[1]] == ["before", "after"] * 2
+    assert plans[0] == plans[1]
 
 
 @pytest.mark.parametrize("activation, derivative", [
