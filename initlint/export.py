@@ -231,6 +231,15 @@ def _plain(state_dict: dict) -> dict:
     return {k: v.detach().cpu() for k, v in state_dict.items()}
 
 
+def _every_tensor(module: nn.Module) -> dict:
+    """``module``'s state dict with its non-persistent buffers too: the generated code registers
+    every buffer it places as a plain one (LeViT's attention_bias_idxs is non-persistent), so
+    the weights file must hold their values."""
+    state = module.state_dict()
+    state.update((name, buffer) for name, buffer in module.named_buffers() if name not in state)
+    return state
+
+
 def _runs(folder: Path) -> None:
     """Import the written folder as ``initlint check FOLDER`` will, build the model, load its
     weights and probe it: fix never leaves a folder behind that does not run."""
@@ -256,7 +265,7 @@ def write_fix(folder: str | os.PathLike, result, target: str, force: bool) -> st
     plan = result.plan_document(target)
     try:
         files: dict[str, object] = {CODE_FILE: generate_code(result.patched, target),
-                                    WEIGHTS_FILE: _plain(result.patched.state_dict())}
+                                    WEIGHTS_FILE: _plain(_every_tensor(result.patched))}
         missing_code = None
     except CodeNotWritable as error:
         if result.folded is None:

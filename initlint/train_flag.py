@@ -7,7 +7,8 @@ Hugging Face's attention, ``dropout_p=self.p if self.training else 0.0``, a call
 model built from that graph (``fix``'s output) would drop out in eval mode too, so its
 predictions would be random and its outputs would not match the model it came from; a
 functional batch norm (timm's ``BatchNormAct2d``) would normalize with batch statistics in
-eval mode, and ignore the running ones it keeps updating. Each such
+eval mode, and ignore the running ones it keeps updating (one without running statistics,
+such as timm's weight standardization, always uses the batch's, and keeps its literal). Each such
 literal becomes a read of the graph module's own ``training`` attribute (a ``get_attr``
 node), so ``model.eval()`` turns the dropout off again; so does the ``training`` argument of
 libraries' stochastic depth (``ops.drop_path_training_at``). Literals that say "off" stay as
@@ -40,6 +41,12 @@ _TRAIN_FLAG: dict[object, tuple[int, str]] = {
     F.batch_norm: (5, "training"),
     _ATEN.batch_norm.default: (5, "training"),
 }
+_RUNNING_MEAN: dict[object, tuple[int, str]] = {
+    # a batch norm without running statistics normalizes by the batch's in either mode (timm's
+    # ScaledStdConv2d standardizes its weight so): its ``training=True`` is no mode
+    F.batch_norm: (1, "running_mean"),
+    _ATEN.batch_norm.default: (3, "running_mean"),
+}
 _PROBABILITY: dict[object, tuple[int, str]] = {
     _ATEN.scaled_dot_product_attention.default: (4, "dropout_p"),
     F.scaled_dot_product_attention: (4, "dropout_p"),
@@ -60,6 +67,10 @@ def _replace(node: fx.Node, position: int, name: str, value: fx.Node) -> None:
         node.update_kwarg(name, value)
 
 
+def _without_running_statistics(node: fx.Node) -> bool:
+    return node.target in _RUNNING_MEAN and _literal(node, *_RUNNING_MEAN[node.target])[0] is None
+
+
 def _read_training(graph: fx.Graph) -> fx.Node:
     # create_node: Graph.get_attr warns about a target that is no Parameter, buffer or module
     return graph.create_node("get_attr", TRAINING)
@@ -77,7 +88,7 @@ def follow_training_flag(graph: fx.Graph) -> bool:
         if flag_at is not None:
             position, name = flag_at
             flag, given = _literal(node, position, name)
-            if given and flag is True:
+            if given and flag is True and not _without_running_statistics(node):
                 with graph.inserting_before(node):
                     _replace(node, position, name, _read_training(graph))
                 rewritten = True

@@ -186,6 +186,51 @@ def test_a_functional_batch_norm_uses_running_statistics_in_eval_mode_after_fix(
         torch.testing.assert_close(fixed(x)[:4], fixed(x[:4]))
 
 
+class StandardizedConv(nn.Conv2d):
+    """timm's ``ScaledStdConv2d``: its weight standardized by a batch norm without running
+    statistics, ``training=True`` whatever the module's mode."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None, training=True,
+                              momentum=0.0, eps=1e-5).reshape_as(self.weight)
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding)
+
+
+@pytest.mark.parametrize("fold", [False, True], ids=["renorm nodes", "fold"])
+def test_a_batch_norm_without_running_statistics_keeps_its_batch_statistics_after_fix(tmp_path, fold):
+    """Made to follow the mode, it had nothing to normalize with in eval mode: `fix --fold`
+    failed on timm's nf_resnet26 ("running_mean must be defined in evaluation mode")."""
+    torch.manual_seed(0)
+    model = nn.Sequential(StandardizedConv(3, 8, 3), nn.ReLU(), StandardizedConv(8, 8, 3), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 4 * 4, 4))
+    result = run_fix(model, (), CheckOptions(input_shapes=[(16, 3, 8, 8)]), ModelSource(), fold=fold)
+    write_fix(tmp_path / "fixed", result, "test", force=False)
+    loaded = load_target(str(tmp_path / "fixed")).model.eval()
+    x = torch.randn(16, 3, 8, 8)
+    torch.testing.assert_close(loaded(x), result.patched.train()(x))
+
+
+class PositionBias(nn.Module):
+    """LeViT's attention bias: a table read through indices kept in a non-persistent buffer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.table = nn.Linear(8, 8), nn.Parameter(torch.randn(5))
+        self.register_buffer("index", torch.randint(0, 5, (8,)), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.fc(x)) + self.table[self.index]
+
+
+def test_a_non_persistent_buffer_is_written_with_the_fixed_weights(tmp_path):
+    """The generated code places it as a buffer: without its values in weights.pt, the written
+    model failed to load ("Missing key(s)") and `fix` refused LeViT."""
+    torch.manual_seed(0)
+    loaded, result = _written_and_loaded(PositionBias(), tmp_path / "fixed")
+    x = torch.randn(16, 8)
+    torch.testing.assert_close(loaded(x), result.patched(x))
+
+
 class DropPathResidual(nn.Module):
     """Residual blocks whose branches torchvision's and timm's stochastic depth drop per sample."""
 
