@@ -23,9 +23,15 @@ Weighted = nn.Linear | nn.Conv2d
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "selu": nn.SELU,
 }
+MORE_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "silu": nn.SiLU, "elu": nn.ELU, "mish": nn.Mish, "leaky_relu": nn.LeakyReLU, "softplus": nn.Softplus,
+    "hardswish": nn.Hardswish,
+}
+"""Activations beyond issue 12's rows: does what holds for its five hold for others?"""
 GAIN_NAMES = {"sigmoid": "sigmoid", "tanh": "tanh", "relu": "relu", "gelu": "relu", "selu": "selu",
-              "linear": "linear"}
-"""calculate_gain has no entry for GELU; ReLU's is the usual stand-in."""
+              "leaky_relu": "leaky_relu", "linear": "linear", **dict.fromkeys(("silu", "elu", "mish", "softplus",
+                                                                                "hardswish"), "relu")}
+"""calculate_gain has no entry for GELU and the other smooth ReLU-likes; ReLU's is the usual stand-in."""
 
 
 class MLP(nn.Module):
@@ -36,7 +42,7 @@ class MLP(nn.Module):
         self.activation = activation
         layers: list[nn.Module] = []
         for i in range(depth):
-            layers += [nn.Linear(64 if i == 0 else width, width), ACTIVATIONS[activation]()]
+            layers += [nn.Linear(64 if i == 0 else width, width), {**ACTIVATIONS, **MORE_ACTIVATIONS}[activation]()]
         self.body = nn.Sequential(*layers, nn.Linear(width, 10))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -253,6 +259,9 @@ ROWS: dict[str, Row] = {
     "transformer x6": Row(lambda: RowTransformer(6), (8, 8), 15),
     "se-cnn (lsuv-degenerate)": Row(lambda: SECNN(4), (1, 8, 8), 10, degenerate=True),
 }
+"""Issue 12's rows: the default grid."""
+MORE_ROWS: dict[str, Row] = {f"{name} x30": Row(_mlp(name), (64,), 15) for name in MORE_ACTIVATIONS}
+"""MLPs of other activations, trained only when asked for (``--rows "silu x30" ...``)."""
 
 
 def with_gain(model: nn.Module) -> nn.Module:

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 
 import initlint
-from digits_models import MLP, ROWS, Row, lsuv_degenerate, with_fixup, with_gain, with_lsuv
+from digits_models import MLP, MORE_ROWS, ROWS, Row, lsuv_degenerate, with_fixup, with_gain, with_lsuv
 
 def load_digits(seed: int = 0) -> tuple[torch.Tensor, ...]:
     """Standardized 8x8 digits, a fixed 80/20 split (no download: the data ships with sklearn)."""
@@ -140,8 +140,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, help="instead of each row's own")
     parser.add_argument("--optimizer", choices=("adam", "sgd", "both"), default="both")
-    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS), metavar="ROW",
-                        help=f"rows to train (default all): {', '.join(map(repr, ROWS))}")
+    parser.add_argument("--rows", nargs="+", choices=[*ROWS, *MORE_ROWS], default=list(ROWS), metavar="ROW",
+                        help=f"rows to train (default issue 12's): {', '.join(map(repr, ROWS))}; also "
+                             f"{', '.join(map(repr, MORE_ROWS))}")
     parser.add_argument("--inits", nargs="+", choices=("criterion", "all", *BASELINES, *FIXES, *OTHER_FIXES),
                         default=["criterion"], metavar="INIT",
                         help="'criterion' (the baselines and the two fix outputs of the criterion, the default), "
@@ -157,7 +158,7 @@ def main() -> None:
         rows = {"sigmoid x6": Row(lambda: MLP("sigmoid", 6), (64,), 2)}
         optimizers, seeds, inits = ["adam"], 1, [*BASELINES[:3], *FIXES, *OTHER_FIXES]
     else:
-        rows = {name: ROWS[name] for name in args.rows}
+        rows = {name: {**ROWS, **MORE_ROWS}[name] for name in args.rows}
         optimizers = ["adam", "sgd"] if args.optimizer == "both" else [args.optimizer]
         groups = {"criterion": [*BASELINES, *FIXES], "all": [*BASELINES, *FIXES, *OTHER_FIXES]}
         chosen = {init for name in args.inits for init in groups.get(name, [name])}
