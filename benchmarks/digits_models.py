@@ -28,10 +28,12 @@ MORE_ACTIVATIONS: dict[str, type[nn.Module]] = {
     "hardswish": nn.Hardswish,
 }
 """Activations beyond issue 12's rows: does what holds for its five hold for others?"""
+EVERY_ACTIVATION = {**ACTIVATIONS, **MORE_ACTIVATIONS}
 GAIN_NAMES = {"sigmoid": "sigmoid", "tanh": "tanh", "relu": "relu", "gelu": "relu", "selu": "selu",
               "leaky_relu": "leaky_relu", "linear": "linear", **dict.fromkeys(("silu", "elu", "mish", "softplus",
                                                                                 "hardswish"), "relu")}
-"""calculate_gain has no entry for GELU and the other smooth ReLU-likes; ReLU's is the usual stand-in."""
+"""calculate_gain has no entry for GELU, SiLU, ELU, Mish, softplus or hardswish; ReLU's is the usual
+stand-in."""
 
 
 class MLP(nn.Module):
@@ -42,7 +44,7 @@ class MLP(nn.Module):
         self.activation = activation
         layers: list[nn.Module] = []
         for i in range(depth):
-            layers += [nn.Linear(64 if i == 0 else width, width), {**ACTIVATIONS, **MORE_ACTIVATIONS}[activation]()]
+            layers += [nn.Linear(64 if i == 0 else width, width), EVERY_ACTIVATION[activation]()]
         self.body = nn.Sequential(*layers, nn.Linear(width, 10))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -262,6 +264,7 @@ ROWS: dict[str, Row] = {
 """Issue 12's rows: the default grid."""
 MORE_ROWS: dict[str, Row] = {f"{name} x30": Row(_mlp(name), (64,), 15) for name in MORE_ACTIVATIONS}
 """MLPs of other activations, trained only when asked for (``--rows "silu x30" ...``)."""
+EVERY_ROW = {**ROWS, **MORE_ROWS}
 
 
 def with_gain(model: nn.Module) -> nn.Module:
@@ -269,8 +272,8 @@ def with_gain(model: nn.Module) -> nn.Module:
     zero biases."""
     for layer, activation in model.gains():
         name = GAIN_NAMES[activation]
-        if name == "relu":
-            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+        if name in ("relu", "leaky_relu"):  # nn.LeakyReLU's default slope, 0.01
+            nn.init.kaiming_normal_(layer.weight, a=0.01 if name == "leaky_relu" else 0, nonlinearity=name)
         else:
             nn.init.xavier_normal_(layer.weight, gain=nn.init.calculate_gain(name))
         nn.init.zeros_(layer.bias)

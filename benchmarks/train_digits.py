@@ -2,14 +2,14 @@
 
 Each row of ``digits_models.ROWS`` (MLPs x30 of five activations, 16-layer plain CNNs, a
 24-block residual CNN, a 6-layer pre-LN transformer over image rows, an SE-CNN whose gates an
-LSUV-style loop pinned) is trained under one budget (batch 64; Adam 1e-3, or SGD 0.01 with
-momentum 0.9; the row's epochs) from each initialization: PyTorch's default, Kaiming/Xavier
-with calculate_gain, LSUV (the ``lsuv`` package), Fixup (the residual CNN only), and
-``initlint.fix``: renorm nodes (kernel shaping, the default) and ``fold=True`` (kernel
-shaping by input scales alone, renorm constants for ReLU-like activations, folded into the
-model's weights: the default with --fold). ``--inits all`` adds three other method/output
-pairs. Prints one JSON line per run on stdout, then markdown tables of mean test accuracy and
-the issue-12 criterion on stderr.
+LSUV-style loop pinned; ``MORE_ROWS``, MLPs x30 of six other activations, on request) is trained
+under one budget (batch 64; Adam 1e-3, or SGD 0.01 with momentum 0.9; the row's epochs) from
+each initialization: PyTorch's default, Kaiming/Xavier with calculate_gain, LSUV (the ``lsuv``
+package), Fixup (the residual CNN only), and ``initlint.fix``: renorm nodes (kernel shaping, the
+default) and ``fold=True`` (kernel shaping by input scales alone, renorm constants for ReLU-like
+activations, folded into the model's weights: the default with --fold). ``--inits all`` adds
+three other method/output pairs. Prints one JSON line per run on stdout, then markdown tables of
+mean test accuracy and the issue-12 criterion on stderr.
 
     python benchmarks/train_digits.py                         # the full grid: about an hour on one core
     python benchmarks/train_digits.py --rows "relu x30" "resnet x24" --optimizer sgd
@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 
 import initlint
-from digits_models import MLP, MORE_ROWS, ROWS, Row, lsuv_degenerate, with_fixup, with_gain, with_lsuv
+from digits_models import EVERY_ROW, MLP, MORE_ROWS, ROWS, Row, lsuv_degenerate, with_fixup, with_gain, with_lsuv
 
 def load_digits(seed: int = 0) -> tuple[torch.Tensor, ...]:
     """Standardized 8x8 digits, a fixed 80/20 split (no download: the data ships with sklearn)."""
@@ -140,7 +140,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, help="instead of each row's own")
     parser.add_argument("--optimizer", choices=("adam", "sgd", "both"), default="both")
-    parser.add_argument("--rows", nargs="+", choices=[*ROWS, *MORE_ROWS], default=list(ROWS), metavar="ROW",
+    parser.add_argument("--rows", nargs="+", choices=list(EVERY_ROW), default=list(ROWS), metavar="ROW",
                         help=f"rows to train (default issue 12's): {', '.join(map(repr, ROWS))}; also "
                              f"{', '.join(map(repr, MORE_ROWS))}")
     parser.add_argument("--inits", nargs="+", choices=("criterion", "all", *BASELINES, *FIXES, *OTHER_FIXES),
@@ -158,7 +158,7 @@ def main() -> None:
         rows = {"sigmoid x6": Row(lambda: MLP("sigmoid", 6), (64,), 2)}
         optimizers, seeds, inits = ["adam"], 1, [*BASELINES[:3], *FIXES, *OTHER_FIXES]
     else:
-        rows = {name: {**ROWS, **MORE_ROWS}[name] for name in args.rows}
+        rows = {name: EVERY_ROW[name] for name in args.rows}
         optimizers = ["adam", "sgd"] if args.optimizer == "both" else [args.optimizer]
         groups = {"criterion": [*BASELINES, *FIXES], "all": [*BASELINES, *FIXES, *OTHER_FIXES]}
         chosen = {init for name in args.inits for init in groups.get(name, [name])}

@@ -143,7 +143,7 @@ def activation_module_of(node: fx.Node, root: fx.GraphModule) -> nn.Module | Non
     return None if build is None else _namesake(node, build)
 
 
-NAMESAKE_CHECK = torch.linspace(-6, 6, 241, dtype=torch.float64)
+_NAMESAKE_GRID = torch.linspace(-6, 6, 241, dtype=torch.float64)
 """Where a module built from a call's options must agree with the call (both tails and 0)."""
 
 
@@ -159,8 +159,10 @@ def _namesake(node: fx.Node, build: Callable[..., nn.Module]) -> nn.Module | Non
     call = node.target if node.op == "call_function" else (lambda x, *a, **k: getattr(x, node.target)(*a, **k))
     try:
         module = build(*extra, **options)
+        if hasattr(module, "inplace"):  # an ``inplace`` given by position: moments evaluate it on views
+            module.inplace = False
         with torch.no_grad():
-            agrees = torch.allclose(module(NAMESAKE_CHECK.clone()), call(NAMESAKE_CHECK.clone(), *extra, **node.kwargs))
+            agrees = torch.allclose(module(_NAMESAKE_GRID.clone()), call(_NAMESAKE_GRID.clone(), *extra, **node.kwargs))
     except (TypeError, ValueError, RuntimeError):  # options the module does not take, or the call needs others
         return None
     return module if agrees else None

@@ -18,9 +18,12 @@ from initlint.names import checked_path
 
 
 def _require_parent(target: Path) -> None:
-    if not target.parent.is_dir():
-        raise InitlintError(f"cannot write {str(target)!r}: folder {str(target.parent)!r} does not exist; "
-                            "create it first, or name an output in a folder that exists.")
+    """Fail unless the folder ``target`` goes into is one."""
+    if target.parent.is_dir():
+        return
+    problem = "is not a folder;" if target.parent.exists() else "does not exist; create it first, or"
+    raise InitlintError(f"cannot write {str(target)!r}: {str(target.parent)!r} {problem} name an output in a "
+                        "folder that exists.")
 
 
 def refuse_existing(path: str | os.PathLike, force: bool) -> None:
@@ -34,8 +37,9 @@ def refuse_existing(path: str | os.PathLike, force: bool) -> None:
 
 def refuse_existing_folder(folder: str | os.PathLike, force: bool, ours: Callable[[Path], bool]) -> None:
     """Fail unless ``folder`` is new, or ``force`` is given and it is empty or ``ours`` recognises
-    it as a folder that initlint itself wrote, and its parent exists. The working folder and its
-    parents are never replaced: ``--force`` must not be able to empty a project."""
+    it as a folder that initlint itself wrote; and fail when the folder it would go into does
+    not exist. The working folder and its parents are never replaced: ``--force`` must not be
+    able to empty a project."""
     target = checked_path(folder, "the output folder")
     if not (target.exists() or target.is_symlink()):
         _require_parent(target)
@@ -59,12 +63,6 @@ def refuse_existing_folder(folder: str | os.PathLike, force: bool, ours: Callabl
         )
 
 
-def _writable(path: str | os.PathLike, force: bool) -> Path:
-    target = Path(path)
-    refuse_existing(target, force)
-    return target
-
-
 def _permissions(base: int) -> int:
     """The mode a plain ``open``/``mkdir`` would give: temporary files are private (0600)."""
     mask = os.umask(0)
@@ -83,7 +81,8 @@ def written() -> list[str]:
 def write_bytes_atomically(path: str | os.PathLike, data: bytes, force: bool = False) -> None:
     """Write to a temporary file beside ``path``, then rename it into place in one step. The
     temporary file is removed whatever happens, a signal included."""
-    target = _writable(path, force)
+    refuse_existing(path, force)
+    target = Path(path)
     temporary = None
     try:
         with deferred():

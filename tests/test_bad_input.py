@@ -55,7 +55,7 @@ CASES = [
     (["check", "models.py:ok", "-o", "no_folder/report.txt"], "does not exist", "cannot write"),
     (["check", "models.py:ok", "-o", "existing.txt"], "already exists", "--force"),
     (["fix", "models.py:ok", "-o", "existing_folder"], "already exists", "--force"),
-    (["fix", "models.py:ok", "-o", "existing.txt/fixed"], "does not exist", "cannot write"),
+    (["fix", "models.py:ok", "-o", "existing.txt/fixed"], "'existing.txt' is not a folder", "cannot write"),
     # refused before the model is built: the factory's error would come first otherwise
     (["fix", "models.py:raises", "-o", "no_folder/fixed"], "does not exist", "create it first"),
     (["check", "models.py:raises", "-o", "no_folder/report.txt"], "does not exist", "create it first"),

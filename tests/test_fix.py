@@ -500,8 +500,12 @@ def test_fix_writes_nothing_when_the_generated_model_does_not_run(run_cli, model
 
     path = model_file(DEEP_SIGMOID_NET)
     real = export.generate_code
-    monkeypatch.setattr(export, "generate_code",
-                        lambda patched, provenance: real(patched, provenance) + "\nraise ImportError('broken')\n")
+
+    def broken(patched, provenance):
+        code = real(patched, provenance)
+        return code._replace(source=code.source + "\nraise ImportError('broken')\n")
+
+    monkeypatch.setattr(export, "generate_code", broken)
     out = tmp_path / "fixed"
     result = run_cli("fix", f"{path}:build", "-o", str(out))
     assert result.exit_code == 2 and "does not run, so nothing was written" in result.stderr

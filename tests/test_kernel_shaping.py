@@ -77,6 +77,25 @@ def test_an_activation_called_as_a_function_is_shaped_as_its_module(call, module
     assert plans[0] == plans[1]
 
 
+def test_a_call_is_read_as_a_module_only_where_the_module_computes_it():
+    """Exported calls carry their options by position (``aten.leaky_relu(x, 0.2)``); a module
+    that computes something else than the call (a sigmoid read with tanh's namesake, an ELU
+    whose call has options ELU does not take) gives no module, and the probe's constants."""
+    from initlint.graph import _namesake, activation_module_of
+
+    class Calls(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return nn.functional.leaky_relu(x, 0.2) + torch.sigmoid(x) + torch.ops.aten.elu(x, 1.0, 2.0, 1.0)
+
+    exported = torch.export.export(Calls(), (torch.randn(4, 3),)).graph_module
+    calls = {str(n.target): n for n in exported.graph.nodes if n.op == "call_function"}
+    leaky = activation_module_of(calls["aten.leaky_relu.default"], exported)
+    assert isinstance(leaky, nn.LeakyReLU) and leaky.negative_slope == 0.2
+    assert isinstance(activation_module_of(calls["aten.sigmoid.default"], exported), nn.Sigmoid)
+    assert _namesake(calls["aten.sigmoid.default"], nn.Tanh) is None
+    assert activation_module_of(calls["aten.elu.default"], exported) is None  # scale 2: no nn.ELU
+
+
 @pytest.mark.parametrize("activation, derivative", [
     (np.tanh, lambda x: 1 / np.cosh(x) ** 2),
     (lambda x: 1 / (1 + np.exp(-x)), lambda x: np.exp(-x) / (1 + np.exp(-x)) ** 2),
