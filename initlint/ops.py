@@ -95,6 +95,8 @@ _FUNCTIONS: dict[object, OpKind] = {
     F.relu6: OpKind(ACTIVATION, "relu6"),
     F.leaky_relu: OpKind(ACTIVATION, "leaky_relu"),
     F.elu: OpKind(ACTIVATION, "elu"),
+    F.celu: OpKind(ACTIVATION, "celu"),
+    torch.celu: OpKind(ACTIVATION, "celu"),
     F.selu: OpKind(ACTIVATION, "selu"),
     torch.selu: OpKind(ACTIVATION, "selu"),
     F.gelu: OpKind(ACTIVATION, "gelu"),

@@ -63,7 +63,8 @@ class _FunctionalStack(nn.Module):
     (lambda x: nn.functional.leaky_relu(x, 0.2), nn.LeakyReLU(0.2)),
     (lambda x: nn.functional.gelu(x, approximate="tanh"), nn.GELU(approximate="tanh")),
     (lambda x: x.tanh(), nn.Tanh()),
-], ids=["relu", "leaky_relu 0.2", "gelu tanh", "tensor method"])
+    (lambda x: nn.functional.celu(x, 0.5), nn.CELU(0.5)),
+], ids=["relu", "leaky_relu 0.2", "gelu tanh", "tensor method", "celu 0.5"])
 def test_an_activation_called_as_a_function_is_shaped_as_its_module(call, module):
     """The same weights with the activation as a module: the same constants, before and after."""
     torch.manual_seed(0)
