@@ -65,7 +65,7 @@ class PlainCNN(nn.Module):
         self.activation = activation
         layers: list[nn.Module] = []
         for i in range(depth):
-            layers += [nn.Conv2d(1 if i == 0 else width, width, 3, padding=1), ACTIVATIONS[activation]()]
+            layers += [nn.Conv2d(1 if i == 0 else width, width, 3, padding=1), EVERY_ACTIVATION[activation]()]
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(width, 10)
 
@@ -262,8 +262,11 @@ ROWS: dict[str, Row] = {
     "se-cnn (lsuv-degenerate)": Row(lambda: SECNN(4), (1, 8, 8), 10, degenerate=True),
 }
 """Issue 12's rows: the default grid."""
-MORE_ROWS: dict[str, Row] = {f"{name} x30": Row(_mlp(name), (64,), 15) for name in MORE_ACTIVATIONS}
-"""MLPs of other activations, trained only when asked for (``--rows "silu x30" ...``)."""
+MORE_ROWS: dict[str, Row] = {
+    **{f"{name} x30": Row(_mlp(name), (64,), 15) for name in MORE_ACTIVATIONS},
+    **{f"cnn {name} x16": Row(_cnn(name), (1, 8, 8), 10) for name in ("gelu", "silu")},
+}
+"""MLPs and plain CNNs of other activations, trained only when asked for (``--rows "silu x30" ...``)."""
 EVERY_ROW = {**ROWS, **MORE_ROWS}
 
 
