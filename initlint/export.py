@@ -106,9 +106,9 @@ def _split_wraps(source: str, wraps: list[str]) -> str:
 class GeneratedCode(NamedTuple):
     source: str
     """``model.py``."""
-    buffers: list[str]
-    """The buffers it places one by one, as plain ones: ``weights.pt`` holds their values even
-    where ``patched`` keeps them out of its state dict (LeViT's non-persistent
+    buffers: dict[str, torch.Tensor]
+    """The buffers it places one by one, as plain ones, by path: ``weights.pt`` holds their
+    values even where ``patched`` keeps them out of its state dict (LeViT's non-persistent
     attention_bias_idxs); a layer it rebuilds from its constructor has its class's own."""
 
 
@@ -120,7 +120,8 @@ def generate_code(patched: fx.GraphModule, provenance: str) -> GeneratedCode:
     wraps: list[str] = []  # fx's wrap() calls: they must run at a module's top level
     parameters = dict(patched.named_parameters(remove_duplicate=False))  # a tied weight under each of its names
     classes: dict[str, str] = {}  # forward source -> class name
-    lines, buffers = [], []
+    lines: list[str] = []
+    buffers: dict[str, torch.Tensor] = {}
     for node in patched.graph.nodes:
         if node.op == "call_module":
             module = patched.get_submodule(node.target)
@@ -139,11 +140,13 @@ def generate_code(patched: fx.GraphModule, provenance: str) -> GeneratedCode:
             lines.append(f"_place(self, {node.target!r}, {name}())")
             lines += [f"_place(self, {f'{node.target}.{path}'!r}, {_empty(tensor)})"
                       for path, tensor in [*module.named_parameters(), *module.named_buffers()]]
-            buffers += [f"{node.target}.{path}" for path, _ in module.named_buffers()]
+            buffers.update((f"{node.target}.{path}", tensor) for path, tensor in module.named_buffers())
         elif node.op == "get_attr" and node.target != TRAINING:  # every nn.Module has ``training``
-            tensor = patched.get_parameter(node.target) if node.target in parameters else patched.get_buffer(node.target)
+            if node.target in parameters:
+                tensor = patched.get_parameter(node.target)
+            else:
+                tensor = buffers[node.target] = patched.get_buffer(node.target)
             lines.append(f"_place(self, {node.target!r}, {_empty(tensor)})")
-            buffers += [] if node.target in parameters else [node.target]
     lines += [f"_tie(self, {alias!r}, {source!r})" for alias, source in _tied_parameters(patched)]
     imports = sorted({line for n, v in globals_used.items() if (line := _import_line(n, v))})
     init = textwrap.indent("\n".join(lines) or "pass", " " * 8)
@@ -243,11 +246,6 @@ def _plain(state_dict: dict) -> dict:
     return {k: v.detach().cpu() for k, v in state_dict.items()}
 
 
-def _weights(patched: fx.GraphModule, buffers: list[str]) -> dict:
-    """What ``model.py`` loads: ``patched``'s state dict and the buffers the code places."""
-    return {**patched.state_dict(), **{path: patched.get_buffer(path) for path in buffers}}
-
-
 def _runs(folder: Path) -> None:
     """Import the written folder as ``initlint check FOLDER`` will, build the model, load its
     weights and probe it: fix never leaves a folder behind that does not run."""
@@ -274,7 +272,7 @@ def write_fix(folder: str | os.PathLike, result, target: str, force: bool) -> st
     try:
         code = generate_code(result.patched, target)
         files: dict[str, object] = {CODE_FILE: code.source,
-                                    WEIGHTS_FILE: _plain(_weights(result.patched, code.buffers))}
+                                    WEIGHTS_FILE: _plain({**result.patched.state_dict(), **code.buffers})}
         missing_code = None
     except CodeNotWritable as error:
         if result.folded is None:
