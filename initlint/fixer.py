@@ -14,7 +14,7 @@ import torch.nn as nn
 from initlint import __version__
 from initlint.errors import InitlintError
 from initlint.api import MODEL_EXITS, Analysed, CheckOptions, ModelSource, analyse, parse_options, require_module
-from initlint.fold import FoldResult, fold_plan
+from initlint.fold import FoldResult, fold_plan, unfolded_constants
 from initlint.inputs import ProbeInputs
 from initlint.materialize import on_meta
 from initlint.model_outputs import output_tensors
@@ -214,7 +214,7 @@ def _left_out_of_fold(
     left_out: list[dict] = []
     constants: frozenset[tuple[str, str]] = frozenset()
     for _ in range(FOLD_ROUNDS):
-        unfolded = fold_plan(model, graph_module, plan_without(frozenset(), constants)).unfolded
+        unfolded = unfolded_constants(model, graph_module, plan_without(frozenset(), constants))
         if not unfolded:
             break
         left_out += unfolded

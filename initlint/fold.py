@@ -17,6 +17,8 @@ input (kernel shaping) when that layer alone feeds it. What cannot be folded is 
 from __future__ import annotations
 
 import copy
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -194,6 +196,11 @@ def _fold_into(model: nn.Module, weights: _Weights, scale: float, shift: float) 
     weight.mul_(scale)
 
 
+def _rescale_layer(model: nn.Module, path: str, renorm: Renorm) -> None:
+    """The layer at ``path`` gives ``renorm``'s scale and shift of its output."""
+    rescale_weights(model.get_submodule(path), renorm)
+
+
 @torch.no_grad()
 def _rescale_output(model: nn.Module, weights: _Weights, scale: float, shift: float) -> None:
     """layer'(x) == scale * layer(x) + shift."""
@@ -202,10 +209,33 @@ def _rescale_output(model: nn.Module, weights: _Weights, scale: float, shift: fl
         model.get_parameter(weights.bias).mul_(scale).add_(shift)
 
 
+FoldStep = Callable[[nn.Module], None]
+"""One fold, made in place on the copy of the model that is being folded."""
+
+
 def fold_plan(model: nn.Module, graph_module: fx.GraphModule, plan: list[Renorm]) -> FoldResult:
     """A deep copy of ``model`` with every foldable constant pushed into its weights."""
+    steps, unfolded = _fold_steps(model, graph_module, plan)
     folded = copy.deepcopy(model)
-    result = FoldResult(folded)
+    for step in steps:
+        step(folded)
+    return FoldResult(folded, _described(plan, unfolded))
+
+
+def unfolded_constants(model: nn.Module, graph_module: fx.GraphModule, plan: list[Renorm]) -> list[dict]:
+    """The constants of ``plan`` that no exact fold carries, with the reason: what
+    ``fold_plan`` would list, found from the model's structure without copying its weights."""
+    return _described(plan, _fold_steps(model, graph_module, plan)[1])
+
+
+def _described(plan: list[Renorm], unfolded: dict[int, str]) -> list[dict]:
+    return [{**plan[index].to_dict(), "reason": unfolded[index]} for index in sorted(unfolded)]
+
+
+def _fold_steps(model: nn.Module, graph_module: fx.GraphModule, plan: list[Renorm]) -> tuple[list[FoldStep], dict[int, str]]:
+    """The folds that carry ``plan`` into ``model``'s weights, in the order they must be made,
+    and why each other constant (by its index in ``plan``) does not fold. Where a constant goes
+    depends on the graph and on which layers have a bias, never on weight values."""
     nodes = {n.name: n for n in graph_module.graph.nodes}
     tied = TiedParameters(graph_module)
     # Rescales of a layer's own output first, in plan order: y -> a2 (a1 y + c1) + c2 does not
@@ -214,15 +244,16 @@ def fold_plan(model: nn.Module, graph_module: fx.GraphModule, plan: list[Renorm]
     # layer(a2 (a1 x + c1) + c2) folds as layer' = layer(a2 y + c2), then layer'(a1 x + c1). A
     # layer's own rescale commutes with the folds into it: its input sum is taken from the
     # weights as they are then.
+    steps: list[FoldStep] = []
     forward, unfolded = [], {}
     for index, renorm in enumerate(plan):
         node = nodes[renorm.node]
         if renorm.site == "weighted":
-            layer = folded.get_submodule(node.meta[MODULE])
-            if renorm.bias and getattr(layer, "bias", None) is None:
-                unfolded[index] = f"its shift needs a bias, and {node.meta[MODULE]} has none"
+            path = node.meta[MODULE]
+            if renorm.bias and getattr(model.get_submodule(path), "bias", None) is None:
+                unfolded[index] = f"its shift needs a bias, and {path} has none"
             else:
-                rescale_weights(layer, renorm)
+                steps.append(functools.partial(_rescale_layer, path=path, renorm=renorm))
         elif renorm.placement == "before":
             producer = _producer(node, graph_module, tied)
             if producer is None:
@@ -230,24 +261,22 @@ def fold_plan(model: nn.Module, graph_module: fx.GraphModule, plan: list[Renorm]
             elif renorm.bias and producer.bias is None:
                 unfolded[index] = f"its shift needs a bias, and {producer.weight} has none"
             else:
-                _rescale_output(folded, producer, renorm.scale, renorm.bias)
+                steps.append(functools.partial(_rescale_output, weights=producer, scale=renorm.scale,
+                                               shift=renorm.bias))
         else:
             forward.append((index, renorm))
     for index, renorm in reversed(forward):
         producer = _producer_of_scale(nodes[renorm.node], renorm, graph_module, tied)
         if producer is not None:
-            _rescale_output(folded, producer, renorm.scale, 0.0)
+            steps.append(functools.partial(_rescale_output, weights=producer, scale=renorm.scale, shift=0.0))
             continue
         consumers = _consumers(nodes[renorm.node], graph_module, tied, renorm.scale, renorm.bias) or []
         missing = [c.weight for c in consumers if c.bias is None]
         if not consumers:
-            reason = "no Linear or Conv consumes it through operations the constants pass"
+            unfolded[index] = "no Linear or Conv consumes it through operations the constants pass"
         elif renorm.bias and missing:
-            reason = f"its shift needs a bias, and {', '.join(missing)} has none"
+            unfolded[index] = f"its shift needs a bias, and {', '.join(missing)} has none"
         else:
-            for weights in consumers:
-                _fold_into(folded, weights, renorm.scale, renorm.bias)
-            continue
-        unfolded[index] = reason
-    result.unfolded = [{**plan[index].to_dict(), "reason": unfolded[index]} for index in sorted(unfolded)]
-    return result
+            steps += [functools.partial(_fold_into, weights=weights, scale=renorm.scale, shift=renorm.bias)
+                      for weights in consumers]
+    return steps, unfolded
