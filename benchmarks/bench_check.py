@@ -89,8 +89,8 @@ def measure(name: str, rounds: int) -> dict:
     memory = {k: _peak_rss_mb(["--child", name, k]) for k in ("build", "bare", "check")}
     return {
         "model": name, "input_shape": list(shape), "rounds": rounds,
-        "bare_s": round(medians["bare"], 3), "bare_input_only_s": round(medians["bare_input_only"], 3),
-        "check_s": round(medians["check"], 3),
+        "bare_s": round(medians["bare"], 4), "bare_input_only_s": round(medians["bare_input_only"], 4),
+        "check_s": round(medians["check"], 4),
         "time_ratio": round(medians["check"] / medians["bare"], 2),
         "time_ratio_input_only": round(medians["check"] / medians["bare_input_only"], 2),
         "peak_mb": {k: round(v) for k, v in memory.items()},
