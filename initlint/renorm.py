@@ -60,6 +60,10 @@ CENTER_ABOVE = 1.0
 hardsigmoid 3, softplus 1.5). Smaller offsets (relu 0.68 stds, gelu 0.48, silu 0.37) are left:
 in benchmarks/train_digits.py centering them cost relu x30 9 points of accuracy under Adam.
 The same bound on an activation's or gate's input marks it pinned (``_Planner._recentred``)."""
+CHANNEL_MEAN_VALUES = round(MEAN_TOLERANCE ** -2)
+"""The values per channel (batch times positions) from which a weighted layer's channel means
+are taken as its offsets: 100 give each within MEAN_TOLERANCE of the channel's std. Fewer (a
+Linear probed on 2 samples) would write sampling noise into its bias."""
 TARGETS = (GAUSSIAN, GATE_TARGET, NONE)
 RESIDUAL_GROWTH = 2.0
 """The most the residual stream's std may grow over the body: each of L branches on the main
@@ -103,6 +107,9 @@ class Renorm:
     orthogonal: int | None = None
     """For a weighted layer: the seed of the orthogonal directions its weights take before the
     rescale (``initlint.directions``); None keeps the layer's own."""
+    channel_bias: list[float] | None = None
+    """For a weighted layer: a shift per output channel, added to its bias after the scale
+    (``_Planner._channel_offsets``); None adds ``bias`` to every channel."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -229,7 +236,7 @@ class _Planner(FirstStepInterpreter):
             result = torch.func.functional_call(layer, {"weight": weight}, args, kwargs)
         if site == "weighted" and n.target in self.rescaled:
             earlier = self.rescaled[n.target]  # its weights are already rescaled: this call sees that too
-            return result * earlier.scale + earlier.bias
+            return self._rescaled(earlier, result)
         if site == "activation" and self.slope is not None and self._keeps(n.name, "before"):
             shaped = self._shaped(n, args, kwargs)
             if shaped is not None:
@@ -261,7 +268,16 @@ class _Planner(FirstStepInterpreter):
         if not self._keeps(after.node, after.placement):
             return result
         self.plan.append(after)
-        return result * after.scale + after.bias
+        return self._rescaled(after, result)
+
+    def _rescaled(self, renorm: Renorm, result: torch.Tensor) -> torch.Tensor:
+        """``result`` as the node gives it with ``renorm``'s constants."""
+        if renorm.channel_bias is None:
+            return result * renorm.scale + renorm.bias
+        dim = _channel_dim(self.fetch_attr(self.by_name[renorm.node].target))
+        shape = [1] * result.dim()
+        shape[dim] = len(renorm.channel_bias)
+        return result * renorm.scale + result.new_tensor(renorm.channel_bias).reshape(shape)
 
     def _orthogonal_seed(self, n: fx.Node) -> int | None:
         """The seed of the orthogonal directions for weighted node ``n``, or None: directions
@@ -290,6 +306,13 @@ class _Planner(FirstStepInterpreter):
                               f"{RESIDUAL_GROWTH:g}x growth over the body", share / stats.std, 0.0, "probe")
                 renorm.aim = (stats.mean * renorm.scale, share)
                 return renorm
+            offsets = self._channel_offsets(n, y, args)
+            if offsets is not None:
+                spread = (y - offsets).std().item()
+                renorm = make("mean 0 per channel, std 1: its input's mean exceeds its std",
+                              1 / spread, 0.0, "probe")
+                renorm.channel_bias = (-offsets.flatten() / spread).tolist()
+                return renorm
             return make("std 1", 1 / stats.std, 0.0, "probe")
         if site == "gate":
             if not stats.mean > 0:
@@ -316,6 +339,28 @@ class _Planner(FirstStepInterpreter):
         if _centers(moments):
             return make("mean 0, std 1", moments.scale, moments.bias, source)
         return make("std 1", moments.scale, 0.0, source)
+
+    def _channel_offsets(self, n: fx.Node, y: torch.Tensor, args: tuple) -> torch.Tensor | None:
+        """The mean of each output channel of weighted node ``n``, shaped to broadcast against
+        ``y``, where the layer's input mean exceeds its std (``CENTER_ABOVE``, as for an
+        activation), the layer has a bias to cancel them with, and the probe measures them
+        (``CHANNEL_MEAN_VALUES``); else None. Such an input (a max pool's: max of 4 N(0, 1) has
+        mean 1.03 and std 0.70) gives every channel its own constant, its weights' sum times
+        the mean, which nothing later removes and each such layer adds to: torchvision's VGG11,
+        fixed without this, kept 0.16 of its input's across-sample std behind its max pools."""
+        layer = self.fetch_attr(n.target)
+        bias = getattr(layer, "bias", None)
+        seen = self._varying_input(args)
+        dim = _channel_dim(layer)
+        if not isinstance(bias, torch.Tensor) or seen is None or abs(seen.mean) <= CENTER_ABOVE * seen.std or \
+                y.dim() < 2 or y.shape[dim] != bias.numel():
+            return None
+        channels = y.float().movedim(dim, -1).reshape(-1, bias.numel())
+        if channels.shape[0] < CHANNEL_MEAN_VALUES:
+            return None
+        shape = [1] * y.dim()
+        shape[dim] = bias.numel()
+        return channels.mean(dim=0).reshape(shape)
 
     def _feeds_only_products(self, n: fx.Node) -> bool:
         """Whether every reader of ``n`` (through plumbing) multiplies it by another varying
@@ -403,6 +448,12 @@ class _Planner(FirstStepInterpreter):
             return gaussian_moments(module), "quadrature"
         loc, spread = round(seen.mean, 4), round(seen.std, 4)
         return gaussian_moments(module, loc, spread), f"quadrature, input N({loc:g}, {spread:g}^2)"
+
+
+def _channel_dim(layer: nn.Module) -> int:
+    """Where a weighted layer's output channels are: dim 1 of a conv's (N, C, ...), the last
+    of a Linear's (..., C)."""
+    return 1 if isinstance(layer, nn.modules.conv._ConvNd) else -1
 
 
 def require_method(method: str) -> None:

@@ -33,7 +33,8 @@ def rescale_weights(module: nn.Module, renorm: Renorm) -> None:
         module.weight.copy_(orthogonal_like(module.weight, renorm.module, renorm.orthogonal))
     module.weight.mul_(renorm.scale)
     if getattr(module, "bias", None) is not None:
-        module.bias.mul_(renorm.scale).add_(renorm.bias)
+        shift = renorm.bias if renorm.channel_bias is None else module.bias.new_tensor(renorm.channel_bias)
+        module.bias.mul_(renorm.scale).add_(shift)
 
 
 def apply_plan(graph_module: fx.GraphModule, plan: list[Renorm]) -> fx.GraphModule:

@@ -355,6 +355,62 @@ def test_constants_fold_through_what_commutes_with_them(between, method):
     assert result.fold_error < 1e-4  # unpadded convolutions: exact up to float32 rounding
 
 
+def _vgg_like(stages: int = 3, width: int = 16) -> nn.Sequential:
+    """[conv 3x3 -> relu -> max pool 2] x ``stages`` -> linear head, PyTorch's default init: every
+    conv after the first reads a max pool's output, whose mean is about 1 std of its input."""
+    torch.manual_seed(0)
+    layers, channels = [], 3
+    for _ in range(stages):
+        layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        channels = width
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(width * (32 >> stages) ** 2, 10))
+
+
+@pytest.mark.parametrize("fold", [False, True])
+def test_a_conv_after_a_max_pool_is_centred_per_channel(fold):
+    """The max pool of a centred input has mean 1.03 stds (max of 4 N(0, 1)), so each channel of
+    the next conv gets its own constant (the input's mean times its weights' sum), which an
+    output scale alone keeps: the signal part shrinks behind it stage after stage (IL101 on
+    torchvision's VGG11 after fix). The plan cancels them in the conv's bias, so on a fresh
+    batch each channel's mean is within sampling error of 0."""
+    model = _vgg_like()
+    result = run_fix(model, (), CheckOptions(input_shapes=[(16, 3, 32, 32)]), ModelSource(), fold=fold)
+    centred = [r for r in result.plan if r.channel_bias is not None]
+    assert {r.node for r in centred} == {"_3", "_6"}  # the convs after the two body pools
+    fixed = result.folded.model if fold else result.patched
+    outputs = {}
+    for name in ("3", "6"):
+        fixed.get_submodule(name).register_forward_hook(lambda m, i, o, name=name: outputs.update({name: o}))
+    with torch.no_grad():
+        fixed(torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(1)))
+    for name, y in outputs.items():
+        means = y.mean(dim=(0, 2, 3))
+        spread = (y - means[None, :, None, None]).std()
+        # each mean is taken over 64 x 16 x 16 (stage 2: 8 x 8) correlated values; 0.25 of the
+        # std is 4 times the error of 256 independent ones, and far below the 1-3 stds the
+        # channels' constants have when nothing cancels them
+        assert means.square().mean().sqrt() < 0.25 * spread, name
+    assert "IL101" not in initlint.check(fixed, input_shapes=[(16, 3, 32, 32)]).codes()
+
+
+@pytest.mark.parametrize("batch, centred", [(8, False), (128, True)])
+def test_channel_means_are_cancelled_only_where_the_probe_measures_them(batch, centred):
+    """A Linear reading an input of mean 3 has offsets of 3 stds per unit. Measured on 128 samples
+    each mean is within 0.09 of a std, so the bias cancels it; measured on 8 it would write an
+    error of 0.35 std into every unit's bias, so the layer keeps the scale alone."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 4))
+    shifted = torch.fx.symbolic_trace(model)
+    first = next(n for n in shifted.graph.nodes if n.op == "placeholder")
+    with shifted.graph.inserting_after(first):
+        plus = shifted.graph.call_function(operator.add, (first, 3.0))
+    first.replace_all_uses_with(plus, delete_user_cb=lambda user: user is not plus)
+    shifted.recompile()
+    result = run_fix(shifted, (), CheckOptions(input_shapes=[(batch, 32)]), ModelSource())
+    (layer,) = [r for r in result.plan if r.site == "weighted" and r.node == "_0"]
+    assert (layer.channel_bias is not None) == centred
+
+
 def test_a_shift_does_not_fold_through_a_relu():
     """relu(x + c) is not relu(x) + c: the sigmoid's shift is left out of the plan, and says why."""
     result = run_fix(_pooled_cnn(nn.ReLU(), side=10), (), CheckOptions(input_shapes=[(8, 3, 14, 14)]), ModelSource(),
