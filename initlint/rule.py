@@ -80,6 +80,9 @@ class Rule:
     needs_structure: ClassVar[bool] = False
     """True when the rule reads the graph's structure (main path, roles between layers), which a
     model probed through hooks lacks; such rules are skipped in ``hooks`` mode."""
+    about_widths: ClassVar[bool] = False
+    """True when what the rule flags comes from the layers' shapes, whatever their weights
+    (IL502): ``fix`` can neither add nor remove it, so its never-worse judge leaves the rule out."""
     flagged: ClassVar[list[Example]] = []
     clean: ClassVar[list[Example]] = []
 

@@ -176,6 +176,7 @@ class FanMismatch(Rule):
     name = "fan-mismatch"
     thresholds = {"band": 4.8}
     needs_structure = True
+    about_widths = True
     flagged = [Example(widening_mlp_fan_in), Example(widening_mlp_fan_out)]
     clean = [Example(square_mlp), Example(bottleneck_mlp), Example(widening_mlp_batchnorm)]
 

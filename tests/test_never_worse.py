@@ -11,6 +11,7 @@ from initlint.api import CheckOptions, ModelSource, analyse
 from initlint.never_worse import compare, decline_what_hurts
 from initlint.renorm import Renorm
 from initlint.rules import ALL_RULES
+from initlint.rules.fan_mismatch import widening_mlp_fan_in
 from initlint.graph import SignalGraph
 
 
@@ -62,6 +63,16 @@ def test_nothing_is_declined_when_nothing_got_worse():
     plan = [_renorm("weighted")]
     kept, _, declined, _ = decline_what_hurts(_without(plan), SignalGraph(healthy), RULES, lambda kept: healthy)
     assert kept == plan and declined == []
+
+
+def test_a_finding_about_the_widths_is_no_change_of_the_fix():
+    """IL502 comes from the layers' shapes: a fix cannot add it, and where it reports moves with
+    the probe's noise among equal ratios, so the judge leaves it out, whatever the models' widths."""
+    square = SignalGraph(_probed(_relu_mlp(2**0.5)))
+    widened = SignalGraph(_probed(widening_mlp_fan_in()))
+    fan_mismatch = [rule for rule in RULES if rule.code == "IL502"]
+    assert [f.code for f in fan_mismatch[0].check(widened)] == ["IL502"]  # the widening MLP has it
+    assert not compare(square, widened, fan_mismatch)
 
 
 def test_the_fixed_model_is_judged_with_its_kernel_measured():
