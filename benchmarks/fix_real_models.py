@@ -50,23 +50,24 @@ def tiny_opt():
                                         vocab_size=1000, word_embed_proj_dim=128))
 
 
-def resnet18():
+def _torchvision(name: str):
+    """torchvision's model ``name``, imported only when asked for (it is a test extra)."""
     import torchvision
 
-    return torchvision.models.resnet18()
+    return getattr(torchvision.models, name)()
+
+
+def resnet18():
+    return _torchvision("resnet18")
 
 
 def mobilenet_v3_small():
-    import torchvision
-
-    return torchvision.models.mobilenet_v3_small()
+    return _torchvision("mobilenet_v3_small")
 
 
 def efficientnet_b0():
     """SiLU, squeeze-excitation gates, stochastic depth."""
-    import torchvision
-
-    return torchvision.models.efficientnet_b0()
+    return _torchvision("efficientnet_b0")
 
 
 def timm_efficientnet_b0():
@@ -76,9 +77,25 @@ def timm_efficientnet_b0():
     return timm.create_model("efficientnet_b0", drop_path_rate=0.2)
 
 
+def vgg11():
+    """No normalization: ReLUs max-pooled, each pool read by a conv."""
+    return _torchvision("vgg11")
+
+
+def alexnet():
+    """No normalization, max pools, dropout in the head."""
+    return _torchvision("alexnet")
+
+
+def squeezenet1_1():
+    """No normalization: fire modules (1x1 squeeze, 1x1 and 3x3 expands concatenated), max pools."""
+    return _torchvision("squeezenet1_1")
+
+
 FLAGS = {
     **{name: _TOKENS for name in ("tiny_gpt2", "tiny_llama", "tiny_bert", "tiny_opt")},
-    **{name: _IMAGES for name in ("resnet18", "mobilenet_v3_small", "efficientnet_b0", "timm_efficientnet_b0")},
+    **{name: _IMAGES for name in ("resnet18", "mobilenet_v3_small", "efficientnet_b0", "timm_efficientnet_b0",
+                                  "vgg11", "alexnet", "squeezenet1_1")},
 }
 MODELS = tuple(FLAGS)
 QUICK = ("tiny_gpt2",)
