@@ -1,6 +1,6 @@
 """``fix`` never makes a model worse: the fixed model is re-checked at the planned inputs, and a
-change that adds a finding the original lacked, or moves an output's std more than 2x further
-out of the band around 1 (``OUTPUT_MOVE``; across the band counts as out of it), is declined:
+change that adds a finding the original lacked, or moves an output's std across samples more
+than 2x further out of the band around 1 (``OUTPUT_MOVE``; across the band counts as out of it), is declined:
 the constants inside the modules where the new findings are, then whole kinds of change.
 
 The renorm plan is sequential (each site is measured on its already-corrected inputs), so a
@@ -60,7 +60,13 @@ class Worse:
 
 
 def _output_stds(graph: SignalGraph) -> dict[str, float]:
-    return {v.name: v.stats.std for v in graph.nodes.values() if OUTPUT in v.roles and v.stats is not None}
+    """Each output's std across samples (its total std where the batch has one sample): what
+    depends on the input. An offset that every sample shares is no scale of the output:
+    densenet121's logits have std 0.24, of which 0.237 is a per-class constant that its
+    uncentred features give the head; a fix that centres them takes it away, and judged by
+    the total std that was declined as the logits leaving the band."""
+    return {v.name: v.stats.std if v.stats.sample_std is None else v.stats.sample_std
+            for v in graph.nodes.values() if OUTPUT in v.roles and v.stats is not None}
 
 
 def _out_of_band(std: float) -> float:

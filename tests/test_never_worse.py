@@ -107,6 +107,19 @@ def test_an_output_counts_only_when_it_moves_more_than_2x_further_out_of_the_ban
     assert worse.outputs and "out of the band" in worse.describe()
 
 
+def test_an_offset_that_every_sample_shares_is_no_scale_of_the_output():
+    """A head whose bias gives each class a constant of std 1 has logits of total std about 1
+    over an input-dependent std of 0.09; without that bias (what centred features give the
+    head) the total std is 0.09, 11x lower and past the band's 1/4 by more than 2x, yet the
+    logits depend on the input exactly as much."""
+    shared = _head(0.4)
+    shared.bias = nn.Parameter(torch.randn(8, generator=torch.Generator().manual_seed(1)))
+    offset = SignalGraph(_probed(shared))
+    output = next(v.stats for v in offset.nodes.values() if "output" in v.roles)
+    assert output.std > 8 * output.sample_std  # the offset makes up the total std
+    assert not compare(offset, SignalGraph(_probed(_head(0.4))), RULES)
+
+
 def test_an_output_that_crosses_the_band_has_moved_out_of_it():
     """Logits at std 0.009 made 11.5 are out of the band on its other side (a tied embedding
     rescaled x50); made 0.9 they have come into it."""
