@@ -107,17 +107,26 @@ def test_an_output_counts_only_when_it_moves_more_than_2x_further_out_of_the_ban
     assert worse.outputs and "out of the band" in worse.describe()
 
 
-def test_an_offset_that_every_sample_shares_is_no_scale_of_the_output():
-    """A head whose bias gives each class a constant of std 1 has logits of total std about 1
-    over an input-dependent std of 0.09; without that bias (what centred features give the
-    head) the total std is 0.09, 11x lower and past the band's 1/4 by more than 2x, yet the
-    logits depend on the input exactly as much."""
-    shared = _head(0.4)
-    shared.bias = nn.Parameter(torch.randn(8, generator=torch.Generator().manual_seed(1)))
-    offset = SignalGraph(_probed(shared))
+def _head_with_offset(scale: float, offset: float) -> nn.Linear:
+    """``_head(scale)`` whose bias gives each class a constant of std about ``offset``."""
+    head = _head(scale)
+    head.bias = nn.Parameter(offset * torch.randn(8, generator=torch.Generator().manual_seed(1)))
+    return head
+
+
+def test_an_output_moves_only_when_its_total_and_its_across_sample_std_both_move():
+    """Logits of std 0.09 given a per-class constant of std 1 have a total std of about 1 (the
+    offset centred features take away: densenet121's logits); logits of std 0.035 given one of
+    0.08 have the total std 0.09 that they had before (RoBERTa's, as position constants take a
+    larger share). Either way one measure moves more than 2x further out of the band and the
+    other does not, so the output's scale has not moved."""
+    offset = SignalGraph(_probed(_head_with_offset(0.4, 1.0)))
     output = next(v.stats for v in offset.nodes.values() if "output" in v.roles)
-    assert output.std > 8 * output.sample_std  # the offset makes up the total std
-    assert not compare(offset, SignalGraph(_probed(_head(0.4))), RULES)
+    assert output.std > 8 * output.sample_std  # the constant makes up the total std
+    plain = SignalGraph(_probed(_head(0.4)))
+    assert not compare(offset, plain, RULES)
+    assert not compare(plain, SignalGraph(_probed(_head_with_offset(0.15, 0.08))), RULES)
+    assert compare(plain, SignalGraph(_probed(_head(0.15))), RULES).outputs  # both move: it counts
 
 
 def test_an_output_that_crosses_the_band_has_moved_out_of_it():
