@@ -1,7 +1,8 @@
 """Fold a renorm plan into the weights of a copy of the user's model: same class, same keys.
 
-A positive scale alone after a ReLU-like activation folds into the Linear or ConvNd layer that
-alone feeds it (relu(a z) = a relu(z)). Any other constant pair (a, c) after a node folds into
+A positive scale alone after a ReLU-like activation folds into the Linear or ConvNd layer, or
+the affine weight and bias of the normalization layer, that alone feeds it (relu(a z) =
+a relu(z)). Any other constant pair (a, c) after a node folds into
 the Linear or ConvNd layers that consume it, through what commutes with it (plumbing, flattens
 and averages; max pools for a > 0; ReLU-like activations, and products with a factor that does
 not carry it, for a scale alone): W' = a W and b' = b + c * sum of W over its inputs, in each
@@ -161,13 +162,32 @@ def _is_own_parameter(node: object, root: nn.Module, tied: TiedParameters, dims:
 
 
 
+_AFFINE_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.InstanceNorm1d,
+                 nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm, nn.GroupNorm)
+"""Normalization layers whose output is normalized(x) * weight + bias, in training and in
+evaluation alike (their exact classes: a subclass such as timm's BatchNormAct2d may apply more)."""
+
+
+def _affine_of(node: fx.Node, root: nn.Module, tied: TiedParameters) -> _Weights | None:
+    """The affine weight and bias of a normalization layer call, which take a constant after it
+    exactly; None for anything else, or a norm without its own affine weight."""
+    if node.op != "call_module":
+        return None
+    module = root.get_submodule(node.target)
+    weight = getattr(module, "weight", None)
+    if type(module) not in _AFFINE_NORMS or not isinstance(weight, nn.Parameter) or tied.includes(weight):
+        return None
+    path = node.meta[MODULE]
+    return _Weights(f"{path}.weight", f"{path}.bias" if module.bias is not None else None, ())
+
+
 def _producer(node: fx.Node, root: nn.Module, tied: TiedParameters) -> _Weights | None:
-    """The weights of the Linear/Conv call (or product with a weight) whose output only
-    ``node`` reads, looking back through plumbing; None when that layer is also called
-    elsewhere."""
+    """The weights of the Linear/Conv call (or product with a weight, or affine normalization
+    layer: BatchNorm -> ReLU) whose output only ``node`` reads, looking back through plumbing;
+    None when that layer is also called elsewhere."""
     current = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
     while current is not None and len(current.users) == 1:
-        if (weights := _weights_of(current, root, tied)) is not None:
+        if (weights := _weights_of(current, root, tied) or _affine_of(current, root, tied)) is not None:
             return None if _called_elsewhere({current}, node.graph) else weights
         if ops.node_kind(current, root).family not in (ops.STRUCTURAL, ops.DROPOUT):
             return None

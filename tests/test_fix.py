@@ -472,6 +472,48 @@ def test_a_relu_scale_folds_into_the_one_layer_before_it():
     assert not [u for u in result.left_out if u["site"] == "activation"] and result.fold_error < 1e-4
 
 
+class _TanhBatchNorm(nn.BatchNorm2d):
+    """A BatchNorm that applies more than its affine map (as timm's BatchNormAct2d does)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(super().forward(x))
+
+
+class _ConcatenatedBranches(nn.Module):
+    """Two conv -> norm -> relu branches concatenated, then a conv: no scale goes forward
+    through the concatenation of two different values, so a ReLU's can only go back."""
+
+    def __init__(self, norm: type[nn.Module]) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.convs = nn.ModuleList(nn.Conv2d(3, 8, 3, bias=False) for _ in range(2))
+        self.norms = nn.ModuleList(norm(8) for _ in range(2))
+        self.head = nn.Conv2d(16, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([torch.relu(n(c(x))) for c, n in zip(self.convs, self.norms)], dim=1))
+
+
+@pytest.mark.parametrize("norm, folds", [(nn.BatchNorm2d, True), (_TanhBatchNorm, False)],
+                         ids=["batch norm", "a subclass that does more"])
+def test_a_relu_scale_folds_into_the_affine_norm_that_feeds_it(norm, folds):
+    """A BatchNorm's output is normalized(x) * weight + bias in training and evaluation alike,
+    so relu(a BN(x)) = relu(BN'(x)) with weight and bias times a: the ReLU's scale folds there
+    (torchvision's googlenet and densenet121, whose ReLUs feed concatenations, left them out of
+    the plan before). A subclass may do more than that map, and is left alone."""
+    # the subclass kept whole, as a library's layer is (initlint.known_leaves)
+    options = CheckOptions(input_shapes=[(8, 3, 14, 14)], ignore=["IL105"], leaf_modules=[_TanhBatchNorm])
+    result = run_fix(_ConcatenatedBranches(norm), (), options, ModelSource(), fold=True, method="renorm")
+    relus = [r for r in result.plan if r.node.startswith("relu")]
+    left_out = [u["node"] for u in result.left_out if u["node"].startswith("relu")]
+    if not folds:
+        assert not relus and left_out == ["relu", "relu_1"]
+        return
+    assert len(relus) == 2 and relus[0].scale != 1 and not left_out and result.fold_error < 1e-4
+    for branch, relu in enumerate(relus):
+        torch.testing.assert_close(result.folded.model.norms[branch].weight, norm(8).weight * relu.scale)
+
+
 class _CalledAgain(nn.Module):
     """fc -> relu -> fc again: the ReLU's scale cannot go into the one layer before it, whose
     other call would take it too."""
