@@ -275,9 +275,7 @@ class _Planner(FirstStepInterpreter):
         if renorm.channel_bias is None:
             return result * renorm.scale + renorm.bias
         dim = _channel_dim(self.fetch_attr(self.by_name[renorm.node].target))
-        shape = [1] * result.dim()
-        shape[dim] = len(renorm.channel_bias)
-        return result * renorm.scale + result.new_tensor(renorm.channel_bias).reshape(shape)
+        return result * renorm.scale + _along(result.new_tensor(renorm.channel_bias), result, dim)
 
     def _orthogonal_seed(self, n: fx.Node) -> int | None:
         """The seed of the orthogonal directions for weighted node ``n``, or None: directions
@@ -358,9 +356,7 @@ class _Planner(FirstStepInterpreter):
         channels = y.float().movedim(dim, -1).reshape(-1, bias.numel())
         if channels.shape[0] < CHANNEL_MEAN_VALUES:
             return None
-        shape = [1] * y.dim()
-        shape[dim] = bias.numel()
-        return channels.mean(dim=0).reshape(shape)
+        return _along(channels.mean(dim=0), y, dim)
 
     def _feeds_only_products(self, n: fx.Node) -> bool:
         """Whether every reader of ``n`` (through plumbing) multiplies it by another varying
@@ -454,6 +450,13 @@ def _channel_dim(layer: nn.Module) -> int:
     """Where a weighted layer's output channels are: dim 1 of a conv's (N, C, ...), the last
     of a Linear's (..., C)."""
     return 1 if isinstance(layer, nn.modules.conv._ConvNd) else -1
+
+
+def _along(values: torch.Tensor, like: torch.Tensor, dim: int) -> torch.Tensor:
+    """``values``, one per channel, shaped to broadcast against ``like`` along its dim ``dim``."""
+    shape = [1] * like.dim()
+    shape[dim] = values.numel()
+    return values.reshape(shape)
 
 
 def require_method(method: str) -> None:
