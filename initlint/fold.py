@@ -136,9 +136,7 @@ def _weights_of(node: fx.Node, root: nn.Module, tied: TiedParameters,
         module = root.get_submodule(node.target)
         if not isinstance(module, _FOLDABLE) or tied.includes(module.weight):
             return None
-        path = node.meta[MODULE]
-        return _Weights(f"{path}.weight", f"{path}.bias" if module.bias is not None else None,
-                        tuple(range(1, module.weight.dim())))
+        return _layer_weights(node, module, tuple(range(1, module.weight.dim())))
     if node.op != "call_function" or op_name(node) not in _PRODUCTS or node.kwargs:
         return None
     *positions, input_dim = _PRODUCTS[op_name(node)]
@@ -147,6 +145,12 @@ def _weights_of(node: fx.Node, root: nn.Module, tied: TiedParameters,
             (bias is not None and not _is_own_parameter(bias, root, tied, dims=1)):
         return None
     return _Weights(_path(weight), _path(bias) if bias is not None else None, (input_dim,))
+
+
+def _layer_weights(node: fx.Node, module: nn.Module, input_dims: tuple[int, ...]) -> _Weights:
+    """The weight and bias (where it has one) of the module that ``node`` calls."""
+    path = node.meta[MODULE]
+    return _Weights(f"{path}.weight", f"{path}.bias" if module.bias is not None else None, input_dims)
 
 
 def _path(get_attr: fx.Node) -> str:
@@ -159,7 +163,6 @@ def _is_own_parameter(node: object, root: nn.Module, tied: TiedParameters, dims:
         return False
     parameter = parameter_at(root, node.target)
     return parameter is not None and parameter.dim() == dims and not tied.includes(parameter)
-
 
 
 _AFFINE_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.InstanceNorm1d,
@@ -177,8 +180,7 @@ def _affine_of(node: fx.Node, root: nn.Module, tied: TiedParameters) -> _Weights
     weight = getattr(module, "weight", None)
     if type(module) not in _AFFINE_NORMS or not isinstance(weight, nn.Parameter) or tied.includes(weight):
         return None
-    path = node.meta[MODULE]
-    return _Weights(f"{path}.weight", f"{path}.bias" if module.bias is not None else None, ())
+    return _layer_weights(node, module, ())
 
 
 def _producer(node: fx.Node, root: nn.Module, tied: TiedParameters) -> _Weights | None:
