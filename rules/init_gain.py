@@ -38,6 +38,15 @@ def default_tanh_mlp() -> nn.Module:
     return mlp(4, 64, nn.Tanh)
 
 
+def default_relu_normed_mlp() -> nn.Module:
+    """Three Linear -> ReLU -> LayerNorm blocks and a head with PyTorch's default init: each
+    block keeps 0.41x the std, and the LayerNorm after it restores the scale every time (the
+    layout of BERT's masked-LM head transform, Linear -> GELU -> LayerNorm)."""
+    torch.manual_seed(0)
+    blocks = [nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.LayerNorm(64)) for _ in range(3)]
+    return nn.Sequential(*blocks, nn.Linear(64, 10))
+
+
 def kaiming_relu_mlp() -> nn.Module:
     """Twelve Linear -> ReLU layers with the ReLU gain sqrt(2) on fan-in: the second moment holds."""
     return mlp(12, 64, nn.ReLU, gain_init(2**0.5))
@@ -94,6 +103,8 @@ def _blocks(graph: SignalGraph) -> list[_Block]:
         seen = _as_the_next_layer_sees_it(graph, activation)
         if seen.stats.sample_std is None or abs(seen.stats.mean) > seen.stats.sample_std:
             continue  # a constant dominates what it passes on (a sigmoid's 0.5): the next bias's job
+        if graph.normalized_before_nonlinearity(seen.name):
+            continue  # a norm cancels the scale before it can compound (BERT's MLM head transform)
         if pre > 0 and not shifted and _second_moment(seen.stats) > 0:
             factor = gain * math.sqrt(_second_moment(seen.stats) / pre)
             blocks.append(_Block(layer, activation, gain, factor))
@@ -136,7 +147,9 @@ class InitGainMismatch(Rule):
     pre-activation a shared offset shifts by more than half its rms is left out: there the bias
     sets the factor, not the gain (a bias that keeps a ReLU off is IL202's case). So is one
     whose output a constant dominates (a sigmoid's mean of 0.5 exceeds its across-sample std):
-    the next layer's bias absorbs it, and IL101 judges such stacks. Constant scales and shifts
+    the next layer's bias absorbs it, and IL101 judges such stacks. So is one whose output
+    reaches a normalization layer before any other nonlinearity (BERT's masked-LM head,
+    Linear -> GELU -> LayerNorm; Conv -> ReLU -> Conv -> BatchNorm): the norm cancels its scale. Constant scales and shifts
     applied to the activation (a renorm node, NF-nets' ``act(x) * gamma``) count as part of the
     block. Per kind of
     activation, takes the median factor over the deeper half of its blocks, where a stack has
@@ -188,7 +201,7 @@ class InitGainMismatch(Rule):
     thresholds = {"band": 1.5}
     needs_structure = True
     flagged = [Example(default_relu_one_hidden), Example(default_tanh_mlp)]
-    clean = [Example(kaiming_relu_mlp), Example(xavier_tanh_mlp)]
+    clean = [Example(kaiming_relu_mlp), Example(xavier_tanh_mlp), Example(default_relu_normed_mlp)]
 
     def check(self, graph: SignalGraph) -> Iterator[Finding]:
         band = self.limits["band"]
