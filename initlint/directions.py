@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -32,6 +33,18 @@ def takes_orthogonal_directions(module: nn.Module) -> bool:
     return isinstance(module, ORTHOGONAL_LAYERS) and isinstance(weight, torch.Tensor) and \
         weight.is_floating_point() and weight.dim() >= 2 and bool(weight.detach().abs().sum() > 0)
 
+
+@dataclass(frozen=True)
+class Pairing:
+    """Looks-linear structure in a layer's directions (``initlint.looks_linear``)."""
+
+    mirrored: bool = False
+    """Its output units come in pairs (u, -u): rows (B; -B), bias (b; -b)."""
+    paired: bool = False
+    """Its input units come in pairs (f(u), f(-u)): columns (B, -B)."""
+
+
+UNPAIRED = Pairing()
 
 _drawn: dict[tuple, torch.Tensor] | None = None
 """Within ``drawn_once``: each layer's unit-norm draw, by (path, seed, shape)."""
@@ -50,17 +63,47 @@ def drawn_once() -> Iterator[None]:
         _drawn = previous
 
 
-def orthogonal_like(weight: torch.Tensor, path: str, seed: int) -> torch.Tensor:
+def orthogonal_like(weight: torch.Tensor, path: str, seed: int, pairing: Pairing = UNPAIRED) -> torch.Tensor:
     """A random orthogonal tensor shaped as ``weight``, at its Frobenius norm, drawn from
-    ``seed`` and ``path`` only."""
-    key = (path, seed, tuple(weight.shape))
+    ``seed`` and ``path`` only; with ``pairing``, an orthogonal half repeated with its sign
+    flipped along the mirrored rows and the paired columns."""
+    half = (weight.shape[0] // (1 + pairing.mirrored), weight.shape[1] // (1 + pairing.paired), *weight.shape[2:])
+    key = (path, seed, half)
     unit = _drawn.get(key) if _drawn is not None else None
     if unit is None:
         generator = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(path.encode())) % 2**63)
-        drawn = torch.empty(weight.shape, dtype=torch.float64)
-        nn.init.orthogonal_(drawn, generator=generator)
-        unit = drawn / drawn.norm()
+        unit = torch.empty(half, dtype=torch.float64)
+        nn.init.orthogonal_(unit, generator=generator)
         if _drawn is not None:
             _drawn[key] = unit
+    if pairing.paired:
+        unit = torch.cat([unit, -unit], 1)
+    if pairing.mirrored:
+        unit = torch.cat([unit, -unit], 0)
     norm = weight.detach().to(torch.float64).norm().cpu()
-    return (unit * norm).to(weight.device, weight.dtype)
+    return (unit / unit.norm() * norm).to(weight.device, weight.dtype)
+
+
+def mirrored_bias(bias: torch.Tensor) -> torch.Tensor:
+    """(b; -b) from the first half of ``bias``: the bias of a layer whose rows are mirrored."""
+    half = bias.detach()[: bias.shape[0] // 2]
+    return torch.cat([half, -half])
+
+
+def redrawn(layer: nn.Module, path: str, seed: int, pairing: Pairing = UNPAIRED) -> dict[str, torch.Tensor]:
+    """The parameters ``layer`` takes with orthogonal directions: its weight, and its bias where
+    the rows are mirrored."""
+    parameters = {"weight": orthogonal_like(layer.weight, path, seed, pairing)}
+    if pairing.mirrored and getattr(layer, "bias", None) is not None:
+        parameters["bias"] = mirrored_bias(layer.bias)
+    return parameters
+
+
+def reads_pairs(layer: nn.Module) -> bool:
+    """Whether ``layer``'s columns pair its inputs as (B, -B), a nonzero B: a looks-linear init."""
+    weight = getattr(layer, "weight", None)
+    if not (isinstance(layer, ORTHOGONAL_LAYERS) and isinstance(weight, torch.Tensor) and weight.dim() >= 2
+            and weight.shape[1] % 2 == 0 and weight.device.type != "meta"):
+        return False
+    first, second = weight.detach().chunk(2, dim=1)
+    return bool(torch.equal(first, -second)) and bool(first.any())

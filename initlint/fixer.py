@@ -74,6 +74,9 @@ class FixResult:
         if redrawn := sum(r.orthogonal is not None for r in self.plan):
             lines.append(f"  {redrawn} Linear/Conv layer(s) took orthogonal directions at their own norm, as LSUV "
                          "starts from (--keep-directions keeps yours and only rescales)")
+        if paired := sum(r.pairing is not None for r in self.plan):
+            lines.append(f"  {paired} of them in looks-linear pairs, which make the ReLU-like activations between "
+                         "them linear at init")
         if (warning := self.planned_at()) is not None:
             lines.append(warning)
         lines += [f"  declined {reason}" for reason in self.declined]

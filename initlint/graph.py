@@ -21,6 +21,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from initlint import ops
+from initlint.directions import reads_pairs
 from initlint.errors import InitlintError
 from initlint.kernel import KERNEL, KernelStats
 from initlint.locations import SourceLocation
@@ -31,6 +32,9 @@ from initlint.trace import LOCATION, MODULE
 
 INPUT, OUTPUT, GATE, RESIDUAL_ADD = "input", "output", "gate", "residual_add"
 SQUEEZE, GLOBAL_POOL, NORM, ATTENTION = "squeeze", "global_pool", "norm", "attention"
+READS_PAIRS = "reads_pairs"
+"""A weighted layer whose columns pair its inputs as (B, -B): a looks-linear init (``initlint
+fix`` draws one, ``initlint.looks_linear``) that reads each mirrored pair's difference."""
 INSIDE_ACTIVATION = "inside_activation"
 """A value inside a transformed activation ``b * f(a * x + c) + d`` (kernel shaping, initlint
 fix's renorm nodes, the ``dks`` package): the constant scales and shifts around ``f`` and ``f``'s
@@ -214,6 +218,9 @@ class SignalGraph:
         self.input_dependent = set(self.inputs).union(*(nx.descendants(carries, n) for n in self.inputs))
         self._assign_depths()
         self._assign_roles()
+        for node in graph_module.graph.nodes:
+            if node.op == "call_module" and reads_pairs(graph_module.get_submodule(node.target)):
+                self.nodes[node.name].roles.add(READS_PAIRS)
         self.signal_dag = self._without_gate_edges()
         self._mark_squeezes()
         self._mark_transformed_activations()

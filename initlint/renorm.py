@@ -16,7 +16,8 @@ Targets come from roles (see DESIGN.md's pitfalls):
 - a pool in the body -> its measured across-sample shrinkage undone, mean 0 (a pool that
   summarizes the sample for the head is the design: left alone);
 - a weighted layer (Linear, ConvNd, Embedding) -> output std 1, by rescaling its weights and
-  bias (a data-free LSUV: the probe batch replaces data); the last layer of a residual branch
+  bias (a data-free LSUV: the probe batch replaces data), with "dks-scale" in looks-linear pairs
+  around a ReLU-like activation between two Linear layers (``looks_linear``); the last layer of a residual branch
   gets a share of the stream instead (``RESIDUAL_GROWTH``), so the stream grows as planned and
   not as sqrt(1 + 2L); a branch that is exactly 0 (zero-initialized on purpose) is left so,
   and so is a layer whose input is the same for every sample (position or token-type ids);
@@ -41,11 +42,12 @@ import torch.nn as nn
 
 from initlint import ops
 from initlint.choices import FIX_METHODS
-from initlint.directions import orthogonal_like, takes_orthogonal_directions
+from initlint.directions import UNPAIRED, Pairing, redrawn, takes_orthogonal_directions
 from initlint.errors import InitlintError
 from initlint.graph import GATE, OUTPUT, RESIDUAL_ADD, SQUEEZE, NodeView, SignalGraph, activation_module_of
 from initlint.inputs import ProbeInputs
 from initlint.kernel_shaping import layer_slope, shape
+from initlint.looks_linear import LooksLinear, looks_linear_pairs
 from initlint.moments import Moments, gaussian_moments, is_elementwise
 from initlint.probe import FirstStepInterpreter, placeholder_values
 from initlint.stats import NodeStats, tensor_stats
@@ -110,6 +112,9 @@ class Renorm:
     channel_bias: list[float] | None = None
     """For a weighted layer: a shift per output channel, added to its bias after the scale
     (``_Planner._channel_offsets``); None adds ``bias`` to every channel."""
+    pairing: Pairing | None = None
+    """For a weighted layer whose directions are redrawn: its looks-linear pairs
+    (``initlint.looks_linear``); None draws them unpaired."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -202,14 +207,17 @@ class _Planner(FirstStepInterpreter):
 
     def __init__(self, graph_module: fx.GraphModule, sites: dict[str, str], graph: SignalGraph,
                  batch_size: int | None, method: str, directions_seed: int | None,
-                 left_out: frozenset[tuple[str, str]]) -> None:
+                 left_out: frozenset[tuple[str, str]], looks_linear: LooksLinear) -> None:
         super().__init__(graph_module)
         self.left_out = left_out
         """(node, placement) of constants left out of the plan (no exact fold carries them)."""
         self.sites, self.signal, self.batch_size = sites, graph, batch_size
         self.directions_seed = directions_seed
         """The seed of the orthogonal directions weighted layers take; None keeps theirs."""
-        self.slope = layer_slope(_activation_depth(graph, sites)) if method in (DKS, DKS_SCALE) else None
+        self.looks_linear = looks_linear
+        """Layers drawn in looks-linear pairs, and the activations those make linear at init."""
+        shaped = {name: site for name, site in sites.items() if name not in looks_linear.activations}
+        self.slope = layer_slope(_activation_depth(graph, shaped)) if method in (DKS, DKS_SCALE) else None
         """C'(1) each activation is shaped to, with kernel shaping."""
         self.shifts_inputs = method == DKS
         """Whether kernel shaping may shift an activation's input (a ReLU-like one needs that)."""
@@ -230,14 +238,16 @@ class _Planner(FirstStepInterpreter):
         if site == "weighted" and not self._keeps(n.name, "after"):
             return result  # before its directions are redrawn: a layer left out keeps its own
         orthogonal = self._orthogonal_seed(n) if site == "weighted" else None
+        pairing = self.looks_linear.layers.get(n.name, UNPAIRED)
         if orthogonal is not None:  # what the layer gives with the directions it will have
             layer = self.fetch_attr(n.target)
-            weight = orthogonal_like(layer.weight, self.signal.view(n.name).module, orthogonal)
-            result = torch.func.functional_call(layer, {"weight": weight}, args, kwargs)
+            parameters = redrawn(layer, self.signal.view(n.name).module, orthogonal, pairing)
+            result = torch.func.functional_call(layer, parameters, args, kwargs)
         if site == "weighted" and n.target in self.rescaled:
             earlier = self.rescaled[n.target]  # its weights are already rescaled: this call sees that too
             return self._rescaled(earlier, result)
-        if site == "activation" and self.slope is not None and self._keeps(n.name, "before"):
+        if site == "activation" and self.slope is not None and n.name not in self.looks_linear.activations \
+                and self._keeps(n.name, "before"):
             shaped = self._shaped(n, args, kwargs)
             if shaped is not None:
                 before, after, result = shaped
@@ -252,6 +262,7 @@ class _Planner(FirstStepInterpreter):
         if site == "weighted":
             self.rescaled[n.target] = renorm
             renorm.orthogonal = orthogonal if not renorm.target.startswith("none") else None
+            renorm.pairing = pairing if renorm.orthogonal is not None and pairing != UNPAIRED else None
         return self._applied(renorm, result)
 
     def _keeps(self, node: str, placement: str) -> bool:
@@ -497,7 +508,9 @@ def plan_renorm(
         name: site for name, view in graph.nodes.items()
         if (site := site_of(view, graph, targets[name])) is not None and site not in excluded_sites
     }
-    planner = _Planner(graph_module, sites, graph, inputs.batch_size, method, directions_seed, left_out)
+    pairs = looks_linear_pairs(graph_module, sites, graph) if method == DKS_SCALE and directions_seed is not None \
+        else LooksLinear()
+    planner = _Planner(graph_module, sites, graph, inputs.batch_size, method, directions_seed, left_out, pairs)
     with torch.no_grad():
         planner.run(*placeholder_values(graph_module, inputs.args, inputs.kwargs))
     return planner.plan

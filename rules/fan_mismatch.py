@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from initlint.graph import INPUT, NodeView, SignalGraph
+from initlint.graph import INPUT, READS_PAIRS, NodeView, SignalGraph
 from initlint.rule import Example, Finding, Rule
 
 _NAMED = 3
@@ -97,10 +97,12 @@ def _layers(graph: SignalGraph) -> list[_Layer]:
     """Weighted layers of the body whose forward and backward factors are their own: the input
     feeds nothing else (else its gradient sums its users'), is not a network input (whose
     gradient trains nothing), and carries a measurable signal; and whose weights' scale
-    matters (no normalization layer follows it)."""
+    matters (no normalization layer follows it). A layer whose columns pair its inputs as
+    (B, -B) (a looks-linear init) is skipped too: it reads each pair's difference, with half
+    the rank, so its ratio is that structure's, not the widths'."""
     layers = []
     for view in graph.body():
-        if "weighted" not in view.roles or graph.normalized_before_nonlinearity(view.name):
+        if "weighted" not in view.roles or READS_PAIRS in view.roles or graph.normalized_before_nonlinearity(view.name):
             continue
         source = graph.view(view.inputs[0])
         out, inp = view.stats, source.stats
@@ -142,7 +144,10 @@ class FanMismatch(Rule):
     given a channel dim), and so is a layer that a normalization layer follows: its weights
     are scale-invariant, their gradient is orthogonal to them, and SGD's effective step on
     them, lr * |grad| / |W|^2, corrects itself (Arora, Li and Lyu, 2019), so MobileNet's and
-    EfficientNet's BatchNorm-ed expansions are no fault.
+    EfficientNet's BatchNorm-ed expansions are no fault. So is a layer whose columns pair its
+    inputs as (B, -B), the looks-linear init ``initlint fix`` draws between two layers around
+    a ReLU-like activation: it reads each pair's difference, half its rank, and its ratio
+    is that structure's, not the widths'.
 
     Why is this bad?
     No gain holds both directions: with fan-in init the forward std holds and the gradient

@@ -35,13 +35,14 @@ def test_a_shifted_relu_meets_its_slope_by_the_closed_form():
 
 def test_an_in_place_activation_is_shaped_as_its_out_of_place_twin():
     """``nn.ReLU(inplace=True)`` (torchvision's ResNets) would write into the quadrature's input,
-    a leaf that needs a gradient: the constants are those of ``nn.ReLU()``."""
+    a leaf that needs a gradient: the constants are those of ``nn.ReLU()``. (Here and below the
+    layers keep their directions, so no looks-linear pairs make the ReLUs linear instead.)"""
     target = layer_slope(30)
     assert shape(nn.ReLU(inplace=True), target) == shape(nn.ReLU(), target)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(inplace=True), nn.Linear(8, 8), nn.ReLU(inplace=True),
                           nn.Linear(8, 2))
-    plan = run_fix(model, (), CheckOptions(input_shapes=[(64, 8)]), ModelSource()).plan
+    plan = run_fix(model, (), CheckOptions(input_shapes=[(64, 8)]), ModelSource(), keep_directions=True).plan
     assert [r.placement for r in plan if r.site == "activation"] == ["before", "after"] * 2
 
 
@@ -72,7 +73,8 @@ def test_an_activation_called_as_a_function_is_shaped_as_its_module(call, module
     as_module = copy.deepcopy(functional)
     as_module.call = module
     options = CheckOptions(input_shapes=[(64, 8)])
-    plans = [[(r.placement, r.scale, r.bias, r.source) for r in run_fix(m, (), options, ModelSource()).plan
+    plans = [[(r.placement, r.scale, r.bias, r.source)
+              for r in run_fix(m, (), options, ModelSource(), keep_directions=True).plan
               if r.site == "activation"] for m in (functional, as_module)]
     assert [p[0] for p in plans[1]] == ["before", "after"] * 2
     assert plans[0] == plans[1]
@@ -196,9 +198,9 @@ def test_without_a_method_fix_shapes_kernels_and_fold_shapes_them_by_scale_alone
     its input scale as without --fold, a ReLU, which only a shift shapes, gets the renorm
     method's output constants. renorm.json says which method was used."""
     relu, tanh = _stack(nn.ReLU, depth=8), _stack(nn.Tanh, depth=30)
-    shaped = run_fix(relu, (), CheckOptions(), ModelSource())
+    shaped = run_fix(relu, (), CheckOptions(), ModelSource(), keep_directions=True)
     assert shaped.method == "dks" and any(r.placement == "before" and r.bias != 0 for r in shaped.plan)
-    folded = run_fix(relu, (), CheckOptions(), ModelSource(), fold=True)
+    folded = run_fix(relu, (), CheckOptions(), ModelSource(), fold=True, keep_directions=True)
     assert folded.method == "dks-scale" and all(r.placement == "after" for r in folded.plan)
     assert folded.plan_document("t")["method"] == "dks-scale"
     by_scale = {r.node: r.scale for r in run_fix(tanh, (), CheckOptions(), ModelSource(), fold=True).plan

@@ -1,0 +1,119 @@
+"""Looks-linear pairs in ``fix --fold``: mirrored rows, paired columns, a body linear at init."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+import initlint
+from initlint.api import CheckOptions, ModelSource
+from initlint.directions import reads_pairs
+from initlint.fixer import run_fix
+from initlint.looks_linear import odd_part_is_linear
+
+WIDTH, DEPTH = 64, 12
+
+
+@pytest.mark.parametrize("module", [nn.ReLU(), nn.GELU(), nn.GELU(approximate="tanh"), nn.SiLU(), nn.Softplus(),
+                                    nn.Hardswish(), nn.LeakyReLU(0.2)], ids=str)
+def test_an_activation_whose_odd_part_is_linear_is_recognised(module):
+    """f(u) - f(-u) = k u: ReLU-like (x max(0, .)), self-gated (x g(x) with g(x) + g(-x) = 1), and
+    softplus (log(1 + e^x) - log(1 + e^-x) = x)."""
+    assert odd_part_is_linear(module)
+
+
+@pytest.mark.parametrize("module", [nn.Tanh(), nn.Sigmoid(), nn.ELU(), nn.ReLU6(), nn.Mish(), nn.SELU()], ids=str)
+def test_an_activation_whose_odd_part_bends_is_not(module):
+    """tanh is odd and bends; ELU's and SELU's negative side saturates; ReLU6 clips at 6; Mish is
+    not self-gated (tanh(softplus(x)) + tanh(softplus(-x)) != 1)."""
+    assert not odd_part_is_linear(module)
+
+
+def _widening_mlp(activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    """A first Linear that doubles the width, as the digits MLP's 64 -> 128, then square layers."""
+    torch.manual_seed(0)
+    layers = [nn.Linear(WIDTH // 2, WIDTH), activation()]
+    for _ in range(DEPTH - 1):
+        layers += [nn.Linear(WIDTH, WIDTH), activation()]
+    return nn.Sequential(*layers, nn.Linear(WIDTH, 10))
+
+
+def _body_end(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The input of the last ReLU-like activation, the end of the paired chain."""
+    seen = []
+    last = [m for m in model.modules() if isinstance(m, (nn.ReLU, nn.GELU))][-1]
+    handle = last.register_forward_hook(lambda module, args, output: seen.append(args[0]))
+    with torch.no_grad():
+        model.eval()(x)
+    handle.remove()
+    return seen[-1]
+
+
+@pytest.mark.parametrize("activation", [nn.ReLU, nn.GELU])
+def test_the_folded_chain_is_affine_at_init(activation):
+    """Through mirrored pairs each activation passes k u on, so the body up to the last one is an
+    affine map of the input: g((x1 + x2) / 2) = (g(x1) + g(x2)) / 2, to float precision. With the
+    layers' own directions (no pairs) the same check fails by a wide margin."""
+    x1, x2 = torch.randn(2, 128, WIDTH // 2, generator=torch.Generator().manual_seed(1))
+
+    def nonlinearity(model: nn.Module) -> float:
+        mid = _body_end(model, (x1 + x2) / 2)
+        return ((mid - (_body_end(model, x1) + _body_end(model, x2)) / 2).std() / mid.std()).item()
+
+    shapes = [(256, WIDTH // 2)]
+    paired = initlint.fix(_widening_mlp(activation), fold=True, input_shapes=shapes)
+    unpaired = initlint.fix(_widening_mlp(activation), fold=True, input_shapes=shapes, keep_directions=True)
+    assert nonlinearity(paired) < 1e-4
+    assert nonlinearity(unpaired) > 0.1
+
+
+def test_the_folded_weights_mirror_rows_and_pair_columns():
+    """Each Linear before a ReLU that a body Linear reads mirrors its rows and bias; each one
+    after such a ReLU pairs its columns. The head is no site of the plan, so the last ReLU has no
+    partner: the last body Linear pairs its columns only, the head neither."""
+    folded = initlint.fix(_widening_mlp(), fold=True, input_shapes=[(256, WIDTH // 2)])
+    *body, head = [m for m in folded.modules() if isinstance(m, nn.Linear)]
+    half = WIDTH // 2
+    for index, layer in enumerate(body):
+        mirrored = torch.equal(layer.weight[:half], -layer.weight[half:]) and torch.equal(
+            layer.bias[:half], -layer.bias[half:])
+        assert mirrored == (index < len(body) - 1), index
+        assert reads_pairs(layer) == (index > 0), index
+    assert not reads_pairs(head)
+
+
+def test_the_folded_relu_stack_keeps_its_kernel_and_checks_clean():
+    """Linear at init, the paired chain maps cosine c to c; only the last ReLU, which feeds the
+    head and has no partner layer, bends it. Before the pairs, its renorm constants left the
+    stack collapsed (orthogonal inputs at cosine 0.98, IL105)."""
+    model, shapes = _widening_mlp(), [(256, WIDTH // 2)]
+    result = run_fix(model, (), CheckOptions(input_shapes=shapes), ModelSource(), fold=True)
+    assert result.method == "dks-scale" and result.fold_error < 1e-4
+    assert sum(r.pairing is not None for r in result.plan) == DEPTH
+    a, z = torch.randn(2, 256, WIDTH // 2, generator=torch.Generator().manual_seed(2))
+    folded = result.folded.model.eval()
+    with torch.no_grad():
+        orthogonal = nn.functional.cosine_similarity(_body_end(folded, a), _body_end(folded, z)).mean().item()
+    assert abs(orthogonal) < 0.2  # 256 pairs of 64-dim vectors: the mean cosine's noise is ~0.01
+    assert initlint.check(folded, input_shapes=shapes).codes() == []
+
+
+def test_a_residual_branch_and_the_renorm_node_method_take_no_pairs():
+    """Pairs are measured to help plain Linear chains folded; a residual branch's linear
+    block and the default renorm-node method (kernel shaping by shifts) keep what they had."""
+
+    class Residual(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner, self.outer = nn.Linear(WIDTH, WIDTH), nn.Linear(WIDTH, WIDTH)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + self.outer(torch.relu(self.inner(x)))
+
+    options = CheckOptions(input_shapes=[(256, WIDTH)])
+    folded = run_fix(nn.Sequential(Residual(), Residual(), nn.Linear(WIDTH, 10)), (), options, ModelSource(),
+                     fold=True)
+    assert not any(r.pairing for r in folded.plan)
+    nodes = run_fix(_widening_mlp(), (), CheckOptions(input_shapes=[(256, WIDTH // 2)]), ModelSource())
+    assert nodes.method == "dks" and not any(r.pairing for r in nodes.plan)
