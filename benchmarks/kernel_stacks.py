@@ -45,6 +45,8 @@ def stacks(depth: int, width: int) -> dict[str, nn.Module]:
         "relu after initlint fix --method renorm": initlint.fix(mlp(depth, width, nn.ReLU), **OUTPUT_CONSTANTS_ALONE),
         "tanh after initlint fix (kernel shaping)": initlint.fix(mlp(depth, width, nn.Tanh)),
         "relu after initlint fix (kernel shaping)": initlint.fix(mlp(depth, width, nn.ReLU)),
+        "tanh after initlint fix --fold": initlint.fix(mlp(depth, width, nn.Tanh), fold=True),
+        "relu after initlint fix --fold (looks-linear pairs)": initlint.fix(mlp(depth, width, nn.ReLU), fold=True),
         "relu, Kaiming": mlp(depth, width, nn.ReLU, _kaiming_relu),
         "tanh, Xavier gain 5/3": mlp(depth, width, nn.Tanh, gain_init(5 / 3)),
         "tanh, Xavier gain 1": mlp(depth, width, nn.Tanh, gain_init(1.0)),

@@ -180,7 +180,7 @@ def test_kernel_stacks_quick():
     )
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     stacks = {row["stack"]: row for row in rows if "stack" in row}
-    assert len(stacks) == 7
+    assert len(stacks) == 9
     for row in stacks.values():
         assert row["kernel_slope"] == pytest.approx((1 - row["kernel"]["0.9"]) / 0.1, abs=0.01)
     # tanh without bias is odd: orthogonal inputs stay orthogonal (within the 0.02 or so that
@@ -192,6 +192,11 @@ def test_kernel_stacks_quick():
     for activation in ("tanh", "relu"):
         shaped = stacks[f"{activation} after initlint fix (kernel shaping)"]["kernel"]
         assert shaped["0"] < 0.3 and shaped["0.9"] > 0.7, shaped
+    # folded, the ReLU stack's pairs are linear up to its last ReLU, whose uncentred output
+    # keeps the ReLU kernel's C(0) = 1/pi, and C(0.9) of that one ReLU, 0.91; never the
+    # collapse (C(0) near 1) of the renorm constants alone
+    folded = stacks["relu after initlint fix --fold (looks-linear pairs)"]["kernel"]
+    assert folded["0"] < 0.45 and folded["0.9"] > 0.85, folded
     (cost,) = [row for row in rows if "model" in row]
     assert 0 < cost["kernel_probe_s"] and 0 < cost["kernel_share"]
 
