@@ -26,6 +26,7 @@ import torch.fx as fx
 from initlint.errors import InitlintError
 from initlint.inputs import ProbeInputs
 from initlint.materialize import PieceByPiece
+from initlint.preserve import buffers_preserved
 from initlint.probe import STATS, FirstStepInterpreter, placeholder_values
 
 KERNEL = "initlint_kernel"
@@ -160,7 +161,7 @@ def probe_kernel(graph_module: fx.GraphModule, inputs: ProbeInputs, pieces: Piec
     devices = [t.device for t in inputs.tensors if t.device.type == "cuda"]
     found: dict[fx.Node, list[torch.Tensor]] = {}
     try:
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
+        with torch.random.fork_rng(devices=devices), torch.no_grad(), buffers_preserved(graph_module):
             for tensors in batches:
                 KernelProbe(graph_module, groups, found, pieces).run(
                     *placeholder_values(graph_module, *inputs.bind(tensors)))

@@ -37,10 +37,10 @@ class _Slot:
                 self.tensor.copy_(self.saved)
 
 
-def _slots(model: nn.Module) -> list[_Slot]:
+def _slots(model: nn.Module, tables: tuple[str, ...] = ("_parameters", "_buffers")) -> list[_Slot]:
     slots = []
     for module in model.modules():
-        for table in ("_parameters", "_buffers"):
+        for table in tables:
             for name, tensor in getattr(module, table).items():
                 saved = None if tensor is None or tensor.is_meta else tensor.detach().clone()
                 slots.append(_Slot(module, table, name, tensor, saved))
@@ -88,3 +88,17 @@ def model_preserved(model: object) -> Iterator[None]:
         finally:
             for slot in slots:
                 slot.restore()
+
+
+@contextlib.contextmanager
+def buffers_preserved(model: nn.Module) -> Iterator[None]:
+    """Restore every buffer of ``model`` when the block ends: a module that a trace keeps whole
+    and that holds a BatchNorm (timm's MobileViT block) folds each probe's batch into its running
+    statistics, which the fixed model written from the trace would carry. Restored after the
+    block, not after each call: autograd may hold the buffer for the backward pass."""
+    slots = _slots(model, ("_buffers",))
+    try:
+        yield
+    finally:
+        for slot in slots:
+            slot.restore()

@@ -28,6 +28,7 @@ from initlint.inputs import ProbeInputs
 from initlint.materialize import PieceByPiece
 from initlint.model_outputs import backward_outputs, tensors_in
 from initlint.memory import MemoryBudget
+from initlint.preserve import buffers_preserved
 from initlint.progress import Progress
 from initlint.stats import NodeStats, SoftmaxStats, most_peaked, std_of, tensor_stats
 
@@ -323,7 +324,8 @@ def probe(
             return Probe(graph_module, inputs.batch_size, run, pieces).run(*args)
 
     try:
-        return run_first_step(forward, inputs, seed, progress, len(graph_module.graph.nodes), (), budget)
+        with buffers_preserved(graph_module):
+            return run_first_step(forward, inputs, seed, progress, len(graph_module.graph.nodes), (), budget)
     finally:
         if pieces is not None:
             pieces.drop_rebuilt()

@@ -49,6 +49,7 @@ from initlint.inputs import ProbeInputs
 from initlint.kernel_shaping import layer_slope, shape
 from initlint.looks_linear import LooksLinear, looks_linear_pairs
 from initlint.moments import Moments, gaussian_moments, is_elementwise
+from initlint.preserve import buffers_preserved
 from initlint.probe import FirstStepInterpreter, placeholder_values
 from initlint.stats import NodeStats, tensor_stats
 from initlint.tied import TiedParameters
@@ -511,6 +512,6 @@ def plan_renorm(
     pairs = looks_linear_pairs(graph_module, sites, graph) if method == DKS_SCALE and directions_seed is not None \
         else LooksLinear()
     planner = _Planner(graph_module, sites, graph, inputs.batch_size, method, directions_seed, left_out, pairs)
-    with torch.no_grad():
+    with torch.no_grad(), buffers_preserved(graph_module):
         planner.run(*placeholder_values(graph_module, inputs.args, inputs.kwargs))
     return planner.plan

@@ -48,6 +48,35 @@ def test_renorm_constants_are_buffers_with_clear_names_and_the_exact_values():
     assert "renorm__1.scale" not in dict(fixed.named_parameters())  # constants, not trained
 
 
+class _ConvBlock(nn.Module):
+    """Conv -> BatchNorm -> ReLU, kept whole by the trace (``leaf_modules``), as fx keeps a block
+    it cannot trace (timm's MobileViT block)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.norm = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.norm(self.conv(x)))
+
+
+def test_a_batchnorm_inside_a_block_kept_whole_keeps_its_running_statistics():
+    """The probes run a block kept whole as its own forward, in training mode, so its BatchNorm
+    updates its running statistics with each probe batch. Those are the model's state, not the
+    plan's: the fixed and the folded model carry the original's, and in evaluation mode the
+    folded model computes what the renorm-node model does (before, it differed by about its std
+    on MobileViT)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(_ConvBlock(), nn.Conv2d(8, 8, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(512, 10))
+    options = CheckOptions(input_shapes=[(8, 3, 8, 8)], leaf_modules=[_ConvBlock])
+    result = run_fix(model, (), options, ModelSource(), fold=True)
+    for fixed in (result.patched, result.folded.model):
+        norm = fixed.get_submodule("0.norm")
+        assert torch.equal(norm.running_mean, model[0].norm.running_mean)
+        assert torch.equal(norm.running_var, model[0].norm.running_var)
+    assert result.fold_error < 1e-4
+
+
 def test_fix_leaves_the_model_alone():
     model = default_mlp(nn.Tanh, depth=4)
     before = copy.deepcopy(model.state_dict())
