@@ -8,7 +8,7 @@ import torch.nn as nn
 
 import initlint
 from initlint.api import CheckOptions, ModelSource
-from initlint.directions import reads_pairs
+from initlint.directions import Pairing, reads_pairs
 from initlint.fixer import run_fix
 from initlint.looks_linear import odd_part_is_linear
 
@@ -99,21 +99,27 @@ def test_the_folded_relu_stack_keeps_its_kernel_and_checks_clean():
     assert initlint.check(folded, input_shapes=shapes).codes() == []
 
 
-def test_a_residual_branch_and_the_renorm_node_method_take_no_pairs():
-    """Pairs are measured to help plain Linear chains folded; a residual branch's linear
-    block and the default renorm-node method (kernel shaping by shifts) keep what they had."""
+class _DeepBranch(nn.Module):
+    """``x + outer(relu(middle(relu(inner(x)))))``: two pairable chains, both in the branch."""
 
-    class Residual(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner, self.outer = nn.Linear(WIDTH, WIDTH), nn.Linear(WIDTH, WIDTH)
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner, self.middle, self.outer = (nn.Linear(WIDTH, WIDTH) for _ in range(3))
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x + self.outer(torch.relu(self.inner(x)))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.outer(torch.relu(self.middle(torch.relu(self.inner(x)))))
 
-    options = CheckOptions(input_shapes=[(256, WIDTH)])
-    folded = run_fix(nn.Sequential(Residual(), Residual(), nn.Linear(WIDTH, 10)), (), options, ModelSource(),
-                     fold=True)
-    assert not any(r.pairing for r in folded.plan)
+
+def test_a_chain_in_a_residual_branch_and_the_renorm_node_method_take_no_pairs():
+    """Pairs are measured to help plain Linear chains folded. A chain in a residual branch (its
+    layers reach the branch's input of the add, not the skip's) takes none, however deep the
+    branch; the stem's chain before the stream forks does. The default renorm-node method
+    (kernel shaping by shifts) takes none."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(WIDTH // 2, WIDTH), nn.ReLU(), nn.Linear(WIDTH, WIDTH), _DeepBranch(),
+                          _DeepBranch(), nn.Linear(WIDTH, 10))
+    folded = run_fix(model, (), CheckOptions(input_shapes=[(256, WIDTH // 2)]), ModelSource(), fold=True)
+    assert {r.module: r.pairing for r in folded.plan if r.pairing} == {
+        "0": Pairing(mirrored=True), "2": Pairing(paired=True)}
     nodes = run_fix(_widening_mlp(), (), CheckOptions(input_shapes=[(256, WIDTH // 2)]), ModelSource())
     assert nodes.method == "dks" and not any(r.pairing for r in nodes.plan)
