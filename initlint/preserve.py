@@ -31,8 +31,11 @@ class _Slot:
     saved: torch.Tensor | None
 
     def restore(self) -> None:
+        """Put the object back, and its values where they changed: an unchanged constant may be
+        an expanded view (an exported attention mask, stride 0 over the batch), which no write
+        can go into."""
         getattr(self.module, self.table)[self.name] = self.tensor
-        if self.tensor is not None and self.saved is not None:
+        if self.tensor is not None and self.saved is not None and not torch.equal(self.tensor, self.saved):
             with torch.no_grad():
                 self.tensor.copy_(self.saved)
 

@@ -85,3 +85,17 @@ def test_a_model_with_normalization_buffers_is_probed_with_its_shape_inferred_th
     run(Normalized())  # the Linear after (x - mean) / std gives the shape; no "`mean` is not an nn.Parameter"
     report = initlint.check(Normalized())
     assert [spec.shape for spec in report.inputs] == [(8, 8)]
+
+
+def test_an_expanded_constant_buffer_is_left_as_it_is():
+    """torch.export lifts an attention mask expanded over the batch (stride 0) into a buffer: no
+    write can go into it, and since it does not change, restoring it writes nothing. A buffer the
+    run changed is still put back."""
+    from initlint.preserve import buffers_preserved
+
+    model = nn.Module()
+    model.register_buffer("mask", torch.zeros(1, 4).expand(3, 4))
+    model.register_buffer("counter", torch.zeros(2))
+    with buffers_preserved(model):
+        model.counter.add_(1)
+    assert model.mask.stride() == (0, 1) and torch.equal(model.counter, torch.zeros(2))
