@@ -91,8 +91,8 @@ def _in_residual_branch(node: fx.Node, graph: SignalGraph) -> bool:
 
 
 def looks_linear_pairs(root: fx.GraphModule, sites: dict[str, str], graph: SignalGraph) -> LooksLinear:
-    """Every exact looks-linear pairing of ``root``'s Linear layers around its activations, but
-    in residual branches."""
+    """Every exact looks-linear pairing of ``root``'s Linear layers around its activations,
+    outside residual branches."""
     calls = Counter(n.target for n in root.graph.nodes if n.op == "call_module")
     mirrored, paired, activations = set(), set(), set()
     for node in root.graph.nodes:

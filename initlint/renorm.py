@@ -16,11 +16,12 @@ Targets come from roles (see DESIGN.md's pitfalls):
 - a pool in the body -> its measured across-sample shrinkage undone, mean 0 (a pool that
   summarizes the sample for the head is the design: left alone);
 - a weighted layer (Linear, ConvNd, Embedding) -> output std 1, by rescaling its weights and
-  bias (a data-free LSUV: the probe batch replaces data), with "dks-scale" in looks-linear pairs
-  around a ReLU-like activation between two Linear layers (``looks_linear``); the last layer of a residual branch
-  gets a share of the stream instead (``RESIDUAL_GROWTH``), so the stream grows as planned and
-  not as sqrt(1 + 2L); a branch that is exactly 0 (zero-initialized on purpose) is left so,
-  and so is a layer whose input is the same for every sample (position or token-type ids);
+  bias (a data-free LSUV: the probe batch replaces data), with "dks-scale" in looks-linear
+  pairs around a ReLU-like activation between two Linear layers (``looks_linear``); the last
+  layer of a residual branch gets a share of the stream instead (``RESIDUAL_GROWTH``), so the
+  stream grows as planned and not as sqrt(1 + 2L); a branch that is exactly 0 (zero-initialized
+  on purpose) is left so, and so is a layer whose input is the same for every sample (position
+  or token-type ids);
 - an activation that only a product reads (a gated linear unit: silu(x W) * (x V)) -> second
   moment 1, by scale alone (``_as_factor``), after its kernel-shaping input constants if any;
 - anything right before a normalization layer, or an output of the network -> nothing.
