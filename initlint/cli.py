@@ -269,11 +269,13 @@ def gain(activation: str, depth: int, width: int, output_format: str) -> None:
 @click.option("--method", type=click.Choice(FIX_METHODS), default=None,
               help="dks (the default without --fold): constants before and after each activation that keep the "
                    "whole network's kernel healthy at its depth (Deep Kernel Shaping); dks-scale (the default "
-                   "with --fold): the same where an input scale does it (tanh, sigmoid), renorm's constants where "
-                   "it would shift the input (ReLU-like); renorm: only each activation's output to mean 0, std 1.")
+                   "with --fold): the same where an input scale does it (tanh, sigmoid), and for a ReLU-like one "
+                   "between two Linear layers outside residual branches, looks-linear pairs of those layers' "
+                   "directions (linear at init), elsewhere renorm's constants; renorm: only each activation's "
+                   "output to mean 0, std 1.")
 @click.option("--keep-directions", is_flag=True,
-              help="Only rescale the Linear and Conv layers; by default those the fix rescales also take "
-                   "orthogonal directions at their own norm, as LSUV starts from.")
+              help="Only rescale the Linear and Conv layers (and draw no looks-linear pairs); by default those "
+                   "the fix rescales also take orthogonal directions at their own norm, as LSUV starts from.")
 @click.option("--force", is_flag=True,
               help="Replace an output folder that `initlint fix` wrote before (never any other folder).")
 @probe_options
