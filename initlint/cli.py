@@ -270,7 +270,7 @@ def gain(activation: str, depth: int, width: int, output_format: str) -> None:
               help="dks (the default without --fold): constants before and after each activation that keep the "
                    "whole network's kernel healthy at its depth (Deep Kernel Shaping); dks-scale (the default "
                    "with --fold): the same where an input scale does it (tanh, sigmoid), and for a ReLU-like one "
-                   "between two Linear layers outside residual branches, looks-linear pairs of those layers' "
+                   "between two Linear or conv layers outside residual branches, looks-linear pairs of those layers' "
                    "directions (linear at init), elsewhere renorm's constants; renorm: only each activation's "
                    "output to mean 0, std 1.")
 @click.option("--keep-directions", is_flag=True,

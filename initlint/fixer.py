@@ -157,7 +157,7 @@ def default_method(fold: bool) -> str:
     into the next layer's bias: that layer trains on inputs of mean ~1.9 stds (Adam,
     benchmarks/train_digits.py: relu x30 0.22 and gelu x30 0.20 folded with kernel shaping,
     against 0.95 and 0.93 with the renorm constants, which it gets instead, or between two
-    Linear layers looks-linear pairs, ``initlint.looks_linear``: 0.965 and 0.970)."""
+    weighted layers looks-linear pairs, ``initlint.looks_linear``: 0.960 and 0.970)."""
     return DKS_SCALE if fold else DKS
 
 

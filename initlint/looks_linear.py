@@ -1,5 +1,5 @@
-"""Looks-linear pairs: where the graph allows it, a ReLU-like activation between two Linear
-layers is made exactly linear at init by the directions of those layers, not by constants.
+"""Looks-linear pairs: where the graph allows it, a ReLU-like activation between two Linear or
+conv layers is made exactly linear at init by the directions of those layers, not by constants.
 
 An activation whose odd part is linear, f(u) - f(-u) = k u (ReLU, GELU, SiLU, Softplus,
 Hardswish, LeakyReLU), passes a pair of mirrored units (u, -u) on as (f(u), f(-u)), and a next
@@ -15,13 +15,14 @@ width 128, 30 layers, 3 seeds (Adam / SGD), ``fix --fold``: ReLU 0.965 / 0.966 a
 0.947 / 0.669 and 0.935 / 0.272.
 
 Only exact pairings are made: the layer before feeds the activation alone, the layer after
-reads it alone (directly or through dropout), both are Linear layers whose directions the fix
-redraws (not shared, tied or zero-initialized) and of even width, and neither is in a residual
-branch. Pairs are drawn with "dks-scale" only, where a ReLU-like activation would otherwise get
-no kernel shaping. Measured (README, "Does the fix train better?"): conv chains, residual
-branches and renorm nodes with pairs trained worse under SGD (plain ReLU CNN 0.71 -> 0.25,
-residual CNN NaN, ReLU MLP as renorm nodes 0.96 -> 0.43, whose node constants multiply each
-layer's step where a fold puts them into the weights).
+reads it alone (directly or through dropout; a conv's channels also through a flatten from dim 1
+or an average over positions, which keep channel halves as halves, not through a max pool),
+both are Linear or ungrouped conv layers whose directions the fix redraws (not shared, tied or
+zero-initialized) and of even width, and neither is in a residual branch. Pairs are drawn with
+"dks-scale" only, where a ReLU-like activation would otherwise get no kernel shaping. Measured
+(README, "Does the fix train better?"): residual branches and renorm nodes with pairs trained
+worse under SGD (residual CNN NaN, ReLU MLP as renorm nodes 0.96 -> 0.43, whose node constants
+multiply each layer's step where a fold puts them into the weights).
 """
 
 from __future__ import annotations
@@ -40,8 +41,11 @@ from initlint.graph import RESIDUAL_ADD, SignalGraph, activation_module_of
 _ODD_GRID = torch.linspace(0.05, 12.0, 240, dtype=torch.float64)
 """Where f(u) - f(-u) must be k u: past ReLU6's kink at 6, which is not."""
 
-_PASSES_UNITS = (nn.Dropout, nn.Identity)
-"""Modules between the activation and the next layer that keep each unit where it is."""
+_UNIT_WISE = (nn.Dropout, nn.Identity)
+_OVER_POSITIONS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AvgPool1d, nn.AvgPool2d,
+                   nn.AvgPool3d)
+"""Modules between the activation and the next layer that keep units (any layer's) or channels
+(a conv's, in dim 1) in their halves."""
 
 
 @dataclass(frozen=True)
@@ -63,21 +67,45 @@ def odd_part_is_linear(module: nn.Module) -> bool:
 
 
 def _pairable(node: object, root: fx.GraphModule, sites: dict[str, str], calls: Counter) -> bool:
-    """A Linear whose directions the fix redraws, called once."""
+    """A Linear or ungrouped conv whose directions the fix redraws, called once."""
     if not (isinstance(node, fx.Node) and node.op == "call_module" and sites.get(node.name) == "weighted"):
         return False
     layer = root.get_submodule(node.target)
-    return isinstance(layer, nn.Linear) and calls[node.target] == 1 and takes_orthogonal_directions(layer)
+    return (isinstance(layer, (nn.Linear, nn.modules.conv._ConvNd)) and getattr(layer, "groups", 1) == 1
+            and calls[node.target] == 1 and takes_orthogonal_directions(layer))
 
 
-def _readers(node: fx.Node, root: fx.GraphModule) -> list[fx.Node]:
-    """The nodes that read ``node``'s units, through dropout (the caller judges whether each is
-    a Linear that can pair them)."""
+def _keeps_halves(node: fx.Node, root: fx.GraphModule, channels: bool) -> bool:
+    """Whether ``node`` keeps the units in their halves: any layer's through dropout, a conv's
+    channels (``channels``) also through a flatten from dim 1 or an average over positions."""
+    if node.op == "call_module":
+        module = root.get_submodule(node.target)
+        return isinstance(module, _UNIT_WISE) or channels and isinstance(module, _OVER_POSITIONS)
+    if not channels:
+        return False
+    if node.target in ("flatten", torch.flatten):
+        return node.kwargs.get("start_dim", node.args[1] if len(node.args) > 1 else 0) == 1
+    if node.target in ("mean", torch.mean):
+        dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+        dims = (dims,) if isinstance(dims, int) else dims
+        return isinstance(dims, (tuple, list)) and all(isinstance(d, int) and d >= 2 for d in dims)
+    return False
+
+
+def _readers(node: fx.Node, root: fx.GraphModule, channels: bool) -> list[fx.Node]:
+    """The nodes that read ``node``'s units, through what keeps their halves (the caller judges
+    whether each is a layer that can pair them)."""
     found = []
     for user in node.users:
-        passes = user.op == "call_module" and isinstance(root.get_submodule(user.target), _PASSES_UNITS)
-        found += _readers(user, root) if passes else [user]
+        keeps = len(user.all_input_nodes) == 1 and _keeps_halves(user, root, channels)
+        found += _readers(user, root, channels) if keeps else [user]
     return found
+
+
+def _reads_units_of(after: nn.Module, before: nn.Module) -> bool:
+    """A Linear pairs a Linear's features or (flattened, pooled) a conv's channels; a conv pairs
+    a conv's channels."""
+    return isinstance(after, nn.Linear) or not isinstance(before, nn.Linear)
 
 
 def _in_residual_branch(node: fx.Node, graph: SignalGraph) -> bool:
@@ -91,8 +119,8 @@ def _in_residual_branch(node: fx.Node, graph: SignalGraph) -> bool:
 
 
 def looks_linear_pairs(root: fx.GraphModule, sites: dict[str, str], graph: SignalGraph) -> LooksLinear:
-    """Every exact looks-linear pairing of ``root``'s Linear layers around its activations,
-    outside residual branches."""
+    """Every exact looks-linear pairing of ``root``'s Linear and conv layers around its
+    activations, outside residual branches."""
     calls = Counter(n.target for n in root.graph.nodes if n.op == "call_module")
     mirrored, paired, activations = set(), set(), set()
     for node in root.graph.nodes:
@@ -102,11 +130,13 @@ def looks_linear_pairs(root: fx.GraphModule, sites: dict[str, str], graph: Signa
         source = node.args[0]
         if module is None or not odd_part_is_linear(module) or not _pairable(source, root, sites, calls):
             continue
-        readers = _readers(node, root)
-        if len(source.users) != 1 or not readers or root.get_submodule(source.target).out_features % 2:
+        before = root.get_submodule(source.target)
+        readers = _readers(node, root, channels=not isinstance(before, nn.Linear))
+        if len(source.users) != 1 or not readers or before.weight.shape[0] % 2:
             continue
-        if all(_pairable(r, root, sites, calls) and root.get_submodule(r.target).in_features % 2 == 0
-               and not _in_residual_branch(r, graph) for r in readers):
+        if all(_pairable(r, root, sites, calls) and root.get_submodule(r.target).weight.shape[1] % 2 == 0
+               and _reads_units_of(root.get_submodule(r.target), before) and not _in_residual_branch(r, graph)
+               for r in readers):
             mirrored.add(source.name)
             paired.update(r.name for r in readers)
             activations.add(node.name)

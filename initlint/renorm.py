@@ -17,11 +17,11 @@ Targets come from roles (see DESIGN.md's pitfalls):
   summarizes the sample for the head is the design: left alone);
 - a weighted layer (Linear, ConvNd, Embedding) -> output std 1, by rescaling its weights and
   bias (a data-free LSUV: the probe batch replaces data), with "dks-scale" in looks-linear
-  pairs around a ReLU-like activation between two Linear layers (``looks_linear``); the last
-  layer of a residual branch gets a share of the stream instead (``RESIDUAL_GROWTH``), so the
-  stream grows as planned and not as sqrt(1 + 2L); a branch that is exactly 0 (zero-initialized
-  on purpose) is left so, and so is a layer whose input is the same for every sample (position
-  or token-type ids);
+  pairs around a ReLU-like activation between two Linear or conv layers (``looks_linear``);
+  the last layer of a residual branch gets a share of the stream instead (``RESIDUAL_GROWTH``),
+  so the stream grows as planned and not as sqrt(1 + 2L); a branch that is exactly 0
+  (zero-initialized on purpose) is left so, and so is a layer whose input is the same for
+  every sample (position or token-type ids);
 - an activation that only a product reads (a gated linear unit: silu(x W) * (x V)) -> second
   moment 1, by scale alone (``_as_factor``), after its kernel-shaping input constants if any;
 - anything right before a normalization layer, or an output of the network -> nothing.
@@ -217,9 +217,10 @@ class _Planner(FirstStepInterpreter):
         self.directions_seed = directions_seed
         """The seed of the orthogonal directions weighted layers take; None keeps theirs."""
         self.looks_linear = looks_linear
-        """Layers drawn in looks-linear pairs, and the activations those make linear at init."""
-        shaped = {name: site for name, site in sites.items() if name not in looks_linear.activations}
-        self.slope = layer_slope(_activation_depth(graph, shaped)) if method in (DKS, DKS_SCALE) else None
+        """Layers drawn in looks-linear pairs, and the activations those make linear at init. The
+        slope budget still counts those activations: given to the others, it would have them
+        centred (C(0) = 0), and a centring shift that reaches a zero-padded conv folds inexactly."""
+        self.slope = layer_slope(_activation_depth(graph, sites)) if method in (DKS, DKS_SCALE) else None
         """C'(1) each activation is shaped to, with kernel shaping."""
         self.shifts_inputs = method == DKS
         """Whether kernel shaping may shift an activation's input (a ReLU-like one needs that)."""

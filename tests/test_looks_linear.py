@@ -99,6 +99,35 @@ def test_the_folded_relu_stack_keeps_its_kernel_and_checks_clean():
     assert initlint.check(folded, input_shapes=shapes).codes() == []
 
 
+class _PooledCNN(nn.Module):
+    """Convs with ReLUs, a max pool in the middle, an average over positions into a Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(3 if i == 0 else 16, 16, 3, padding=1) for i in range(4))
+        self.hidden, self.head = nn.Linear(16, 16), nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for index, conv in enumerate(self.convs):
+            x = torch.relu(conv(x))
+            if index == 1:
+                x = nn.functional.max_pool2d(x, 2)
+        return self.head(torch.relu(self.hidden(x.mean((2, 3)))))
+
+
+def test_conv_channels_pair_through_an_average_but_not_through_a_max_pool():
+    """A conv's channels pair as a Linear's features do, also through an average over positions
+    into a Linear (mean(f(u)) - mean(f(-u)) = k mean(u)); a max pool of the pair is not the max of
+    their difference, so the convs on either side of it are not paired across it."""
+    torch.manual_seed(0)
+    result = run_fix(_PooledCNN(), (), CheckOptions(input_shapes=[(16, 3, 16, 16)]), ModelSource(), fold=True)
+    assert {r.module: r.pairing for r in result.plan if r.pairing} == {
+        "convs.0": Pairing(mirrored=True), "convs.1": Pairing(paired=True),
+        "convs.2": Pairing(mirrored=True), "convs.3": Pairing(mirrored=True, paired=True),
+        "hidden": Pairing(paired=True)}
+    assert result.fold_error < 1e-4
+
+
 class _DeepBranch(nn.Module):
     """``x + outer(relu(middle(relu(inner(x)))))``: two pairable chains, both in the branch."""
 
