@@ -8,6 +8,7 @@ loads with ``torch.load(..., weights_only=True)``: no pickled code anywhere.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import re
@@ -27,7 +28,7 @@ from initlint.errors import InitlintError
 from initlint.output import refuse_existing_folder, write_folder_atomically
 from initlint.renorm_layer import RenormLayer
 from initlint.safe_code import CodeNotWritable, check_graph, is_dotted_identifier, is_identifier, is_literal_call
-from initlint.train_flag import TRAINING
+from initlint.train_flag import TRAINING, follow_training_flag
 
 CODE_FILE, WEIGHTS_FILE, PLAN_FILE, FOLDED_FILE = "model.py", "weights.pt", "renorm.json", "folded_state_dict.pt"
 
@@ -66,6 +67,19 @@ def _constructor(path: str, module: nn.Module) -> str:
         except Exception:
             pass
     raise CodeNotWritable(f"cannot write code that rebuilds layer {path!r} ({cls.__name__})")
+
+
+def _traced_alone(module: nn.Module) -> fx.Graph | None:
+    """The operators of a layer the trace kept whole because its library declares it
+    untraceable in a whole model (timm's ``BatchNormAct2d`` in MobileViT), traced on their own
+    with the ``torch.nn`` layers inside as calls and the mode read from ``training``; None where
+    that fails too. A copy is traced: fx runs in-place updates of a buffer on the real tensor."""
+    try:
+        graph = fx.Tracer().trace(copy.deepcopy(module))
+    except Exception:
+        return None
+    follow_training_flag(graph)
+    return graph
 
 
 def _tied_parameters(root: nn.Module) -> list[tuple[str, str]]:
@@ -129,7 +143,7 @@ def generate_code(patched: fx.GraphModule, provenance: str) -> GeneratedCode:
                 lines.append(f"_place(self, {node.target!r}, {_constructor(node.target, module)})")
                 continue
             except CodeNotWritable:
-                operations = node.meta.get(OPERATIONS)
+                operations = node.meta.get(OPERATIONS) or _traced_alone(module)
                 if operations is None:
                     raise
             check_graph(operations)
@@ -138,6 +152,9 @@ def generate_code(patched: fx.GraphModule, provenance: str) -> GeneratedCode:
             method = _split_wraps(code.src, wraps)
             name = classes.setdefault(method, f"CapturedOperations{len(classes)}")
             lines.append(f"_place(self, {node.target!r}, {name}())")
+            lines += [f"_place(self, {f'{node.target}.{call.target}'!r}, "
+                      f"{_constructor(f'{node.target}.{call.target}', module.get_submodule(call.target))})"
+                      for call in operations.nodes if call.op == "call_module"]
             lines += [f"_place(self, {f'{node.target}.{path}'!r}, {_empty(tensor)})"
                       for path, tensor in [*module.named_parameters(), *module.named_buffers()]]
             buffers.update((f"{node.target}.{path}", tensor) for path, tensor in module.named_buffers())

@@ -91,6 +91,39 @@ def test_the_written_model_loads_and_computes_what_fix_verified(tmp_path, build)
     assert initlint.check(loaded, input_shapes=[(8, 8)]).trace_mode == "fx"
 
 
+class NormedBlock(nn.Module):
+    """Conv -> BatchNorm -> ReLU with a functional batch norm, as timm's ``BatchNormAct2d``
+    computes it: kept whole by the trace (``leaf_modules``), its class is no ``torch.nn`` layer
+    that generated code could rebuild."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.norm = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        norm = self.norm
+        x = F.batch_norm(self.conv(x), norm.running_mean, norm.running_var, norm.weight, norm.bias,
+                         self.training, 0.1, norm.eps)
+        return torch.relu(x)
+
+
+def test_a_layer_kept_whole_is_written_as_its_own_operators(tmp_path):
+    """A layer kept whole that traces on its own gets its operators written, the torch.nn
+    layers inside rebuilt, and its mode read from ``training``: the written model computes what
+    the fixed one does in evaluation and in training mode (before, fix refused it and named
+    --fold)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(NormedBlock(), nn.Conv2d(8, 8, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(512, 10))
+    options = CheckOptions(input_shapes=[(8, 3, 8, 8)], leaf_modules=[NormedBlock])
+    result = run_fix(model, (), options, ModelSource())
+    write_fix(tmp_path / "fixed", result, "test", force=False)
+    loaded = load_target(str(tmp_path / "fixed")).model
+    x = torch.randn(4, 3, 8, 8)
+    for mode in ("eval", "train"):
+        torch.testing.assert_close(getattr(loaded, mode)()(x), getattr(result.patched, mode)()(x))
+    assert not torch.equal(loaded.eval()(x), loaded.train()(x))  # batch statistics in training
+
+
 def test_tied_weights_stay_one_parameter_and_are_not_rescaled_behind_the_other_layers_back(tmp_path):
     torch.manual_seed(0)
     model = Tied()
