@@ -67,11 +67,13 @@ def odd_part_is_linear(module: nn.Module) -> bool:
 
 
 def _pairable(node: object, root: fx.GraphModule, sites: dict[str, str], calls: Counter) -> bool:
-    """A Linear or ungrouped conv whose directions the fix redraws, called once."""
+    """A Linear or ungrouped conv whose directions the fix redraws, called once. Not a
+    transposed conv: its weight holds its input channels first."""
     if not (isinstance(node, fx.Node) and node.op == "call_module" and sites.get(node.name) == "weighted"):
         return False
     layer = root.get_submodule(node.target)
-    return (isinstance(layer, (nn.Linear, nn.modules.conv._ConvNd)) and getattr(layer, "groups", 1) == 1
+    return (isinstance(layer, (nn.Linear, nn.modules.conv._ConvNd))
+            and not isinstance(layer, nn.modules.conv._ConvTransposeNd) and getattr(layer, "groups", 1) == 1
             and calls[node.target] == 1 and takes_orthogonal_directions(layer))
 
 

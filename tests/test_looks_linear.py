@@ -128,6 +128,17 @@ def test_conv_channels_pair_through_an_average_but_not_through_a_max_pool():
     assert result.fold_error < 1e-4
 
 
+def test_transposed_convs_take_no_pairs():
+    """A transposed conv's weight holds its input channels first, so mirrored rows would pair
+    its inputs instead of its outputs."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.ConvTranspose2d(4, 8, 3, padding=1), nn.ReLU(), nn.ConvTranspose2d(8, 8, 3, padding=1),
+                          nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(512, 10))
+    result = run_fix(model, (), CheckOptions(input_shapes=[(16, 4, 8, 8)]), ModelSource(), fold=True)
+    assert not any(r.pairing for r in result.plan)  # the last conv's reader is the head, no site
+    assert result.fold_error < 1e-4
+
+
 class _DeepBranch(nn.Module):
     """``x + outer(relu(middle(relu(inner(x)))))``: two pairable chains, both in the branch."""
 
