@@ -43,9 +43,6 @@ class Pairing:
     paired: bool = False
     """Its input units come in pairs (f(u), f(-u)): columns (B, -B)."""
 
-
-UNPAIRED = Pairing()
-
 _drawn: dict[tuple, torch.Tensor] | None = None
 """Within ``drawn_once``: each layer's unit-norm draw, by (path, seed, shape)."""
 
@@ -63,11 +60,12 @@ def drawn_once() -> Iterator[None]:
         _drawn = previous
 
 
-def orthogonal_like(weight: torch.Tensor, path: str, seed: int, pairing: Pairing = UNPAIRED) -> torch.Tensor:
+def orthogonal_like(weight: torch.Tensor, path: str, seed: int, pairing: Pairing | None = None) -> torch.Tensor:
     """A random orthogonal tensor shaped as ``weight``, at its Frobenius norm, drawn from
     ``seed`` and ``path`` only; with ``pairing``, an orthogonal half repeated with its sign
     flipped along the mirrored rows and the paired columns."""
-    half = (weight.shape[0] // (1 + pairing.mirrored), weight.shape[1] // (1 + pairing.paired), *weight.shape[2:])
+    mirrored, paired = (pairing.mirrored, pairing.paired) if pairing is not None else (False, False)
+    half = (weight.shape[0] // (1 + mirrored), weight.shape[1] // (1 + paired), *weight.shape[2:])
     key = (path, seed, half)
     unit = _drawn.get(key) if _drawn is not None else None
     if unit is None:
@@ -76,9 +74,9 @@ def orthogonal_like(weight: torch.Tensor, path: str, seed: int, pairing: Pairing
         nn.init.orthogonal_(unit, generator=generator)
         if _drawn is not None:
             _drawn[key] = unit
-    if pairing.paired:
+    if paired:
         unit = torch.cat([unit, -unit], 1)
-    if pairing.mirrored:
+    if mirrored:
         unit = torch.cat([unit, -unit], 0)
     norm = weight.detach().to(torch.float64).norm().cpu()
     return (unit / unit.norm() * norm).to(weight.device, weight.dtype)
@@ -90,11 +88,11 @@ def mirrored_bias(bias: torch.Tensor) -> torch.Tensor:
     return torch.cat([half, -half])
 
 
-def redrawn(layer: nn.Module, path: str, seed: int, pairing: Pairing = UNPAIRED) -> dict[str, torch.Tensor]:
+def redrawn(layer: nn.Module, path: str, seed: int, pairing: Pairing | None = None) -> dict[str, torch.Tensor]:
     """The parameters ``layer`` takes with orthogonal directions: its weight, and its bias where
     the rows are mirrored."""
     parameters = {"weight": orthogonal_like(layer.weight, path, seed, pairing)}
-    if pairing.mirrored and getattr(layer, "bias", None) is not None:
+    if pairing is not None and pairing.mirrored and getattr(layer, "bias", None) is not None:
         parameters["bias"] = mirrored_bias(layer.bias)
     return parameters
 

@@ -43,7 +43,7 @@ import torch.nn as nn
 
 from initlint import ops
 from initlint.choices import FIX_METHODS
-from initlint.directions import UNPAIRED, Pairing, redrawn, takes_orthogonal_directions
+from initlint.directions import Pairing, redrawn, takes_orthogonal_directions
 from initlint.errors import InitlintError
 from initlint.graph import GATE, OUTPUT, RESIDUAL_ADD, SQUEEZE, NodeView, SignalGraph, activation_module_of
 from initlint.inputs import ProbeInputs
@@ -241,7 +241,7 @@ class _Planner(FirstStepInterpreter):
         if site == "weighted" and not self._keeps(n.name, "after"):
             return result  # before its directions are redrawn: a layer left out keeps its own
         orthogonal = self._orthogonal_seed(n) if site == "weighted" else None
-        pairing = self.looks_linear.layers.get(n.name, UNPAIRED)
+        pairing = self.looks_linear.layers.get(n.name)
         if orthogonal is not None:  # what the layer gives with the directions it will have
             layer = self.fetch_attr(n.target)
             parameters = redrawn(layer, self.signal.view(n.name).module, orthogonal, pairing)
@@ -265,7 +265,7 @@ class _Planner(FirstStepInterpreter):
         if site == "weighted":
             self.rescaled[n.target] = renorm
             renorm.orthogonal = orthogonal if not renorm.target.startswith("none") else None
-            renorm.pairing = pairing if renorm.orthogonal is not None and pairing != UNPAIRED else None
+            renorm.pairing = pairing if renorm.orthogonal is not None else None
         return self._applied(renorm, result)
 
     def _keeps(self, node: str, placement: str) -> bool:

@@ -12,7 +12,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from initlint.directions import UNPAIRED, redrawn
+from initlint.directions import redrawn
 from initlint.inputs import ProbeInputs
 from initlint.kernel import probe_kernel
 from initlint.probe import STATS, probe
@@ -30,7 +30,7 @@ def rescale_weights(module: nn.Module, renorm: Renorm) -> None:
     """Make ``module``'s output ``scale * y + shift`` by changing its weight and bias in place,
     its weight first redrawn with orthogonal directions where the plan says so."""
     if renorm.orthogonal is not None:
-        for name, value in redrawn(module, renorm.module, renorm.orthogonal, renorm.pairing or UNPAIRED).items():
+        for name, value in redrawn(module, renorm.module, renorm.orthogonal, renorm.pairing).items():
             getattr(module, name).copy_(value)
     module.weight.mul_(renorm.scale)
     if getattr(module, "bias", None) is not None:
