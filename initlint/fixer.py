@@ -90,6 +90,9 @@ class FixResult:
                          f"{self.fold_error:.2g} of its std" + (" (the constants below are missing)"
                                                                   if self.folded.unfolded else ""))
             lines += [f"  not folded: {_described(item)}" for item in self.folded.unfolded]
+            if self.folded.balanced:
+                lines.append(f"  at {self.folded.balanced} ReLU-like activation(s), the scale is shared between the "
+                             "layers before and after it so that their gains agree (same function)")
         if self.left_out:
             lines.append(f"  left out of the plan, since no exact fold carries them ({len(self.left_out)}; the rest "
                          "was planned again without them, so the folded model computes model.py's):")
@@ -110,6 +113,7 @@ class FixResult:
             "unfolded": self.folded.unfolded if self.folded else [],
             "left_out": self.left_out,
             "fold_error": self.fold_error,
+            "balanced": self.folded.balanced if self.folded else 0,
             "declined": self.declined,
             "still_worse": self.still_worse,
         }

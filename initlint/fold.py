@@ -13,12 +13,15 @@ That is exact for Linear and unpadded convolutions; with zero padding, border ou
 fewer inputs and the bias is off there, so the error is measured, never hidden. A weighted
 layer's own constants rescale its weight and bias, and so do the constants on an activation's
 input (kernel shaping) when that layer alone feeds it. What cannot be folded is listed.
+Last, the scale at each ReLU-like activation between Linear/Conv layers is shared between them
+so that their gains agree (``balance``): the same function, steadier SGD steps.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -55,6 +58,8 @@ class FoldResult:
     model: nn.Module
     unfolded: list[dict] = field(default_factory=list)
     """Each constant pair that could not be folded, with the reason."""
+    balanced: int = 0
+    """ReLU-like activations whose scale was shared between the layers around them (``balance``)."""
 
 
 _AVERAGES = frozenset({"avg_pool", "adaptive_avg_pool", "mean"})
@@ -241,7 +246,88 @@ def fold_plan(model: nn.Module, graph_module: fx.GraphModule, plan: list[Renorm]
     folded = copy.deepcopy(model)
     for step in steps:
         step(folded)
-    return FoldResult(folded, _described(plan, unfolded))
+    balanced = balance(folded, _junctions(graph_module, TiedParameters(graph_module)))
+    return FoldResult(folded, _described(plan, unfolded), balanced=balanced)
+
+
+@dataclass(frozen=True)
+class _Junction:
+    """A ReLU-like activation that one Linear/Conv alone feeds and that only the weights of
+    ``consumers`` read (through what a positive scale passes): dividing the producer's weight
+    and bias by t and multiplying the consumers' weights by t leaves the model's function as it
+    is (relu(z / t) = relu(z) / t)."""
+
+    producer: _Weights
+    consumers: tuple[_Weights, ...]
+
+
+def _junctions(graph_module: fx.GraphModule, tied: TiedParameters) -> list[_Junction]:
+    """Every junction of the graph (``_Junction``) but those that the network's output layer
+    reads: the head's gain sets the logits' scale from a summary of the body, and balanced
+    against it the last activation's signal moved with it (0.24x of the input in the SE-CNN
+    of benchmarks/digits_models.py, IL101)."""
+    found = []
+    for node in graph_module.graph.nodes:
+        if node.op == "placeholder" or ops.node_kind(node, graph_module).name not in _POSITIVELY_HOMOGENEOUS:
+            continue
+        producer = _producer(node, graph_module, tied)
+        consumers = _consumers(node, graph_module, tied, scale=1.0, shift=0.0)
+        if producer is not None and producer.input_dims and consumers and producer not in consumers \
+                and not any(_is_head(c, graph_module) for c in consumers):
+            found.append(_Junction(producer, tuple(consumers)))
+    return found
+
+
+def _is_head(weights: _Weights, graph_module: fx.GraphModule) -> bool:
+    """Whether a Linear/Conv call with ``weights`` gives an output of the network through plumbing
+    alone (a product with a weight is never taken for the head)."""
+    for node in graph_module.graph.nodes:
+        if node.op == "call_module" and MODULE in node.meta and f"{node.meta[MODULE]}.weight" == weights.weight:
+            frontier = [node]
+            while frontier:
+                current = frontier.pop()
+                for user in current.users:
+                    if user.op == "output":
+                        return True
+                    if ops.node_kind(user, graph_module).family in (ops.STRUCTURAL, ops.DROPOUT):
+                        frontier.append(user)
+    return False
+
+
+@torch.no_grad()
+def balance(model: nn.Module, junctions: list[_Junction]) -> int:
+    """Share each junction's scale between the layers around it so that their gains agree: the
+    mean squared norm of the producer's output units (rows of weights, with the bias) equals
+    that of the consumers' (rows of weights), so an SGD step on either side moves the output
+    about as much (the step on the layer before reaches it through the layers after, scaled by
+    their gain, and theirs by the size of what they read). Constants piled on one side leave a
+    small layer whose SGD steps are large beside its weights (a residual branch's last conv at
+    0.37 of its norm, the conv before it at 3x: benchmarks/train_digits.py, resnet x24 folded,
+    SGD, NaN on 8 of 10 seeds). Every factor is taken from the folded weights before any move,
+    so each activation's output moves by its own junction's factor alone: balanced jointly, a
+    chain's factors compound (a 30-layer ReLU stack's signal fell to 0.05x inside, IL101). A
+    junction with nothing on one side (a branch zeroed on purpose) is left as it is. Returns how
+    many junctions moved."""
+    def squared(path: str | None) -> float:
+        return 0.0 if path is None else float(model.get_parameter(path).double().square().sum())
+
+    def units(weights: _Weights) -> int:
+        weight = model.get_parameter(weights.weight)
+        return weight.numel() // math.prod(weight.shape[d] for d in weights.input_dims)
+
+    moves = []
+    for junction in junctions:
+        into = (squared(junction.producer.weight) + squared(junction.producer.bias)) / units(junction.producer)
+        out = sum(squared(c.weight) for c in junction.consumers) / sum(units(c) for c in junction.consumers)
+        if into > 0 and out > 0:
+            moves.append((junction, (into / out) ** 0.25))
+    for junction, factor in moves:
+        for path in (junction.producer.weight, junction.producer.bias):
+            if path is not None:
+                model.get_parameter(path).div_(factor)
+        for consumer in junction.consumers:
+            model.get_parameter(consumer.weight).mul_(factor)
+    return len(moves)
 
 
 def unfolded_constants(model: nn.Module, graph_module: fx.GraphModule, plan: list[Renorm]) -> list[dict]:

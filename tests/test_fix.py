@@ -501,6 +501,65 @@ def test_a_relu_scale_folds_into_the_one_layer_before_it():
     assert not [u for u in result.left_out if u["site"] == "activation"] and result.fold_error < 1e-4
 
 
+class _ResidualMLP(nn.Module):
+    """x + fc2(act(fc1(x))), three times, then a head; ``zero_branches`` zeroes each fc2 (Fixup)."""
+
+    def __init__(self, activation: type[nn.Module], zero_branches: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.branches = nn.ModuleList(nn.Sequential(nn.Linear(32, 64), activation(), nn.Linear(64, 32))
+                                      for _ in range(3))
+        self.head = nn.Linear(32, 10)
+        if zero_branches:
+            for branch in self.branches:
+                nn.init.zeros_(branch[2].weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for branch in self.branches:
+            x = x + branch(x)
+        return self.head(x)
+
+
+def _gain(weight: torch.Tensor, bias: torch.Tensor | None = None) -> float:
+    """The mean squared norm of a layer's output unit: its row of weights, and its bias."""
+    squared = weight.detach().double().square().sum() + (0 if bias is None else bias.detach().double().square().sum())
+    return float(squared) / weight.shape[0]
+
+
+@pytest.mark.parametrize("activation, junctions", [(nn.ReLU, 3), (nn.GELU, 0)], ids=["relu", "gelu"])
+def test_a_relu_scale_is_shared_between_the_layers_around_it(activation, junctions):
+    """relu(z / t) = relu(z) / t, so the fold moves each branch's scale between fc1 and fc2
+    until their gains agree (the mean squared norm of an output unit: fc1's rows with its bias,
+    fc2's rows), checked here from the weights, with the folded model still computing the
+    renorm-node model's output. Unbalanced, fc1 carries the ReLU's scale and fc2 the branch's
+    small share of the stream (gains 2.8 and 0.43 in the first branch). GELU is not positively
+    homogeneous: no move. (In a chain, where each move reaches no further than its own
+    activation, the 30-layer ReLU stack of test_kernel_shaping.py checks clean.)"""
+    result = run_fix(_ResidualMLP(activation), (), CheckOptions(input_shapes=[(64, 32)]), ModelSource(), fold=True)
+    assert result.folded.balanced == junctions and result.fold_error < 1e-4
+    for branch in result.folded.model.branches if junctions else ():
+        assert _gain(branch[0].weight, branch[0].bias) == pytest.approx(_gain(branch[2].weight), rel=1e-6)
+
+
+def test_the_layer_that_gives_the_output_takes_no_share():
+    """The head's gain sets the logits' scale from a summary of the body; balanced against it,
+    the last ReLU's signal would move with it (the SE-CNN of benchmarks/digits_models.py: 0.24x
+    of its input, IL101). Of the two ReLUs here, only the first, between two hidden layers, moves."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    result = run_fix(model, (), CheckOptions(input_shapes=[(64, 32)]), ModelSource(), fold=True)
+    assert result.folded.balanced == 1
+
+
+def test_a_branch_zeroed_on_purpose_takes_no_scale_from_the_layer_before():
+    """A Fixup-style zero fc2 has no norm to balance against: it stays zero, and fc1 keeps the
+    scale the plan gave it (a balance would divide it by infinity)."""
+    result = run_fix(_ResidualMLP(nn.ReLU, zero_branches=True), (), CheckOptions(input_shapes=[(64, 32)]),
+                     ModelSource(), fold=True)
+    for branch in result.folded.model.branches:
+        assert not branch[2].weight.any() and torch.isfinite(branch[0].weight).all() and branch[0].weight.any()
+
+
 class _TanhBatchNorm(nn.BatchNorm2d):
     """A BatchNorm that applies more than its affine map (as timm's BatchNormAct2d does)."""
 
