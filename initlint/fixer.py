@@ -200,7 +200,7 @@ def _fixed(
     result = FixResult(patched, plan, analysed, method=method, declined=declined, still_worse=worse.describe(),
                        left_out=left_out)
     if fold:
-        result.folded = fold_plan(analysed.model, graph_module, plan)
+        result.folded = fold_plan(analysed.model, graph_module, analysed.graph, plan)
         result.fold_error = _relative_difference(result.folded.model, patched, analysed.inputs)
     return result
 

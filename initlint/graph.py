@@ -266,6 +266,15 @@ class SignalGraph:
         return [v for v in self.body() if NORM not in v.roles and INSIDE_ACTIVATION not in v.roles
                 and not self.normalized_before_nonlinearity(v.name)]
 
+    def in_residual_branch(self, name: str) -> bool:
+        """Whether ``name`` reaches one input of a residual add but not another: it is in the
+        branch, not on the stream (a layer before the stream forks reaches both)."""
+        reached = nx.descendants(self.dag, name) | {name}
+        return any(
+            len({source in reached for source in add.inputs if source in self.input_dependent}) == 2
+            for add in self.with_role(RESIDUAL_ADD)
+        )
+
     def normalized_before_nonlinearity(self, name: str) -> bool:
         """Whether every path from ``name`` meets a normalization layer before an activation, a
         softmax or attention, or the output, through steps that are linear in it (layers, adds,

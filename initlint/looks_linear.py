@@ -30,13 +30,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-import networkx as nx
 import torch
 import torch.fx as fx
 import torch.nn as nn
 
 from initlint.directions import Pairing, takes_orthogonal_directions
-from initlint.graph import RESIDUAL_ADD, SignalGraph, activation_module_of
+from initlint.graph import SignalGraph, activation_module_of
 
 _ODD_GRID = torch.linspace(0.05, 12.0, 240, dtype=torch.float64)
 """Where f(u) - f(-u) must be k u: past ReLU6's kink at 6, which is not."""
@@ -110,16 +109,6 @@ def _reads_units_of(after: nn.Module, before: nn.Module) -> bool:
     return isinstance(after, nn.Linear) or not isinstance(before, nn.Linear)
 
 
-def _in_residual_branch(node: fx.Node, graph: SignalGraph) -> bool:
-    """Whether ``node`` reaches one input of a residual add but not another: it is in the branch,
-    not on the stream (a layer before the stream forks reaches both)."""
-    reached = nx.descendants(graph.dag, node.name) | {node.name}
-    return any(
-        len({source in reached for source in add.inputs if source in graph.input_dependent}) == 2
-        for add in graph.with_role(RESIDUAL_ADD)
-    )
-
-
 def looks_linear_pairs(root: fx.GraphModule, sites: dict[str, str], graph: SignalGraph) -> LooksLinear:
     """Every exact looks-linear pairing of ``root``'s Linear and conv layers around its
     activations, outside residual branches."""
@@ -137,7 +126,7 @@ def looks_linear_pairs(root: fx.GraphModule, sites: dict[str, str], graph: Signa
         if len(source.users) != 1 or not readers or before.weight.shape[0] % 2:
             continue
         if all(_pairable(r, root, sites, calls) and root.get_submodule(r.target).weight.shape[1] % 2 == 0
-               and _reads_units_of(root.get_submodule(r.target), before) and not _in_residual_branch(r, graph)
+               and _reads_units_of(root.get_submodule(r.target), before) and not graph.in_residual_branch(r.name)
                for r in readers):
             mirrored.add(source.name)
             paired.update(r.name for r in readers)

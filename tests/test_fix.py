@@ -533,22 +533,21 @@ def test_a_relu_scale_is_shared_between_the_layers_around_it(activation, junctio
     fc2's rows), checked here from the weights, with the folded model still computing the
     renorm-node model's output. Unbalanced, fc1 carries the ReLU's scale and fc2 the branch's
     small share of the stream (gains 2.8 and 0.43 in the first branch). GELU is not positively
-    homogeneous: no move. (In a chain, where each move reaches no further than its own
-    activation, the 30-layer ReLU stack of test_kernel_shaping.py checks clean.)"""
+    homogeneous: no move."""
     result = run_fix(_ResidualMLP(activation), (), CheckOptions(input_shapes=[(64, 32)]), ModelSource(), fold=True)
     assert result.folded.balanced == junctions and result.fold_error < 1e-4
     for branch in result.folded.model.branches if junctions else ():
         assert _gain(branch[0].weight, branch[0].bias) == pytest.approx(_gain(branch[2].weight), rel=1e-6)
 
 
-def test_the_layer_that_gives_the_output_takes_no_share():
-    """The head's gain sets the logits' scale from a summary of the body; balanced against it,
-    the last ReLU's signal would move with it (the SE-CNN of benchmarks/digits_models.py: 0.24x
-    of its input, IL101). Of the two ReLUs here, only the first, between two hidden layers, moves."""
+def test_a_plain_chain_keeps_its_scales():
+    """Outside residual branches every layer's output is at std 1 already: nothing moves (each
+    ReLU's scale moved toward equal gains cost the plain ReLU CNN under SGD, 0.68 -> 0.41 over
+    10 seeds in benchmarks/train_digits.py), and the ReLU's scale stays in the layer before it."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
     result = run_fix(model, (), CheckOptions(input_shapes=[(64, 32)]), ModelSource(), fold=True)
-    assert result.folded.balanced == 1
+    assert result.folded.balanced == 0 and result.fold_error < 1e-4
 
 
 def test_a_branch_zeroed_on_purpose_takes_no_scale_from_the_layer_before():
