@@ -205,13 +205,13 @@ def _producer(node: fx.Node, root: nn.Module, tied: TiedParameters) -> _Weights 
 
 
 def _producer_of_scale(node: fx.Node, renorm: Renorm, root: nn.Module, tied: TiedParameters) -> _Weights | None:
-    """The layer that alone feeds a ReLU-like ``node`` whose constant is a positive scale
-    alone: relu(a z) = a relu(z), so the scale folds into that layer, and the layers after the
-    activation read what they read in the renorm-node model. Folded into those layers instead,
-    each constant would shrink their effective step under SGD by its square and leave the head
-    that reads the last one larger (benchmarks/train_digits.py, SGD, 10 seeds: relu x30 0.51
+    """The layer that alone feeds a ReLU-like ``node`` whose constant has a positive scale:
+    relu(a z) = a relu(z), so the scale folds into that layer (a shift goes on into the layers
+    after the activation), and those layers read what they read in the renorm-node model.
+    Folded into them instead, each constant would shrink their effective step under SGD by its
+    square and leave the head that reads the last one larger (benchmarks/train_digits.py, SGD, 10 seeds: relu x30 0.51
     folded forward, 0.69 folded back; cnn relu 0.43 and 0.48; SE-CNN 0.62 and 0.67)."""
-    if renorm.bias or not renorm.scale > 0 or ops.node_kind(node, root).name not in _POSITIVELY_HOMOGENEOUS:
+    if not renorm.scale > 0 or ops.node_kind(node, root).name not in _POSITIVELY_HOMOGENEOUS:
         return None
     return _producer(node, root, tied)
 
@@ -290,11 +290,11 @@ def balance(model: nn.Module, junctions: list[_Junction]) -> int:
     their gain, and theirs by the size of what they read). Constants piled on one side leave a
     small layer whose SGD steps are large beside its weights (a residual branch's last conv at
     0.37 of its norm, the conv before it at 3x: benchmarks/train_digits.py, resnet x24 folded,
-    SGD, NaN on 8 of 10 seeds, balanced on 2). Every factor is taken from the folded weights before any move,
-    so each activation's output moves by its own junction's factor alone: balanced jointly, a
-    chain's factors compound (a 30-layer ReLU stack's signal fell to 0.05x inside, IL101). A
-    junction with nothing on one side (a branch zeroed on purpose) is left as it is. Returns how
-    many junctions moved."""
+    SGD, NaN on 8 of 10 seeds, balanced on 2). Every factor is taken from the folded weights
+    before any move, so each activation's output moves by its own junction's factor alone:
+    balanced jointly, a chain's factors compound (a 30-layer ReLU stack's signal fell to 0.05x
+    inside, IL101). A junction with nothing on one side (a branch zeroed on purpose) is left as
+    it is. Returns how many junctions moved."""
     def squared(path: str | None) -> float:
         return 0.0 if path is None else float(model.get_parameter(path).double().square().sum())
 
@@ -362,16 +362,19 @@ def _fold_steps(model: nn.Module, graph_module: fx.GraphModule, plan: list[Renor
             forward.append((index, renorm))
     for index, renorm in reversed(forward):
         producer = _producer_of_scale(nodes[renorm.node], renorm, graph_module, tied)
-        if producer is not None:
-            steps.append(functools.partial(_rescale_output, weights=producer, scale=renorm.scale, shift=0.0))
+        back = [] if producer is None else [
+            functools.partial(_rescale_output, weights=producer, scale=renorm.scale, shift=0.0)]
+        if back and not renorm.bias:
+            steps += back
             continue
-        consumers = _consumers(nodes[renorm.node], graph_module, tied, renorm.scale, renorm.bias) or []
+        scale = 1.0 if back else renorm.scale  # what goes on past the node
+        consumers = _consumers(nodes[renorm.node], graph_module, tied, scale, renorm.bias) or []
         missing = [c.weight for c in consumers if c.bias is None]
         if not consumers:
             unfolded[index] = "no Linear or Conv consumes it through operations the constants pass"
         elif renorm.bias and missing:
             unfolded[index] = f"its shift needs a bias, and {', '.join(missing)} has none"
         else:
-            steps += [functools.partial(_fold_into, weights=weights, scale=renorm.scale, shift=renorm.bias)
-                      for weights in consumers]
+            steps += back + [functools.partial(_fold_into, weights=weights, scale=scale, shift=renorm.bias)
+                             for weights in consumers]
     return steps, unfolded

@@ -266,6 +266,25 @@ class SignalGraph:
         return [v for v in self.body() if NORM not in v.roles and INSIDE_ACTIVATION not in v.roles
                 and not self.normalized_before_nonlinearity(v.name)]
 
+    def heads_reading(self, name: str) -> list[NodeView] | None:
+        """The layers that give an output of the network (its head) and read ``name`` directly,
+        through plumbing and dropout alone; None when a path from ``name`` reaches anything else
+        (a pool, too: it keeps a mean that it shrinks the rest of, so the mean is most of what a
+        pooled head's logits vary by across classes)."""
+        heads, frontier, seen = [], list(self.nodes[name].users), set()
+        while frontier:
+            user = self.nodes[frontier.pop()]
+            if user.name in seen:
+                continue
+            seen.add(user.name)
+            if user.kind.family in (ops.STRUCTURAL, ops.DROPOUT):
+                frontier.extend(user.users)
+            elif user.kind.family == ops.WEIGHTED and OUTPUT in user.roles:
+                heads.append(user)
+            else:
+                return None
+        return heads or None
+
     def in_residual_branch(self, name: str) -> bool:
         """Whether ``name`` reaches one input of a residual add but not another: it is in the
         branch, not on the stream (a layer before the stream forks reaches both)."""
