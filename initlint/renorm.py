@@ -362,12 +362,13 @@ class _Planner(FirstStepInterpreter):
         return make("std 1", moments.scale, 0.0, source)
 
     def _feeds_only_heads_with_bias(self, n: fx.Node) -> bool:
-        """Whether only output layers with a bias read ``n`` (``SignalGraph.heads_reading``):
-        its centring shift then folds into their biases exactly."""
+        """Whether only output layers with a bias of their own read ``n``
+        (``SignalGraph.heads_reading``): its centring shift then folds into their biases
+        exactly (a tied head takes no fold)."""
         heads = [self.by_name[head.name] for head in self.signal.heads_reading(n.name) or ()]
         return bool(heads) and all(
-            head.op == "call_module" and getattr(self.fetch_attr(head.target), "bias", None) is not None
-            for head in heads)
+            head.op == "call_module" and getattr(layer := self.fetch_attr(head.target), "bias", None) is not None
+            and not self.tied.in_module(layer) for head in heads)
 
     def _channel_offsets(self, n: fx.Node, y: torch.Tensor, args: tuple) -> torch.Tensor | None:
         """The mean of each output channel of weighted node ``n``, shaped to broadcast against

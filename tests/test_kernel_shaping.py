@@ -213,14 +213,22 @@ def _headless_stack() -> nn.Sequential:
     return model
 
 
+def _tied_head_stack() -> nn.Sequential:
+    model = _stack(nn.ReLU, depth=4)
+    model[-1].weight = model[0].weight
+    return model
+
+
 @pytest.mark.parametrize("build, shape, module", [(_headless_stack, (256, WIDTH), "7"),
+                                                   (_tied_head_stack, (256, WIDTH), "7"),
                                                    (_PooledHead, (8, 3, 16, 16), "body.5")],
-                         ids=["a head without a bias", "a pool before the head"])
+                         ids=["a head without a bias", "a tied head", "a pool before the head"])
 def test_the_last_relu_stays_uncentred_where_a_shift_would_not_fold_or_would_move_the_logits(build, shape, module):
-    """A shift before a head without a bias would not fold. Through a pool, the ReLU's mean is
-    most of what the logits vary by across classes (a pool shrinks the rest: torchvision's
-    ResNet-18 logits went from std 0.47 to 0.08, centred). The ReLU keeps its scale alone, as
-    the other ReLUs do, and nothing is left out of the plan."""
+    """A shift before a head without a bias, or before a tied head (which takes no fold), would
+    not fold. Through a pool, the ReLU's mean is most of what the logits vary by across classes
+    (a pool shrinks the rest: torchvision's ResNet-18 logits went from std 0.47 to 0.08,
+    centred). The ReLU keeps its scale alone, as the other ReLUs do, and nothing is left out of
+    the plan."""
     result = run_fix(build(), (), CheckOptions(input_shapes=[shape]), ModelSource(), fold=True)
     (last,) = [r for r in result.plan if r.module == module]
     assert last.target == "std 1" and last.bias == 0 and not result.left_out
