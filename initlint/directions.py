@@ -42,6 +42,13 @@ class Pairing:
     """Its output units come in pairs (u, -u): rows (B; -B), bias (b; -b)."""
     paired: bool = False
     """Its input units come in pairs (f(u), f(-u)): columns (B, -B)."""
+    duplicated: bool = False
+    """Its output units come in equal pairs (v, v): rows (B; B), bias (b; b). A gate's layer:
+    the gate then scales both units of each mirrored pair it multiplies alike."""
+
+    @property
+    def row_halves(self) -> bool:
+        return self.mirrored or self.duplicated
 
 _drawn: dict[tuple, torch.Tensor] | None = None
 """Within ``drawn_once``: each layer's unit-norm draw, by (path, seed, shape)."""
@@ -62,10 +69,10 @@ def drawn_once() -> Iterator[None]:
 
 def orthogonal_like(weight: torch.Tensor, path: str, seed: int, pairing: Pairing | None = None) -> torch.Tensor:
     """A random orthogonal tensor shaped as ``weight``, at its Frobenius norm, drawn from
-    ``seed`` and ``path`` only; with ``pairing``, an orthogonal half repeated with its sign
-    flipped along the mirrored rows and the paired columns."""
-    mirrored, paired = (pairing.mirrored, pairing.paired) if pairing is not None else (False, False)
-    half = (weight.shape[0] // (1 + mirrored), weight.shape[1] // (1 + paired), *weight.shape[2:])
+    ``seed`` and ``path`` only; with ``pairing``, an orthogonal half repeated, with its sign
+    flipped along the mirrored rows and the paired columns, as it is along duplicated rows."""
+    pairing = pairing or Pairing()
+    half = (weight.shape[0] // (1 + pairing.row_halves), weight.shape[1] // (1 + pairing.paired), *weight.shape[2:])
     key = (path, seed, half)
     unit = _drawn.get(key) if _drawn is not None else None
     if unit is None:
@@ -74,26 +81,27 @@ def orthogonal_like(weight: torch.Tensor, path: str, seed: int, pairing: Pairing
         nn.init.orthogonal_(unit, generator=generator)
         if _drawn is not None:
             _drawn[key] = unit
-    if paired:
+    if pairing.paired:
         unit = torch.cat([unit, -unit], 1)
-    if mirrored:
-        unit = torch.cat([unit, -unit], 0)
+    if pairing.row_halves:
+        unit = torch.cat([unit, -unit if pairing.mirrored else unit], 0)
     norm = weight.detach().to(torch.float64).norm().cpu()
     return (unit / unit.norm() * norm).to(weight.device, weight.dtype)
 
 
-def mirrored_bias(bias: torch.Tensor) -> torch.Tensor:
-    """(b; -b) from the first half of ``bias``: the bias of a layer whose rows are mirrored."""
+def halved_bias(bias: torch.Tensor, mirrored: bool) -> torch.Tensor:
+    """(b; -b), or (b; b), from the first half of ``bias``: the bias of a layer whose rows are
+    mirrored, or duplicated."""
     half = bias.detach()[: bias.shape[0] // 2]
-    return torch.cat([half, -half])
+    return torch.cat([half, -half if mirrored else half])
 
 
 def redrawn(layer: nn.Module, path: str, seed: int, pairing: Pairing | None = None) -> dict[str, torch.Tensor]:
     """The parameters ``layer`` takes with orthogonal directions: its weight, and its bias where
-    the rows are mirrored."""
+    the rows are mirrored or duplicated."""
     parameters = {"weight": orthogonal_like(layer.weight, path, seed, pairing)}
-    if pairing is not None and pairing.mirrored and getattr(layer, "bias", None) is not None:
-        parameters["bias"] = mirrored_bias(layer.bias)
+    if pairing is not None and pairing.row_halves and getattr(layer, "bias", None) is not None:
+        parameters["bias"] = halved_bias(layer.bias, pairing.mirrored)
     return parameters
 
 
