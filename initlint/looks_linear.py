@@ -44,7 +44,7 @@ import torch.nn as nn
 from initlint import ops
 from initlint.directions import Pairing, takes_orthogonal_directions
 from initlint.graph import GATE, SignalGraph, activation_module_of
-from initlint.moments import is_elementwise
+from initlint.moments import in_float64, is_elementwise
 
 _ODD_GRID = torch.linspace(0.05, 12.0, 240, dtype=torch.float64)
 """Where f(u) - f(-u) must be k u: past ReLU6's kink at 6, which is not."""
@@ -67,6 +67,7 @@ class LooksLinear:
 def odd_part_is_linear(module: nn.Module) -> bool:
     """Whether f(u) - f(-u) = k u with k > 0, for an elementwise ``module``."""
     try:
+        module = in_float64(module)
         with torch.no_grad():
             slope = (module(_ODD_GRID.clone()) - module(-_ODD_GRID)) / _ODD_GRID
     except Exception:

@@ -60,6 +60,7 @@ def activation_module(activation: str | nn.Module) -> nn.Module:
 
 
 def in_float64(module: nn.Module) -> nn.Module:
+    """``module`` (a copy, where it holds tensors) computing in float64, as the exact grids do."""
     tensors = [*module.parameters(), *module.buffers()]
     return copy.deepcopy(module).double() if tensors else module
 
@@ -70,6 +71,7 @@ def is_elementwise(module: nn.Module) -> bool:
     x = torch.randn(6, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     permutation = torch.randperm(48, generator=torch.Generator().manual_seed(1))
     try:
+        module = in_float64(module)  # a PReLU's float32 slope takes no float64 input
         with torch.no_grad():
             y = module(x)
             flat = module(x.reshape(-1))

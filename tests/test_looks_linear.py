@@ -16,10 +16,11 @@ WIDTH, DEPTH = 64, 12
 
 
 @pytest.mark.parametrize("module", [nn.ReLU(), nn.GELU(), nn.GELU(approximate="tanh"), nn.SiLU(), nn.Softplus(),
-                                    nn.Hardswish(), nn.LeakyReLU(0.2)], ids=str)
+                                    nn.Hardswish(), nn.LeakyReLU(0.2), nn.PReLU()], ids=str)
 def test_an_activation_whose_odd_part_is_linear_is_recognised(module):
-    """f(u) - f(-u) = k u: ReLU-like (x max(0, .)), self-gated (x g(x) with g(x) + g(-x) = 1), and
-    softplus (log(1 + e^x) - log(1 + e^-x) = x)."""
+    """f(u) - f(-u) = k u: ReLU-like (x max(0, .), PReLU's k = 1 + its slope, a float32
+    parameter), self-gated (x g(x) with g(x) + g(-x) = 1), and softplus (log(1 + e^x) -
+    log(1 + e^-x) = x)."""
     assert odd_part_is_linear(module)
 
 

@@ -83,6 +83,16 @@ def test_custom_module_is_integrated_through_its_own_forward():
     assert initlint.renorm_constants(GeneralReLU(0.2, sub))[0] != pytest.approx(1 / std, rel=1e-3)
 
 
+def test_a_module_with_a_float32_parameter_is_integrated_in_float64():
+    """PReLU holds its slope as a float32 parameter, which takes no float64 input: it is
+    integrated from a float64 copy, as the leaky ReLU with that slope."""
+    slope = 0.1
+    f = lambda x: np.where(x > 0, x, slope * x)  # noqa: E731
+    mean = _gaussian_expectation(f)
+    std = math.sqrt(_gaussian_expectation(lambda x: (f(x) - mean) ** 2))
+    assert initlint.renorm_constants(nn.PReLU(init=slope)) == pytest.approx((1 / std, -mean / std), rel=1e-5)
+
+
 @pytest.mark.parametrize("module", [nn.Softmax(dim=-1), nn.LayerNorm(8, elementwise_affine=False), nn.Linear(8, 8)])
 def test_non_elementwise_modules_are_refused(module):
     assert not is_elementwise(module)
