@@ -25,15 +25,18 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 MORE_ACTIVATIONS: dict[str, type[nn.Module]] = {
     "silu": nn.SiLU, "elu": nn.ELU, "mish": nn.Mish, "leaky_relu": nn.LeakyReLU, "softplus": nn.Softplus,
-    "hardswish": nn.Hardswish,
+    "hardswish": nn.Hardswish, "prelu": nn.PReLU,
 }
 """Activations beyond issue 12's rows: does what holds for its five hold for others?"""
 EVERY_ACTIVATION = {**ACTIVATIONS, **MORE_ACTIVATIONS}
 GAIN_NAMES = {"sigmoid": "sigmoid", "tanh": "tanh", "relu": "relu", "gelu": "relu", "selu": "selu",
-              "leaky_relu": "leaky_relu", "linear": "linear", **dict.fromkeys(("silu", "elu", "mish", "softplus",
+              "leaky_relu": "leaky_relu", "prelu": "leaky_relu", "linear": "linear", **dict.fromkeys(("silu", "elu", "mish", "softplus",
                                                                                 "hardswish"), "relu")}
 """calculate_gain has no entry for GELU, SiLU, ELU, Mish, softplus or hardswish; ReLU's is the usual
 stand-in."""
+NEGATIVE_SLOPES = {"leaky_relu": 0.01, "prelu": 0.25}
+"""The negative slope Kaiming's gain takes for a leaky activation: nn.LeakyReLU's default, and
+nn.PReLU's initial one."""
 
 
 class MLP(nn.Module):
@@ -275,8 +278,8 @@ def with_gain(model: nn.Module) -> nn.Module:
     zero biases."""
     for layer, activation in model.gains():
         name = GAIN_NAMES[activation]
-        if name in ("relu", "leaky_relu"):  # nn.LeakyReLU's default slope, 0.01
-            nn.init.kaiming_normal_(layer.weight, a=0.01 if name == "leaky_relu" else 0, nonlinearity=name)
+        if name in ("relu", "leaky_relu"):
+            nn.init.kaiming_normal_(layer.weight, a=NEGATIVE_SLOPES.get(activation, 0), nonlinearity=name)
         else:
             nn.init.xavier_normal_(layer.weight, gain=nn.init.calculate_gain(name))
         nn.init.zeros_(layer.bias)
