@@ -69,8 +69,19 @@ def behaviour_kind(nodes: list[fx.Node], uses_state: bool) -> ops.OpKind | None:
     if names & _REDUCTIONS and names & _INVERSE_SCALES:
         return ops.OpKind(ops.NORM, "layer_norm" if "sub" in names else "rms_norm")
     if not uses_state and not names & _REDUCTIONS and names - _AFFINE - _SHAPE_ONLY:
-        return ops.OpKind(ops.ACTIVATION, "activation")
+        return _sole_activation(nodes) or ops.OpKind(ops.ACTIVATION, "activation")
     return None
+
+
+def _sole_activation(nodes: list[fx.Node]) -> ops.OpKind | None:
+    """The activation a module computes when it applies one known activation and nothing else
+    but reshapes (timm's ``Sigmoid`` class is ``x.sigmoid()``): as that activation, a gate
+    where it is a sigmoid that multiplies, not an activation of no known kind."""
+    acting = [node for node in nodes if op_name(node) not in _SHAPE_ONLY]
+    if len(acting) != 1 or acting[0].op == "call_module":
+        return None
+    kind = ops.node_kind(acting[0], None)
+    return kind if kind.family == ops.ACTIVATION else None
 
 
 def is_leaf(module: nn.Module, leaf_modules: Sequence[type[nn.Module]]) -> bool:

@@ -11,6 +11,7 @@ from torch import nn
 
 import initlint
 from initlint import ops
+from initlint.graph import GATE, SQUEEZE
 from initlint.model_outputs import output_tensors
 from initlint.module_calls import behaviour_kind
 
@@ -119,6 +120,47 @@ def test_behaviour_kind_needs_the_whole_pattern():
     tanh = graph.call_function(aten.tanh.default, (x,))
     assert behaviour_kind([tanh, scaled], uses_state=True) is None  # weights: no activation
     assert behaviour_kind([tanh], uses_state=False).family == ops.ACTIVATION
+
+
+class _LibrarySigmoid(nn.Module):
+    """A library's own sigmoid class, as timm's: ``x.sigmoid()``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sigmoid()
+
+
+class _GatedConv(nn.Module):
+    """conv -> ReLU -> ``x * sigmoid(expand(relu(reduce(mean of x))))`` -> mean -> Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.reduce, self.expand = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 4, 1), nn.Conv2d(4, 16, 1)
+        self.gate, self.head = _LibrarySigmoid(), nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv(x))
+        x = x * self.gate(self.expand(torch.relu(self.reduce(x.mean((2, 3), keepdim=True)))))
+        return self.head(x.mean((2, 3)))
+
+
+def test_a_module_that_applies_one_known_activation_is_that_activation():
+    """A class that only applies a sigmoid is a sigmoid, not an activation of no known kind: the
+    product it feeds is a gate, and the mean before it a squeeze-excitation's squeeze, no pool
+    of the signal (timm's ``Sigmoid`` left regnety_002 with 13 squeezes reported by IL301)."""
+    graph = torch.fx.Graph()
+    x = graph.placeholder("x")
+    sigmoid = graph.call_method("sigmoid", (x,))
+    viewed = graph.call_method("view", (sigmoid, -1))
+    assert behaviour_kind([sigmoid, viewed], uses_state=False) == ops.OpKind(ops.ACTIVATION, "sigmoid")
+    scaled = graph.call_function(torch.mul, (sigmoid, 2.0))
+    assert behaviour_kind([sigmoid, scaled], uses_state=False) == ops.OpKind(ops.ACTIVATION, "activation")
+
+    torch.manual_seed(0)
+    report = initlint.check(_GatedConv(), input_shapes=[(8, 3, 16, 16)])
+    (gate,) = [v for v in report.graph.nodes.values() if v.module == "gate"]
+    assert gate.kind == ops.OpKind(ops.ACTIVATION, "sigmoid") and GATE in gate.roles
+    assert [v.name for v in report.graph.nodes.values() if SQUEEZE in v.roles] == ["mean"]
+    assert all(f.module != "mean" for f in report.findings if f.code == "IL301")
 
 
 def test_structured_outputs_are_flattened_by_position():
