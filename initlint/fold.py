@@ -33,6 +33,7 @@ import torch.nn as nn
 from initlint import ops
 from initlint.graph import SignalGraph
 from initlint.module_calls import op_name
+from initlint.probe import CARRIES_TENSOR
 from initlint.renorm import Renorm
 from initlint.rewrite import rescale_weights
 from initlint.safe_code import ORIGINAL_PATH
@@ -107,8 +108,7 @@ def _consumers(node: fx.Node, root: nn.Module, tied: TiedParameters, scale: floa
                 continue
             if _scales_a_product(user, root, current, scale, shift):
                 products.append((user, current))
-            elif not (_passes(ops.node_kind(user, root), scale, shift) and
-                      all(arg is current for arg in user.all_input_nodes)):
+            elif not (_passes(ops.node_kind(user, root), scale, shift) and _reads_values_of(user, current)):
                 return None
             carrying.add(user)
             frontier.append(user)
@@ -117,6 +117,13 @@ def _consumers(node: fx.Node, root: nn.Module, tied: TiedParameters, scale: floa
     if _called_elsewhere(reached, node.graph):
         return None
     return consumers or None
+
+
+def _reads_values_of(user: fx.Node, current: fx.Node) -> bool:
+    """Whether ``current`` is the one input whose values ``user`` reads: sizes
+    (``x.view(b, c, 1, 1)``) and shape templates (``y.expand_as(x)``) are no values."""
+    return all(arg is current or not arg.meta.get(CARRIES_TENSOR, True) or ops.reads_shape_only(user, arg)
+               for arg in user.all_input_nodes)
 
 
 def _called_elsewhere(calls: set[fx.Node], graph: fx.Graph) -> bool:

@@ -20,7 +20,8 @@ or an average over positions, which keep channel halves as halves, not through a
 both are Linear or ungrouped conv layers whose directions the fix redraws (not shared, tied or
 zero-initialized) and of even width, and neither is in a residual branch. A product with an
 elementwise gate keeps the halves too when the gate's own layer can duplicate its rows, so that
-both units of a pair take the same gate (squeeze-excitation, ``x * sigmoid(expand(...))``): the
+both units of a pair take the same gate (squeeze-excitation, ``x * sigmoid(expand(...))``, its
+layers 1x1 convs or Linear layers whose gate is reshaped and broadcast over positions): the
 next layer reads (f(u) - f(-u)) g = k u g, centred, where an unpaired ReLU's output would carry
 its mean through the gate into every later layer and into the head's pooled input (the
 LSUV-degenerate SE-CNN folded, orthogonal inputs at cosine 0.986 there). SGD, 10 seeds: 0.754
@@ -44,11 +45,16 @@ import torch.nn as nn
 from initlint import ops
 from initlint.directions import Pairing, takes_orthogonal_directions
 from initlint.graph import GATE, SignalGraph, activation_module_of
+from initlint.module_calls import op_name
 from initlint.moments import in_float64, is_elementwise
 
 _ODD_GRID = torch.linspace(0.05, 12.0, 240, dtype=torch.float64)
 """Where f(u) - f(-u) must be k u: past ReLU6's kink at 6, which is not."""
 
+_RESHAPES = frozenset({"view", "reshape", "flatten", "squeeze", "unsqueeze"})
+_EXPANDS = frozenset({"expand", "expand_as"})
+_BROADCASTS = _RESHAPES | _EXPANDS
+"""Operators that move a vector of channels into place for a product without reordering it."""
 _UNIT_WISE = (nn.Dropout, nn.Identity)
 _OVER_POSITIONS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AvgPool1d, nn.AvgPool2d,
                    nn.AvgPool3d)
@@ -86,14 +92,17 @@ def _pairable(node: object, root: fx.GraphModule, sites: dict[str, str], calls: 
             and calls[node.target] == 1 and takes_orthogonal_directions(layer))
 
 
-def _keeps_halves(node: fx.Node, root: fx.GraphModule, channels: bool) -> bool:
+def _keeps_halves(node: fx.Node, root: fx.GraphModule, graph: SignalGraph, channels: bool) -> bool:
     """Whether ``node`` keeps the units in their halves: any layer's through dropout, a conv's
-    channels (``channels``) also through a flatten from dim 1 or an average over positions."""
+    channels (``channels``) also through a flatten from dim 1, an average over positions, or a
+    reshape of one vector of channels per sample ((batch, C, 1, 1) to (batch, C))."""
     if node.op == "call_module":
         module = root.get_submodule(node.target)
         return isinstance(module, _UNIT_WISE) or channels and isinstance(module, _OVER_POSITIONS)
     if not channels:
         return False
+    if op_name(node) in _RESHAPES:
+        return _same_channels(node, node.args[0], graph)
     if node.target in ("flatten", torch.flatten):
         return node.kwargs.get("start_dim", node.args[1] if len(node.args) > 1 else 0) == 1
     if node.target in ("mean", torch.mean):
@@ -110,27 +119,53 @@ def _readers(node: fx.Node, root: fx.GraphModule, graph: SignalGraph, channels: 
     gate's layer duplicates its rows (``_gate_layer``): that layer goes into ``gates``."""
     found = []
     for user in node.users:
-        gate = _gate_layer(user, node, root, graph)
+        if user.name in graph.tensorless or ops.reads_shape_only(user, node):
+            continue  # x.size(), y.expand_as(x): no values of node's are read
+        gate = _gate_layer(user, node, root, graph, channels)
         if gate is not None:
             gates.append(gate)
-        keeps = gate is not None or len(user.all_input_nodes) == 1 and _keeps_halves(user, root, channels)
+        tensors = [n for n in user.all_input_nodes if n.name not in graph.tensorless]  # not x.size()'s
+        keeps = gate is not None or len(tensors) == 1 and _keeps_halves(user, root, graph, channels)
         found += _readers(user, root, graph, channels, gates) if keeps else [user]
     return found
 
 
-def _gate_layer(product: fx.Node, factor: fx.Node, root: fx.GraphModule, graph: SignalGraph) -> fx.Node | None:
+def _channels_of(node: object, graph: SignalGraph) -> int | None:
+    """C, where ``node`` holds one vector of C units per sample in dim 1 ((batch, C) or
+    (batch, C, 1, 1): a squeezed map, a gate); else None."""
+    stats = graph.view(node.name).stats if isinstance(node, fx.Node) and node.name in graph.nodes else None
+    shape = stats.shape if stats is not None else []
+    return shape[1] if len(shape) >= 2 and all(size == 1 for size in shape[2:]) else None
+
+
+def _same_channels(node: fx.Node, source: object, graph: SignalGraph) -> bool:
+    """Whether ``node`` holds ``source``'s vector of channels per sample, in the same order."""
+    channels = _channels_of(node, graph)
+    return channels is not None and channels == _channels_of(source, graph)
+
+
+def _gate_layer(product: fx.Node, factor: fx.Node, root: fx.GraphModule, graph: SignalGraph,
+                channels: bool) -> fx.Node | None:
     """The layer whose output an elementwise gate turns into the other factor of ``product``
     (``factor * sigmoid(layer(...))``, squeeze-excitation), or None. With its rows duplicated
     the gate multiplies both units of each pair by the same value: (f(u) g, f(-u) g), whose
-    difference a paired reader reads as k u g."""
-    if ops.node_kind(product, root).family != ops.MUL or len(product.all_input_nodes) != 2 or \
-            len(product.args) != 2 or factor not in product.args:
+    difference a paired reader reads as k u g. A conv's gate may reach the product through
+    reshapes and broadcasts of its vector of channels, before or after the activation (SENet's
+    ``x * y.view(b, c, 1, 1).expand_as(x)``)."""
+    if ops.node_kind(product, root).family != ops.MUL or len(product.args) != 2 or factor not in product.args:
         return None
     gate = product.args[1] if product.args[0] is factor else product.args[0]
+    while channels and isinstance(gate, fx.Node) and op_name(gate) in _BROADCASTS and gate.args and (
+            op_name(gate) in _EXPANDS and _channels_of(gate.args[0], graph) is not None
+            or _same_channels(gate, gate.args[0], graph)):
+        gate = gate.args[0]
     if not isinstance(gate, fx.Node) or GATE not in graph.view(gate.name).roles or not gate.args:
         return None
     module = activation_module_of(gate, root)
     layer = gate.args[0]
+    while channels and isinstance(layer, fx.Node) and op_name(layer) in _RESHAPES and len(layer.users) == 1 and \
+            _same_channels(layer, layer.args[0], graph):
+        layer = layer.args[0]
     if module is None or not is_elementwise(module) or not isinstance(layer, fx.Node) or len(layer.users) != 1:
         return None
     return layer
@@ -149,16 +184,17 @@ def _reads_pairs_of(reader: fx.Node, before: nn.Module, root: fx.GraphModule, gr
         and _reads_units_of(root.get_submodule(reader.target), before) and not graph.in_residual_branch(reader.name)
 
 
-def _duplicates_for(gate: fx.Node, before: nn.Module, root: fx.GraphModule, sites: dict[str, str],
-                    calls: Counter) -> bool:
+def _duplicates_for(gate: fx.Node, before: nn.Module, root: fx.GraphModule, graph: SignalGraph,
+                    sites: dict[str, str], calls: Counter) -> bool:
     """Whether the gate's layer ``gate`` can take duplicated rows for the units of ``before``:
-    as many units, and of the same kind (both Linear, or both convs, whose gate broadcasts over
-    positions along the channels)."""
+    as many units, each its unit's gate: both Linear, or for a conv's channels a conv or a
+    Linear that gives one vector of them per sample."""
     if not _pairable(gate, root, sites, calls):
         return False
     layer = root.get_submodule(gate.target)
-    return isinstance(layer, nn.Linear) == isinstance(before, nn.Linear) and \
-        layer.weight.shape[0] == before.weight.shape[0]
+    units_match = isinstance(layer, nn.Linear) == isinstance(before, nn.Linear) or \
+        not isinstance(before, nn.Linear) and _channels_of(gate, graph) is not None
+    return units_match and layer.weight.shape[0] == before.weight.shape[0]
 
 
 def looks_linear_pairs(root: fx.GraphModule, sites: dict[str, str], graph: SignalGraph) -> LooksLinear:
@@ -179,7 +215,7 @@ def looks_linear_pairs(root: fx.GraphModule, sites: dict[str, str], graph: Signa
         if len(source.users) != 1 or not readers or before.weight.shape[0] % 2:
             continue
         if all(_reads_pairs_of(r, before, root, graph, sites, calls) for r in readers) and \
-                all(_duplicates_for(g, before, root, sites, calls) for g in gates):
+                all(_duplicates_for(g, before, root, graph, sites, calls) for g in gates):
             mirrored.add(source.name)
             paired.update(r.name for r in readers)
             duplicated.update(g.name for g in gates)

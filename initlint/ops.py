@@ -243,6 +243,15 @@ def drop_paths() -> list[object]:
     return [getattr(library, name) for library, name in libraries if callable(getattr(library, name, None))]
 
 
+_SHAPE_TEMPLATES = frozenset({"expand_as", "view_as", "reshape_as"})
+
+
+def reads_shape_only(user: Node, node: Node) -> bool:
+    """Whether ``user`` takes only ``node``'s shape: ``y.expand_as(node)``, no value of it."""
+    return user.op == "call_method" and user.target in _SHAPE_TEMPLATES and len(user.args) == 2 and \
+        user.args[1] is node and user.args[0] is not node
+
+
 def module_kind(module: nn.Module) -> OpKind:
     """Classify a module by the first registered class along its MRO."""
     for cls in type(module).__mro__:
