@@ -168,8 +168,9 @@ def test_a_chain_in_a_residual_branch_and_the_renorm_node_method_take_no_pairs()
 
 class _SqueezeExcitation(nn.Module):
     """``x * sigmoid(expand(relu(reduce(mean of x over positions))))``: with 1x1 convs; with
-    Linear layers on (batch, C), the gate reshaped to (batch, C, 1, 1) and expanded as x, as in
-    SENet's reference code ("senet"); or with the gate's channels shuffled on the way
+    Linear layers on (batch, C), the squeeze an adaptive average pool viewed as (batch, C), the
+    gate reshaped to (batch, C, 1, 1) and expanded as x, as in SENet's reference code
+    ("senet"); or with the gate's channels shuffled on the way
     ("shuffled"), so that channel c no longer takes unit c's gate."""
 
     def __init__(self, channels: int, style: str = "conv") -> None:
@@ -181,7 +182,8 @@ class _SqueezeExcitation(nn.Module):
         if self.style == "conv":
             return x * torch.sigmoid(self.expand(torch.relu(self.reduce(x.mean((2, 3), keepdim=True)))))
         b, c = x.shape[:2]
-        gate = torch.sigmoid(self.expand(torch.relu(self.reduce(x.mean((2, 3))))))
+        squeezed = nn.functional.adaptive_avg_pool2d(x, 1).view(b, c)
+        gate = torch.sigmoid(self.expand(torch.relu(self.reduce(squeezed))))
         if self.style == "shuffled":
             gate = gate.view(b, 2, c // 2).transpose(1, 2)
         return x * gate.reshape(b, c, 1, 1).expand_as(x)
