@@ -94,25 +94,25 @@ def _pairable(node: object, root: fx.GraphModule, sites: dict[str, str], calls: 
 
 def _keeps_halves(node: fx.Node, root: fx.GraphModule, graph: SignalGraph, channels: bool) -> bool:
     """Whether ``node`` keeps the units in their halves: any layer's through dropout, a conv's
-    channels (``channels``) also through a flatten from dim 1, an average over positions (a
+    channels (``channels``) also through a flatten from dim 1 (function or module, each
+    channel's positions together), an average over positions (a
     pool module or function, a mean over dims from 2), or a reshape of one vector of channels
     per sample ((batch, C, 1, 1) to (batch, C))."""
     if node.op == "call_module":
         module = root.get_submodule(node.target)
-        return isinstance(module, _UNIT_WISE) or channels and isinstance(module, _OVER_POSITIONS)
+        return isinstance(module, _UNIT_WISE) or channels and (
+            isinstance(module, _OVER_POSITIONS) or isinstance(module, nn.Flatten) and module.start_dim == 1)
     if not channels:
         return False
-    if op_name(node) in _RESHAPES:
-        return _same_channels(node, node.args[0], graph)
-    if ops.node_kind(node, root).name in ("avg_pool", "adaptive_avg_pool"):  # F.adaptive_avg_pool2d(x, 1)
-        return True
     if node.target in ("flatten", torch.flatten):
         return node.kwargs.get("start_dim", node.args[1] if len(node.args) > 1 else 0) == 1
     if node.target in ("mean", torch.mean):
         dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
         dims = (dims,) if isinstance(dims, int) else dims
         return isinstance(dims, (tuple, list)) and all(isinstance(d, int) and d >= 2 for d in dims)
-    return False
+    if ops.node_kind(node, root).name in ("avg_pool", "adaptive_avg_pool"):  # F.adaptive_avg_pool2d(x, 1)
+        return True
+    return op_name(node) in _RESHAPES and _same_channels(node, node.args[0], graph)
 
 
 def _readers(node: fx.Node, root: fx.GraphModule, graph: SignalGraph, channels: bool,

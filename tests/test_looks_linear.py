@@ -129,6 +129,35 @@ def test_conv_channels_pair_through_an_average_but_not_through_a_max_pool():
     assert result.fold_error < 1e-4
 
 
+class _FlattenedCNN(nn.Module):
+    """Two conv -> ReLU layers at 4x4, flattened from dim 1 (by ``torch.flatten`` or
+    ``nn.Flatten``) into a Linear -> ReLU, and a head."""
+
+    def __init__(self, module: bool) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(3 if i == 0 else 16, 16, 3, padding=1) for i in range(2))
+        self.flatten = nn.Flatten() if module else None
+        self.hidden, self.head = nn.Linear(16 * 4 * 4, 32), nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            x = torch.relu(conv(x))
+        x = self.flatten(x) if self.flatten is not None else torch.flatten(x, 1)
+        return self.head(torch.relu(self.hidden(x)))
+
+
+@pytest.mark.parametrize("module", [False, True], ids=["torch.flatten", "nn.Flatten"])
+def test_conv_channels_pair_through_a_flatten_into_a_linear(module):
+    """Flattened from dim 1, each channel's positions stay together, so the channel halves are
+    the Linear's column halves."""
+    torch.manual_seed(0)
+    result = run_fix(_FlattenedCNN(module), (), CheckOptions(input_shapes=[(64, 3, 4, 4)]), ModelSource(), fold=True)
+    assert {r.module: r.pairing for r in result.plan if r.pairing} == {
+        "convs.0": Pairing(mirrored=True), "convs.1": Pairing(mirrored=True, paired=True),
+        "hidden": Pairing(paired=True)}
+    assert result.fold_error < 1e-4
+
+
 def test_transposed_convs_take_no_pairs():
     """A transposed conv's weight holds its input channels first, so mirrored rows would pair
     its inputs instead of its outputs."""
