@@ -75,8 +75,10 @@ class FixResult:
             lines.append(f"  {redrawn} Linear/Conv layer(s) took orthogonal directions at their own norm, as LSUV "
                          "starts from (--keep-directions keeps yours and only rescales)")
         if paired := sum(r.pairing is not None for r in self.plan):
+            gates = sum(r.pairing is not None and r.pairing.duplicated for r in self.plan)
+            through = f" (through {gates} gate(s), whose layer gives both units of a pair one gate)" if gates else ""
             lines.append(f"  {paired} of them in looks-linear pairs, which make the ReLU-like activations between "
-                         "them linear at init")
+                         f"them linear at init{through}")
         if (warning := self.planned_at()) is not None:
             lines.append(warning)
         lines += [f"  declined {reason}" for reason in self.declined]

@@ -265,6 +265,7 @@ def test_pairs_pass_through_a_squeeze_excitation_gate(style):
         assert pairings[f"gates.{stage}.expand"] == Pairing(paired=True, duplicated=True)
     assert not pairings.get(f"convs.{_GatedCNN.STAGES - 1}", Pairing()).mirrored
     assert result.fold_error < 1e-4 and not result.folded.unfolded
+    assert f"(through {_GatedCNN.STAGES - 1} gate(s)" in result.summary("out")
     folded = result.folded.model
     for stage in range(_GatedCNN.STAGES - 1):
         expand = folded.gates[stage].expand
