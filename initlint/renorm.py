@@ -325,6 +325,9 @@ class _Planner(FirstStepInterpreter):
                               f"{RESIDUAL_GROWTH:g}x growth over the body", share / stats.std, 0.0, "probe")
                 renorm.aim = (stats.mean * renorm.scale, share)
                 return renorm
+            if self.signal.only_normalized_after(n.name):
+                return make("none: only normalizations read it, through adds: its scale against what is added "
+                            "to it (position tables, residual branches) is the model's design", 1.0, 0.0, "graph")
             offsets = self._channel_offsets(n, y, args)
             if offsets is not None:
                 spread = (y - offsets).std().item()
@@ -401,16 +404,41 @@ class _Planner(FirstStepInterpreter):
 
     def _stream_beside(self, n: fx.Node) -> float | None:
         """The std of the residual stream that ``n``, the last layer of a residual branch, is
-        added to; None when ``n`` is no such layer or the stream is not computed yet."""
-        readers = self.signal.through_plumbing(n.name, "users")
-        if self.branch_share is None or n.name in self.main_path or len(readers) != 1 or \
-                RESIDUAL_ADD not in readers[0].roles:
+        added to, over the square root of the number of branches that one addition brings in
+        together (a parallel block's ``x + attention + mlp``: each takes half the variance);
+        None when ``n`` is no such layer or the stream is not computed yet. The branch reaches
+        the addition through plumbing, dropout and the sums of other branches."""
+        if self.branch_share is None or n.name in self.main_path:
             return None
-        add = self.by_name[readers[0].name]
+        add = self._stream_addition(n.name)
+        if add is None:
+            return None
         streams = [self.env.get(node) for node in add.all_input_nodes if node.name in self.main_path]
         if len(streams) != 1 or not isinstance(streams[0], torch.Tensor):
             return None
-        return streams[0].float().std().item()
+        branches = sum(self._branch_ends(node.name) for node in add.all_input_nodes if node.name not in self.main_path)
+        return streams[0].float().std().item() / math.sqrt(max(branches, 1))
+
+    def _stream_addition(self, name: str) -> fx.Node | None:
+        """The residual addition on the main path that ``name`` alone feeds, through plumbing,
+        dropout and additions off the main path; None where it feeds anything else."""
+        view = self.signal.view(name)
+        while True:
+            readers = [self.signal.view(r) for r in view.users if r not in self.signal.tensorless]
+            if len(readers) != 1:
+                return None
+            view = readers[0]
+            if view.kind.family == ops.ADD and view.name in self.main_path:
+                return self.by_name[view.name] if RESIDUAL_ADD in view.roles else None
+            if view.kind.family not in (ops.STRUCTURAL, ops.DROPOUT, ops.ADD):
+                return None
+
+    def _branch_ends(self, name: str) -> int:
+        """How many branch outputs the value ``name`` sums (through plumbing, dropout, additions)."""
+        view = self.signal.view(name)
+        if view.kind.family not in (ops.STRUCTURAL, ops.DROPOUT, ops.ADD):
+            return 1
+        return sum(self._branch_ends(source) for source in view.inputs if source in self.signal.input_dependent)
 
     def _shaped(self, n: fx.Node, args: tuple, kwargs: dict) -> tuple[Renorm, Renorm, torch.Tensor] | None:
         """Kernel shaping's constants before and after an elementwise activation, and its

@@ -325,6 +325,48 @@ def test_residual_branches_share_a_budget_so_the_stream_grows_at_most_2x():
     assert result.fold_error < 1e-4
 
 
+class _ParallelBlock(nn.Module):
+    """GPT-NeoX's parallel residual: ``x + dropout(mlp_a(ln_a(x))) + dropout(mlp_b(ln_b(x)))``,
+    the two branches summed before they join the stream."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.ln_a, self.ln_b = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.mlp_a, self.mlp_b = (nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
+                                  for _ in range(2))
+        self.drop = nn.Dropout(0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.mlp_a(self.ln_a(x))) + self.drop(self.mlp_b(self.ln_b(x))) + x
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["sequential", "parallel"])
+def test_a_small_embedding_keeps_its_scale_and_the_stream_stays_within_2x(parallel):
+    """Hugging Face models draw every Linear from N(0, 0.02^2) with zero biases (their
+    initializer range), so the stream starts small. Only norms read that stream, so the
+    embedding keeps its scale (rescaled to std 1, a Llama's stream ended 27x the original's)
+    and the branches take their share of the stream as it is. A parallel block adds two
+    branches at once (through dropout): each takes 1/sqrt(2) of the block's share, so the
+    stream still grows at most 2x over the body, and ends within 2x of the original's."""
+    torch.manual_seed(0)
+    model = _PreNormTransformer()
+    if parallel:
+        model.blocks = nn.Sequential(*[_ParallelBlock(64) for _ in range(6)])
+    with torch.no_grad():
+        for layer in model.modules():
+            if isinstance(layer, nn.Linear):
+                nn.init.normal_(layer.weight, std=0.02), nn.init.zeros_(layer.bias)
+    embedding = model.inp.weight.clone()
+    result = run_fix(model, (), CheckOptions(input_shapes=[(16, 8, 8)]), ModelSource(), fold=True)
+    (inp,) = [r for r in result.plan if r.module == "inp"]
+    assert inp.target.startswith("none: only normalizations read it")
+    torch.testing.assert_close(result.folded.model.inp.weight, embedding)
+    shares = [r for r in result.plan if "residual stream" in r.target]
+    assert len(shares) == (12 if parallel else 6)
+    assert 0.5 <= _stream_std(result.folded.model) / _stream_std(model) <= 2
+    assert result.fold_error < 1e-4
+
+
 def test_a_zero_initialized_branch_stays_zero():
     torch.manual_seed(0)
     result = run_fix(_PreNormTransformer(zero_last=True), (), CheckOptions(input_shapes=[(16, 8, 8)]), ModelSource(),
