@@ -302,21 +302,11 @@ class SignalGraph:
         softmax inside, which no norm after it undoes. Values that hold no tensor (sizes) read no
         scale; a function that returns several tensors (``chunk``, ``split``) is plumbing, a
         module that does (``nn.MultiheadAttention``, ``nn.LSTM``) is not linear."""
-        frontier, seen = list(self.nodes[name].users), set()
-        if not frontier:
-            return False
-        while frontier:
-            user = self.nodes[frontier.pop()]
-            if user.name in seen or NORM in user.roles:
-                continue
-            seen.add(user.name)
-            if user.name in self.tensorless:
-                continue
+        def linear(user: NodeView) -> bool:
             several = user.stats is None and user.op in ("call_function", "call_method")
-            if user.op == "output" or not (several or user.kind.family in _LINEAR_IN_SCALE):
-                return False
-            frontier.extend(user.users)
-        return True
+            return user.op != "output" and (several or user.kind.family in _LINEAR_IN_SCALE)
+
+        return self._every_path_normalized(name, linear)
 
     def only_normalized_after(self, name: str) -> bool:
         """Whether every path from ``name`` ends in a normalization layer through plumbing,
@@ -326,6 +316,12 @@ class SignalGraph:
         the residual stream it starts against the branches (whose budget follows the stream).
         Rescaled to std 1, a Hugging Face token table of std 0.02 made a Llama's stream 27 to
         50 times the original's."""
+        return self._every_path_normalized(
+            name, lambda user: user.kind.family in (ops.STRUCTURAL, ops.DROPOUT, ops.ADD))
+
+    def _every_path_normalized(self, name: str, passes: Callable[[NodeView], bool]) -> bool:
+        """Whether every path from ``name`` reaches a normalization layer through steps that
+        ``passes`` lets through (values that hold no tensor read nothing)."""
         frontier, seen = list(self.nodes[name].users), set()
         if not frontier:
             return False
@@ -336,7 +332,7 @@ class SignalGraph:
             seen.add(user.name)
             if user.name in self.tensorless:
                 continue
-            if user.kind.family not in (ops.STRUCTURAL, ops.DROPOUT, ops.ADD):
+            if not passes(user):
                 return False
             frontier.extend(user.users)
         return True
