@@ -41,6 +41,7 @@ fix's renorm nodes, the ``dks`` package): the constant scales and shifts around 
 own output, when constants follow it. The transformed activation is one step: only its last
 value is its output, and the scales within are no drift."""
 _AFFINE_NAMES = frozenset({"mul", "add", "sub", "div", "truediv", "rsub", "renorm"})
+_CONCATENATIONS = frozenset({"cat", "concat", "concatenate"})
 _LINEAR_IN_SCALE = (ops.STRUCTURAL, ops.DROPOUT, ops.WEIGHTED, ops.ADD, ops.MUL, ops.POOL)
 """Families whose output scales with the input's scale (average pools only: max pools too,
 but the registry has none)."""
@@ -310,14 +311,16 @@ class SignalGraph:
 
     def only_normalized_after(self, name: str) -> bool:
         """Whether every path from ``name`` ends in a normalization layer through plumbing,
-        dropout and additions alone, as a pre-norm transformer's token embedding does (and a
-        post-norm one's, into its embedding LayerNorm). A rescale of such a layer changes only
-        its share of the sums it enters: a token table against the position table added to it,
+        dropout, additions and concatenations alone, as a pre-norm transformer's token embedding
+        does (and a post-norm one's, into its embedding LayerNorm; a ViT's patch embedding, beside
+        its class token). A rescale of such a layer changes only its share of the sums and
+        concatenations it enters: a token table against the position table added to it,
         the residual stream it starts against the branches (whose budget follows the stream).
         Rescaled to std 1, a Hugging Face token table of std 0.02 made a Llama's stream 27 to
         50 times the original's."""
         return self._every_path_normalized(
-            name, lambda user: user.kind.family in (ops.STRUCTURAL, ops.DROPOUT, ops.ADD))
+            name, lambda user: user.kind.family in (ops.STRUCTURAL, ops.DROPOUT, ops.ADD)
+            or user.target.split(".")[0] in _CONCATENATIONS)
 
     def _every_path_normalized(self, name: str, passes: Callable[[NodeView], bool]) -> bool:
         """Whether every path from ``name`` reaches a normalization layer through steps that

@@ -340,17 +340,31 @@ class _ParallelBlock(nn.Module):
         return self.drop(self.mlp_a(self.ln_a(x))) + self.drop(self.mlp_b(self.ln_b(x))) + x
 
 
-@pytest.mark.parametrize("parallel", [False, True], ids=["sequential", "parallel"])
-def test_a_small_embedding_keeps_its_scale_and_the_stream_stays_within_2x(parallel):
+class _ClassTokenTransformer(_PreNormTransformer):
+    """A ViT's start: a class token concatenated before the embedded tokens; the head reads it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cls = nn.Parameter(torch.zeros(1, 1, 64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.inp(x)
+        tokens = torch.cat([self.cls.expand(len(tokens), -1, -1), tokens], dim=1)
+        return self.head(self.ln(self.blocks(tokens))[:, 0])
+
+
+@pytest.mark.parametrize("start", ["sequential", "parallel", "class token"])
+def test_a_small_embedding_keeps_its_scale_and_the_stream_stays_within_2x(start):
     """Hugging Face models draw every Linear from N(0, 0.02^2) with zero biases (their
     initializer range), so the stream starts small. Only norms read that stream, so the
     embedding keeps its scale (rescaled to std 1, a Llama's stream ended 27x the original's)
     and the branches take their share of the stream as it is. A parallel block adds two
     branches at once (through dropout): each takes 1/sqrt(2) of the block's share, so the
-    stream still grows at most 2x over the body, and ends within 2x of the original's."""
+    stream still grows at most 2x over the body, and ends within 2x of the original's. A
+    class token concatenated beside the embedded tokens (a ViT's) changes none of that."""
     torch.manual_seed(0)
-    model = _PreNormTransformer()
-    if parallel:
+    model = _ClassTokenTransformer() if start == "class token" else _PreNormTransformer()
+    if start == "parallel":
         model.blocks = nn.Sequential(*[_ParallelBlock(64) for _ in range(6)])
     with torch.no_grad():
         for layer in model.modules():
@@ -362,7 +376,7 @@ def test_a_small_embedding_keeps_its_scale_and_the_stream_stays_within_2x(parall
     assert inp.target.startswith("none: only normalizations read it")
     torch.testing.assert_close(result.folded.model.inp.weight, embedding)
     shares = [r for r in result.plan if "residual stream" in r.target]
-    assert len(shares) == (12 if parallel else 6)
+    assert len(shares) == (12 if start == "parallel" else 6)
     assert 0.5 <= _stream_std(result.folded.model) / _stream_std(model) <= 2
     assert result.fold_error < 1e-4
 
