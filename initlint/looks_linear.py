@@ -56,10 +56,9 @@ _EXPANDS = frozenset({"expand", "expand_as"})
 _BROADCASTS = _RESHAPES | _EXPANDS
 """Operators that move a vector of channels into place for a product without reordering it."""
 _UNIT_WISE = (nn.Dropout, nn.Identity)
-_OVER_POSITIONS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AvgPool1d, nn.AvgPool2d,
-                   nn.AvgPool3d)
-"""Modules between the activation and the next layer that keep units (any layer's) or channels
-(a conv's, in dim 1) in their halves."""
+"""Modules between the activation and the next layer that keep any layer's units in their halves."""
+_AVERAGE_POOLS = frozenset({"avg_pool", "adaptive_avg_pool"})
+"""Pools (modules or functions, by ``ops`` kind) that keep a conv's channels in their halves."""
 
 
 @dataclass(frozen=True)
@@ -98,20 +97,21 @@ def _keeps_halves(node: fx.Node, root: fx.GraphModule, graph: SignalGraph, chann
     channel's positions together), an average over positions (a
     pool module or function, a mean over dims from 2), or a reshape of one vector of channels
     per sample ((batch, C, 1, 1) to (batch, C))."""
-    if node.op == "call_module":
-        module = root.get_submodule(node.target)
-        return isinstance(module, _UNIT_WISE) or channels and (
-            isinstance(module, _OVER_POSITIONS) or isinstance(module, nn.Flatten) and module.start_dim == 1)
+    module = root.get_submodule(node.target) if node.op == "call_module" else None
+    if isinstance(module, _UNIT_WISE):
+        return True
     if not channels:
         return False
+    if ops.node_kind(node, root).name in _AVERAGE_POOLS:
+        return True
+    if module is not None:
+        return isinstance(module, nn.Flatten) and module.start_dim == 1
     if node.target in ("flatten", torch.flatten):
         return node.kwargs.get("start_dim", node.args[1] if len(node.args) > 1 else 0) == 1
     if node.target in ("mean", torch.mean):
         dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
         dims = (dims,) if isinstance(dims, int) else dims
         return isinstance(dims, (tuple, list)) and all(isinstance(d, int) and d >= 2 for d in dims)
-    if ops.node_kind(node, root).name in ("avg_pool", "adaptive_avg_pool"):  # F.adaptive_avg_pool2d(x, 1)
-        return True
     return op_name(node) in _RESHAPES and _same_channels(node, node.args[0], graph)
 
 

@@ -326,8 +326,9 @@ class _Planner(FirstStepInterpreter):
                 renorm.aim = (stats.mean * renorm.scale, share)
                 return renorm
             if self.signal.only_normalized_after(n.name):
-                return make("none: only normalizations read it, through adds: its scale against what is added "
-                            "to it (position tables, residual branches) is the model's design", 1.0, 0.0, "graph")
+                return make("none: only normalizations read it, through additions and concatenations: its scale "
+                            "against what joins it (position tables, a class token, residual branches) is the "
+                            "model's design", 1.0, 0.0, "graph")
             offsets = self._channel_offsets(n, y, args)
             if offsets is not None:
                 spread = (y - offsets).std().item()
