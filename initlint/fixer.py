@@ -41,6 +41,9 @@ class FixResult:
     """Kinds of change left out because they made the model worse, and how."""
     still_worse: str = ""
     """What the fixed model still has that the original lacked (nothing, normally)."""
+    still_found: tuple[str, ...] = ()
+    """Every warning or error the fixed model still has ("IL101 at getitem"): what no constant
+    repaired, such as the drift inside an LSTM, whose gates no renorm reaches."""
     left_out: list[dict] = field(default_factory=list)
     """With ``fold``: constants that no exact fold carries, left out of the plan (with why)."""
 
@@ -69,7 +72,7 @@ class FixResult:
     def summary(self, folder: str) -> str:
         sites = Counter(r.site for r in self.plan)
         parts = ", ".join(f"{count} {site}" for site, count in sorted(sites.items()))
-        nothing = "none kept" if self.declined or self.left_out else "none needed"
+        nothing = "none kept" if self.declined or self.left_out else "none applies" if self.still_found else "none needed"
         lines = [f"initlint: wrote {folder}: {len(self.plan)} renorm constants ({parts or nothing})"]
         if redrawn := sum(r.orthogonal is not None for r in self.plan):
             lines.append(f"  {redrawn} Linear/Conv layer(s) took orthogonal directions at their own norm, as LSUV "
@@ -84,6 +87,9 @@ class FixResult:
         lines += [f"  declined {reason}" for reason in self.declined]
         if self.still_worse:
             lines.append(f"  warning: the fixed model still has what the original lacked: {self.still_worse}")
+        if self.still_found:
+            lines.append(f"  not repaired: the fixed model still has {len(self.still_found)} finding(s), "
+                         f"{', '.join(self.still_found)} (`initlint check {folder}` explains them)")
         if self.unverified:
             lines.append(f"  {len(self.unverified)} missed their target on the re-probe: "
                          f"{', '.join(self.unverified)}")
@@ -118,6 +124,7 @@ class FixResult:
             "balanced": self.folded.balanced if self.folded else 0,
             "declined": self.declined,
             "still_worse": self.still_worse,
+            "still_found": list(self.still_found),
         }
 
 
@@ -200,7 +207,7 @@ def _fixed(
     plan, patched, declined, worse = decline_what_hurts(
         lambda kinds, constants: plan_without(kinds, unfoldable | constants), analysed.graph, rules, build)
     result = FixResult(patched, plan, analysed, method=method, declined=declined, still_worse=worse.describe(),
-                       left_out=left_out)
+                       still_found=worse.remaining, left_out=left_out)
     if fold:
         result.folded = fold_plan(analysed.model, graph_module, analysed.graph, plan)
         result.fold_error = _relative_difference(result.folded.model, patched, analysed.inputs)

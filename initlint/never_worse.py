@@ -20,7 +20,7 @@ import torch.fx as fx
 
 from initlint.graph import OUTPUT, SignalGraph
 from initlint.renorm import Renorm
-from initlint.rule import Rule
+from initlint.rule import Finding, Rule
 
 DECLINE_ORDER = ("weighted", "pool", "gate", "activation")
 OUTPUT_BAND = 4.0
@@ -44,6 +44,8 @@ class Worse:
     """Outputs whose std left the band, or moved further out of it."""
     excess: float = 0.0
     """How much further out of the band they moved, in log units, all outputs together."""
+    remaining: tuple[str, ...] = ()
+    """Every fault the fixed model has, new or not ("IL101 at getitem"): what fix left unrepaired."""
 
     def __bool__(self) -> bool:
         return bool(self.findings or self.outputs)
@@ -87,24 +89,31 @@ def _further_out(before: float, after: float) -> float:
     return _out_of_band(after) - (_out_of_band(before) if same_side else 0.0)
 
 
-def _findings(graph: SignalGraph, rules: list[Rule]) -> set[tuple[str, str | None]]:
-    """The faults that weights can cause: an info finding (a global pool into the head) reports
-    the design, and so does a rule about the widths, whose worst layer (where it reports) is
-    the one of several equal ratios that the probe's noise picks (squeezenet1_1's squeeze
-    convs, 0.34x and 0.35x: the weighted constants were declined for IL502 at another one)."""
-    return {(f.code, f.module) for rule in rules if not rule.about_widths
-            for f in rule.check(graph) if f.severity != "info"}
+def _faults(graph: SignalGraph, rules: list[Rule]) -> list[Finding]:
+    """The findings that weights can cause: an info finding (a global pool into the head)
+    reports the design, and so does a rule about the widths, whose worst layer (where it
+    reports) is the one of several equal ratios that the probe's noise picks (squeezenet1_1's
+    squeeze convs, 0.34x and 0.35x: the weighted constants were declined for IL502 at another one)."""
+    return [f for rule in rules if not rule.about_widths for f in rule.check(graph) if f.severity != "info"]
+
+
+def _keys(faults: list[Finding]) -> set[tuple[str, str | None]]:
+    """(code, module) of each fault: what an original and its fixed graph, whose node names
+    differ, have in common."""
+    return {(f.code, f.module) for f in faults}
 
 
 def judge_against(original: SignalGraph, rules: list[Rule]) -> Callable[[SignalGraph], Worse]:
     """What a fixed model has that ``original`` lacked; the original is read once."""
-    findings, before = _findings(original, rules), _output_scales(original)
+    findings, before = _keys(_faults(original, rules)), _output_scales(original)
 
     def worse(fixed: SignalGraph) -> Worse:
         moved = {name: min(map(_further_out, before[name], scales))
                  for name, scales in _output_scales(fixed).items() if name in before}
         outputs = tuple(name for name, excess in moved.items() if excess > math.log(OUTPUT_MOVE))
-        return Worse(frozenset(_findings(fixed, rules) - findings), outputs, sum(moved[name] for name in outputs))
+        faults = _faults(fixed, rules)
+        return Worse(frozenset(_keys(faults) - findings), outputs, sum(moved[name] for name in outputs),
+                     tuple(f"{f.code} at {f.where}" for f in faults))
 
     return worse
 

@@ -826,3 +826,28 @@ def test_fix_warns_when_it_planned_at_inferred_sizes_with_tiny_feature_maps():
     assert "planned at inferred inputs" in inferred and "feature maps shrink to 2 at 8" in inferred
     given = run_fix(_strided_cnn(), (), CheckOptions(input_shapes=[(8, 3, 64, 64)]), ModelSource()).summary("out")
     assert "planned at inferred" not in given
+
+
+class _Recurrent(nn.Module):
+    """A two-layer LSTM at PyTorch's default init: its second layer reads the first's small
+    output, so its own is at about 0.02 of the input's std (IL101), inside a module whose
+    gates no renorm constant reaches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(16, 32, num_layers=2, batch_first=True)
+        self.head = nn.Linear(32, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.lstm(x)[0][:, -1])
+
+
+def test_fix_names_what_it_leaves_unrepaired():
+    torch.manual_seed(0)
+    result = run_fix(_Recurrent(), (), CheckOptions(input_shapes=[(8, 10, 16)]), ModelSource())
+    assert any(fault.startswith("IL101 at ") for fault in result.still_found)
+    summary = result.summary("out")
+    assert "not repaired: the fixed model still has" in summary and "none needed" not in summary
+    assert result.plan_document("model.py:build")["still_found"] == list(result.still_found)
+    healthy = run_fix(default_mlp(nn.Tanh, depth=4), (), CheckOptions(), ModelSource())
+    assert healthy.still_found == () and "not repaired" not in healthy.summary("out")

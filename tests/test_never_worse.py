@@ -65,6 +65,17 @@ def test_nothing_is_declined_when_nothing_got_worse():
     assert kept == plan and declined == []
 
 
+def test_what_the_fixed_model_still_has_is_named_new_or_not():
+    """Both stand-ins grow the signal 3x per layer (3^8 = 6561x over the body, IL101): no
+    finding is new, so nothing is worse or declined, yet the fault is still there to report."""
+    exploding = _probed(_relu_mlp(3 * 2**0.5))
+    plan = [_renorm("activation")]
+    kept, _, declined, worse = decline_what_hurts(_without(plan), SignalGraph(exploding), RULES, lambda kept: exploding)
+    assert not worse and declined == [] and any(fault.startswith("IL101 at ") for fault in worse.remaining)
+    healthy = _probed(_relu_mlp(2**0.5))
+    assert compare(SignalGraph(healthy), SignalGraph(healthy), RULES).remaining == ()
+
+
 def test_a_finding_about_the_widths_is_no_change_of_the_fix():
     """IL502 comes from the layers' shapes: a fix cannot add it, and where it reports moves with
     the probe's noise among equal ratios, so the judge leaves it out, whatever the models' widths."""
