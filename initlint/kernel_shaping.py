@@ -19,7 +19,7 @@ Each nonlinearity f becomes ``out_scale * (f(in_scale * x + in_shift) + out_shif
 constants bring its slope to the target. An f that is linear on one side (ReLU, GELU, SiLU, ELU,
 softplus) is shifted toward that side, so its input keeps its scale (and a ReLU's slope, which no
 scale changes, can move at all); a saturating f (tanh, sigmoid) is scaled toward its linear
-middle. The output constants give mean 0 and std 1. Expectations come from Simpson
+middle; one with a kink at 0 and a linear middle range (ReLU6) is shifted toward that range. The output constants give mean 0 and std 1. Expectations come from Simpson
 quadrature on the grid of ``moments.gaussian_grid`` (coarser here: the slope needs the derivative,
 by autograd).
 """
@@ -47,6 +47,9 @@ _GRID_POINTS = 2**15 + 1
 form in the tests), against 0.014 between a 30-layer target (1.0136) and 1."""
 _MAX_SHIFT = 8.0
 """Eight stds: relu(x + 8) is linear for all but 6e-16 of N(0, 1) inputs."""
+_MIDDLES = [b / 4 for b in range(-4 * int(_MAX_SHIFT), 4 * int(_MAX_SHIFT) + 1)]
+"""Shifts where an f with a kink at 0 and no linear side may be linear around: ReLU6's slope
+is least at 3, the middle of its linear range [0, 6]."""
 _BISECTIONS = 40
 """The bracket shrinks 2^40-fold: far below the quadrature's own error."""
 
@@ -117,5 +120,9 @@ def _solve(f: nn.Module, target_slope: float) -> Shaping:
             shift = _bisect(lambda b: slope(1.0, b), 0.0, _MAX_SHIFT, target_slope)
         elif abs(slope(1e-3, 0.0) - 1) < (target_slope - 1) / 2:  # saturating: a small scale makes f linear
             scale = _bisect(lambda s: slope(s, 0.0), 1e-3, 1.0, target_slope)
+        else:  # linear in a middle range with a kink at 0 (ReLU6): a shift toward the middle
+            middle = min(_MIDDLES, key=lambda b: slope(1.0, b))
+            if slope(1.0, middle) < target_slope:
+                shift = _bisect(lambda b: slope(1.0, b), 0.0, middle, target_slope)
     mean, variance, achieved = _moments(f, scale, shift)
     return Shaping(scale, shift, 1 / math.sqrt(variance), -mean, achieved)

@@ -155,7 +155,18 @@ def _kernel_and_gradient(model: nn.Module, width: int = WIDTH, batch: int = 256)
     return gradient.std().item() / at_end.std().item(), output_cosine(0.0), output_cosine(0.9)
 
 
-@pytest.mark.parametrize("activation", [nn.Tanh, nn.ReLU, nn.PReLU], ids=["tanh", "relu", "prelu"])
+def test_relu6_is_shifted_toward_the_middle_of_its_linear_range_as_far_as_relu():
+    """ReLU6 has a kink at 0 and no linear side (a shift of 8 saturates it at 6), so neither a
+    shift toward a linear side nor a small scale makes it linear: the shift goes toward the
+    middle of [0, 6]. Its clip lies 6 - 1.8 = 4.2 stds past the shift that ReLU needs, where
+    N(0, 1) puts 1.3e-5 of its mass, so the two shifts agree to the quadrature's precision."""
+    target = layer_slope(30)
+    relu6, relu = shape(nn.ReLU6(), target), shape(nn.ReLU(), target)
+    assert relu6.in_scale == 1 and relu6.slope == pytest.approx(target, abs=1e-6)
+    assert relu6.in_shift == pytest.approx(relu.in_shift, abs=1e-3)
+
+
+@pytest.mark.parametrize("activation", [nn.Tanh, nn.ReLU, nn.PReLU, nn.ReLU6], ids=["tanh", "relu", "prelu", "relu6"])
 def test_a_30_layer_stack_after_fix_keeps_its_kernel_and_its_gradient(activation):
     """The body's C'(1) is 2.25, so cosine 0.9 maps to about 1 - 2.25 * 0.1 = 0.78 (>= 0.7),
     cosine 0 stays 0 (<= 0.3: each layer's C(0) = 0), and gradients grow through the body by
@@ -163,7 +174,8 @@ def test_a_30_layer_stack_after_fix_keeps_its_kernel_and_its_gradient(activation
     model computes the same function (so it has the same kernel and gradients), and the checks
     of both are clean. A PReLU (a float32 slope of its own, 0.25) is shaped as the leaky ReLU it
     computes; before its slope was cast for the float64 grids, it took the probe's constants and
-    stayed collapsed (orthogonal inputs at cosine 0.97, IL101 and IL105 after fix)."""
+    stayed collapsed (orthogonal inputs at cosine 0.97, IL101 and IL105 after fix). ReLU6
+    took no shaping before it was shifted toward its middle: at width 256, cosine 0.98 and IL101."""
     model, shapes = _stack(activation), [(256, WIDTH)]
     fixed, folded = initlint.fix(model, input_shapes=shapes), initlint.fix(model, fold=True, method="dks",
                                                                            input_shapes=shapes)

@@ -16,18 +16,19 @@ WIDTH, DEPTH = 64, 12
 
 
 @pytest.mark.parametrize("module", [nn.ReLU(), nn.GELU(), nn.GELU(approximate="tanh"), nn.SiLU(), nn.Softplus(),
-                                    nn.Hardswish(), nn.LeakyReLU(0.2), nn.PReLU()], ids=str)
+                                    nn.Hardswish(), nn.LeakyReLU(0.2), nn.PReLU(), nn.ReLU6()], ids=str)
 def test_an_activation_whose_odd_part_is_linear_is_recognised(module):
-    """f(u) - f(-u) = k u: ReLU-like (x max(0, .), PReLU's k = 1 + its slope, a float32
-    parameter), self-gated (x g(x) with g(x) + g(-x) = 1), and softplus (log(1 + e^x) -
-    log(1 + e^-x) = x)."""
+    """f(u) - f(-u) = k u for |u| <= 6 (six stds of a rescaled layer's output): ReLU-like (x
+    max(0, .), PReLU's k = 1 + its slope, a float32 parameter, ReLU6 up to its clip at 6),
+    self-gated (x g(x) with g(x) + g(-x) = 1), and softplus (log(1 + e^x) - log(1 + e^-x) = x)."""
     assert odd_part_is_linear(module)
 
 
-@pytest.mark.parametrize("module", [nn.Tanh(), nn.Sigmoid(), nn.ELU(), nn.ReLU6(), nn.Mish(), nn.SELU()], ids=str)
+@pytest.mark.parametrize("module", [nn.Tanh(), nn.Sigmoid(), nn.ELU(), nn.Hardtanh(0, 3), nn.Mish(), nn.SELU()],
+                         ids=str)
 def test_an_activation_whose_odd_part_bends_is_not(module):
-    """tanh is odd and bends; ELU's and SELU's negative side saturates; ReLU6 clips at 6; Mish is
-    not self-gated (tanh(softplus(x)) + tanh(softplus(-x)) != 1)."""
+    """tanh is odd and bends; ELU's and SELU's negative side saturates; a ReLU clipped at 3
+    bends within the six stds; Mish is not self-gated (tanh(softplus(x)) + tanh(softplus(-x)) != 1)."""
     assert not odd_part_is_linear(module)
 
 
@@ -43,7 +44,7 @@ def _widening_mlp(activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
 def _body_end(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The input of the last ReLU-like activation, the end of the paired chain."""
     seen = []
-    last = [m for m in model.modules() if isinstance(m, (nn.ReLU, nn.GELU))][-1]
+    last = [m for m in model.modules() if isinstance(m, (nn.ReLU, nn.GELU, nn.ReLU6))][-1]
     handle = last.register_forward_hook(lambda module, args, output: seen.append(args[0]))
     with torch.no_grad():
         model.eval()(x)
@@ -51,7 +52,7 @@ def _body_end(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return seen[-1]
 
 
-@pytest.mark.parametrize("activation", [nn.ReLU, nn.GELU])
+@pytest.mark.parametrize("activation", [nn.ReLU, nn.GELU, nn.ReLU6])
 def test_the_folded_chain_is_affine_at_init(activation):
     """Through mirrored pairs each activation passes k u on, so the body up to the last one is an
     affine map of the input: g((x1 + x2) / 2) = (g(x1) + g(x2)) / 2, to float precision. With the
