@@ -21,7 +21,7 @@ from initlint.errors import InitlintError
 from initlint.graph import SignalGraph
 from initlint.forward_inputs import specs_before_capture
 from initlint.inputs import (
-    DEFAULT_BATCH, InputSpec, ProbeInputs, draw, parse_named_input, required_inputs, specs_for,
+    DEFAULT_BATCH, InputSpec, ProbeInputs, draw, parse_named_input, required_inputs, specs_for, with_vocabularies,
 )
 from initlint.materialize import PieceByPiece, on_meta
 from initlint.memory import MemoryBudget
@@ -133,6 +133,8 @@ def _probe_inputs(graph_module, example_inputs, options, device, dtype, model, b
             pass  # e.g. the first consumer is a leaf module: the model's registered layers may tell
     if specs is None:
         specs = specs_before_capture(model, shapes, named, options.batch_size)
+        if graph_module is not None:
+            specs = with_vocabularies(specs, graph_module)
     budget.check_inputs(specs, dtype)
     drawn = draw(specs, options.seed, device, dtype)
     positional = iter(example_inputs)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.fx as fx
@@ -176,12 +176,13 @@ def _from_module(module: nn.Module) -> _FirstLayer | None:
 
 
 def _from_function(node: fx.Node, root: nn.Module) -> _FirstLayer | None:
-    """A functional layer whose weight is a parameter of the model (e.g. a bare ``nn.Linear`` root)."""
-    weight = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
-    if not isinstance(weight, fx.Node) or weight.op != "get_attr":
-        return None
+    """A functional layer whose weight is a parameter of the model (e.g. a bare ``nn.Linear`` root,
+    or the embeddings of a model that torch.export captured and ``fix`` wrote out)."""
     kind = ops.function_kind(node.target).name
     if kind not in ("linear", "conv", "embedding"):
+        return None
+    weight = _weight_argument(node, kind)
+    if weight is None:
         return None
     shape = fx.graph_module._get_attr(root, weight.target).shape  # a parameter or a buffer
     where = f"its first layer, {getattr(node.target, '__name__', kind)}"
@@ -193,6 +194,34 @@ def _from_function(node: fx.Node, root: nn.Module) -> _FirstLayer | None:
     if kind == "embedding":
         return _FirstLayer(where, "embedding", shape[0])
     return None
+
+
+def _weight_argument(node: fx.Node, kind: str) -> fx.Node | None:
+    """The parameter a functional layer reads: its second argument, but for an embedding, whose
+    ATen form takes the weight first (``aten.embedding(weight, ids)``, where ``F.embedding``
+    takes the ids first), the first parameter among its first two."""
+    candidates = node.args[:2] if kind == "embedding" else node.args[1:2]
+    candidates = (*candidates, node.kwargs.get("weight"))
+    return next((a for a in candidates if isinstance(a, fx.Node) and a.op == "get_attr"), None)
+
+
+def with_vocabularies(specs: list[InputSpec], graph_module: fx.GraphModule) -> list[InputSpec]:
+    """``specs`` with integer inputs of no known vocabulary given that of the embedding that
+    first reads them in the traced graph. A model's modules tell most vocabularies before the
+    capture; a functional embedding does not (``F.embedding(ids, self.table)``, or the code
+    ``fix`` writes for a model that torch.export captured), and ids drawn as zeros would make
+    every sample alike."""
+    placeholders = {n.target: n for n in graph_module.graph.nodes if n.op == "placeholder"}
+    found = []
+    for spec in specs:
+        node = placeholders.get(spec.name)
+        if spec.is_integer and spec.dtype != torch.bool and spec.integer_high is None and spec.fill is None \
+                and node is not None:
+            layer = _first_layer(node, graph_module)
+            if layer is not None and layer.family == "embedding":
+                spec = replace(spec, integer_high=layer.size)
+        found.append(spec)
+    return found
 
 
 _ELEMENTWISE = frozenset({operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub,

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 import initlint
+from initlint.api import CheckOptions, ModelSource, analyse
 from initlint.errors import InitlintError
 from initlint.forward_inputs import specs_before_capture
 from initlint.inputs import DEFAULT_BATCH, DEFAULT_TOKENS, draw, parse_input_option
@@ -176,6 +177,34 @@ def test_keyword_input_reaches_an_fx_traced_model():
     assert report.trace_mode == "fx" and report.inputs[0].shape == (5, 6)
     placeholder = next(n for n in report.to_dict()["nodes"] if n["op"] == "placeholder")
     assert placeholder["shape"] == [5, 6] and placeholder["std"] == pytest.approx(1.0, abs=0.3)
+
+
+class FunctionalEmbedding(nn.Module):
+    """Ids into a table it reads by function, as ``F.embedding`` in user code or as
+    ``aten.embedding`` (weight first) in the code ``fix`` writes for a model that torch.export
+    captured: no registered Embedding tells the vocabulary."""
+
+    def __init__(self, aten: bool) -> None:
+        super().__init__()
+        self.aten = aten
+        self.table = nn.Parameter(torch.randn(7, 4))
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, ids=None):
+        rows = torch.ops.aten.embedding.default(self.table, ids) if self.aten else \
+            nn.functional.embedding(ids, self.table)
+        return self.head(rows.mean(1))
+
+
+@pytest.mark.parametrize("aten", [False, True], ids=["F.embedding", "aten.embedding"])
+def test_ids_read_by_a_functional_embedding_are_drawn_in_its_vocabulary(aten):
+    """Before, ids of no known vocabulary were drawn as zeros: every sample alike, so the
+    probe saw no input-dependent signal at all (a fixed BART, whose written code embeds by
+    aten.embedding, failed its `check DIR` with IL102 at std 1e-7 across samples)."""
+    analysed = analyse(FunctionalEmbedding(aten), (), CheckOptions(inputs={"ids": "8,12:int64"}), ModelSource())
+    (ids,) = analysed.inputs.tensors
+    assert analysed.traced.mode == "fx" and analysed.inputs.specs[0].integer_high == 7
+    assert 0 <= ids.min() and ids.max() < 7 and len(ids.unique()) > 1  # all alike: probability 7 ** -95
 
 
 MODEL = """
