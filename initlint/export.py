@@ -53,6 +53,26 @@ def _import_line(name: str, value: object) -> str:
     return f"from {module} import {qualname} as {name}"
 
 
+def _registering_import(target: object) -> str:
+    """The import that registers a custom operator ``target`` calls (``torch.ops.transformers.
+    grouped_mm_fallback``, which Mixtral's experts run under export), or "" for torch's own: a
+    fresh ``initlint check DIR`` has only what model.py imports."""
+    if isinstance(target, torch._ops.OpOverload):
+        name = target._schema.name
+    elif isinstance(target, torch._ops.OpOverloadPacket):  # fx records ``torch.ops.ns.op(x)`` so
+        name = target._qualified_op_name
+    else:
+        return ""
+    definition = torch._library.custom_ops.OPDEFS.get(name)
+    module = getattr(getattr(definition, "_init_fn", None), "__module__", None)
+    if module is None:
+        return ""  # registered by torch, or by a C++ extension that model.py cannot name
+    if not is_dotted_identifier(module) or module.startswith("initlint_target_") or module == "__main__":
+        raise CodeNotWritable(f"the traced code calls the custom operator {name}, registered in {module!r}, "
+                              "which generated code cannot import")
+    return f"import {module}"
+
+
 def _constructor(path: str, module: nn.Module) -> str:
     """An expression that rebuilds ``module`` (weights aside), checked by comparing reprs."""
     if isinstance(module, RenormLayer):
@@ -136,6 +156,7 @@ def generate_code(patched: fx.GraphModule, provenance: str) -> GeneratedCode:
     classes: dict[str, str] = {}  # forward source -> class name
     lines: list[str] = []
     buffers: dict[str, torch.Tensor] = {}
+    graphs = [patched.graph]
     for node in patched.graph.nodes:
         if node.op == "call_module":
             module = patched.get_submodule(node.target)
@@ -147,6 +168,7 @@ def generate_code(patched: fx.GraphModule, provenance: str) -> GeneratedCode:
                 if operations is None:
                     raise
             check_graph(operations)
+            graphs.append(operations)
             code = operations.python_code(root_module="self")
             globals_used.update(code.globals)
             method = _split_wraps(code.src, wraps)
@@ -166,6 +188,8 @@ def generate_code(patched: fx.GraphModule, provenance: str) -> GeneratedCode:
             lines.append(f"_place(self, {node.target!r}, {_empty(tensor)})")
     lines += [f"_tie(self, {alias!r}, {source!r})" for alias, source in _tied_parameters(patched)]
     imports = sorted({line for n, v in globals_used.items() if (line := _import_line(n, v))})
+    imports += sorted({line for graph in graphs for node in graph.nodes
+                       if node.op == "call_function" and (line := _registering_import(node.target))})
     init = textwrap.indent("\n".join(lines) or "pass", " " * 8)
     forward = textwrap.indent(_split_wraps(python.src, wraps), " " * 4)
     captured = "".join(
