@@ -93,6 +93,7 @@ class GradientDrift(Rule):
     """
 
     code = "IL501"
+    about_the_path = True
     name = "gradient-drift"
     thresholds = {"band": 4.0, "error_band": 100.0}
     needs_structure = True

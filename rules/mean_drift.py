@@ -87,6 +87,7 @@ class MeanDrift(Rule):
     """
 
     code = "IL102"
+    about_the_path = True
     name = "mean-drift"
     thresholds = {"band": 3.0, "error_band": 10.0}
     needs_structure = True

@@ -71,6 +71,7 @@ class VarianceDrift(Rule):
     """
 
     code = "IL101"
+    about_the_path = True
     name = "variance-drift"
     thresholds = {"band": 4.0, "error_band": 100.0}
     needs_structure = True

@@ -65,6 +65,37 @@ def test_nothing_is_declined_when_nothing_got_worse():
     assert kept == plan and declined == []
 
 
+def test_changes_that_add_a_finding_only_together_are_all_declined():
+    """With either kind of constant the stand-in model explodes (IL101), so neither kind alone
+    helps, and the judge declines all that remains: the original, never worse than itself
+    (CoAtNet's fix added IL101 at its final norm that no single kind removed)."""
+    healthy, exploding = _probed(_relu_mlp(2**0.5)), _probed(_relu_mlp(3 * 2**0.5))
+    plan = [_renorm("weighted"), _renorm("activation")]
+    kept, patched, declined, worse = decline_what_hurts(
+        _without(plan), SignalGraph(healthy), RULES, lambda kept: exploding if kept else healthy)
+    assert kept == [] and patched is healthy and not worse
+    (reason,) = declined
+    assert reason.startswith("the 2 remaining constants") and "IL101" in reason
+
+
+def _first_out_of_band(graph: SignalGraph) -> tuple[str, str | None]:
+    (finding,) = [f for rule in RULES if rule.code == "IL101" for f in rule.check(graph)]
+    return finding.severity, finding.module
+
+
+def test_a_drift_that_moves_is_not_new_but_one_that_grows_to_an_error_is():
+    """IL101 reports where the signal first leaves its 4x band: shrinking 0.6x a layer it leaves
+    at the third layer, 0.75x at the fifth, both warnings (60x and 10x over 8 layers, inside the
+    100x of an error); 0.4x a layer ends 1500x down, an error. A fix that moves the drift adds
+    nothing; one that deepens it into an error does."""
+    shrinking = {factor: SignalGraph(_probed(_relu_mlp(factor * 2**0.5))) for factor in (0.6, 0.75, 0.4)}
+    (severity_a, module_a), (severity_b, module_b) = map(_first_out_of_band, (shrinking[0.6], shrinking[0.75]))
+    assert severity_a == severity_b == "warning" and module_a != module_b
+    assert not compare(shrinking[0.6], shrinking[0.75], RULES)
+    assert _first_out_of_band(shrinking[0.4])[0] == "error"
+    assert ("IL101", _first_out_of_band(shrinking[0.4])[1]) in compare(shrinking[0.75], shrinking[0.4], RULES).findings
+
+
 def test_what_the_fixed_model_still_has_is_named_new_or_not():
     """Both stand-ins grow the signal 3x per layer (3^8 = 6561x over the body, IL101): no
     finding is new, so nothing is worse or declined, yet the fault is still there to report."""
