@@ -85,8 +85,8 @@ class Rule:
     (IL502): ``fix`` can neither add nor remove it, so its never-worse judge leaves the rule out."""
     about_the_path: ClassVar[bool] = False
     """True when the rule judges the whole path and reports the node where it first leaves its
-    band (IL101, IL102, IL501): a fix can move that node without adding a fault, so ``fix``'s
-    never-worse judge compares such findings by code alone."""
+    band (IL101, IL102, IL103, IL105, IL501): a fix can move that node without adding a fault,
+    so ``fix``'s never-worse judge compares such findings by code and severity alone."""
     flagged: ClassVar[list[Example]] = []
     clean: ClassVar[list[Example]] = []
 

@@ -172,6 +172,7 @@ class KernelCollapse(Rule):
     """
 
     code = "IL105"
+    about_the_path = True
     name = "kernel-collapse"
     thresholds = {"collapse_cos": 0.95, "chaos_cos": 0.5, "signal_collapse_cos": 0.5}
     needs_structure = True

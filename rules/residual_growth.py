@@ -144,6 +144,7 @@ class ResidualGrowth(Rule):
     """
 
     code = "IL103"
+    about_the_path = True
     name = "residual-growth"
     thresholds = {"band": 4.0}
     needs_structure = True
