@@ -329,11 +329,12 @@ class _Planner(FirstStepInterpreter):
                 return make("none: only normalizations read it, through additions and concatenations: its scale "
                             "against what joins it (position tables, a class token, residual branches) is the "
                             "model's design", 1.0, 0.0, "graph")
-            offsets = self._channel_offsets(n, y, args)
+            offsets, why = self._channel_offsets(n, y, args), "its input's mean exceeds its std"
+            if offsets is None:
+                offsets, why = self._mirrored_offsets(n, y), "its bias holds its mirrored units' mean past their std"
             if offsets is not None:
                 spread = (y - offsets).std().item()
-                renorm = make("mean 0 per channel, std 1: its input's mean exceeds its std",
-                              1 / spread, 0.0, "probe")
+                renorm = make(f"mean 0 per channel, std 1: {why}", 1 / spread, 0.0, "probe")
                 renorm.channel_bias = (-offsets.flatten() / spread).tolist()
                 return renorm
             return make("std 1", 1 / stats.std, 0.0, "probe")
@@ -393,6 +394,27 @@ class _Planner(FirstStepInterpreter):
         if channels.shape[0] < CHANNEL_MEAN_VALUES:
             return None
         return _along(channels.mean(dim=0), y, dim)
+
+    def _mirrored_offsets(self, n: fx.Node, y: torch.Tensor) -> torch.Tensor | None:
+        """For a layer whose units come in mirrored pairs (u, -u), where its bias holds u's mean
+        past its std (a ReLU it feeds would be dead, ``_recentred``): that mean, taken from u's
+        half and given back negated in the other, shaped to broadcast against ``y``; else None.
+        Mirrored, the halves' means cancel, so the activation after the layer sees mean 0 and
+        no shift there can reach them; rescaled to std 1 over both halves as they were, the
+        layer took the offset for signal (a bias of -3 on pre-activations of std 0.58: scaled
+        0.33x, its signal at 0.19x of the input's)."""
+        pairing = self.looks_linear.layers.get(n.name)
+        layer = self.fetch_attr(n.target)
+        dim = _channel_dim(layer)
+        if pairing is None or not pairing.mirrored or getattr(layer, "bias", None) is None or y.dim() < 2:
+            return None
+        channels = y.float().movedim(dim, -1).reshape(-1, y.shape[dim])
+        half = channels[:, : y.shape[dim] // 2]
+        mean = half.mean()
+        if abs(mean) <= CENTER_ABOVE * half.std():
+            return None
+        per_half = torch.full((y.shape[dim] // 2,), mean.item())
+        return _along(torch.cat([per_half, -per_half]), y, dim)
 
     def _feeds_only_products(self, n: fx.Node) -> bool:
         """Whether every reader of ``n`` (through plumbing) multiplies it by another varying

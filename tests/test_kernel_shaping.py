@@ -407,14 +407,23 @@ def test_a_relu_its_bias_killed_is_recentred_and_the_fold_is_exact(method):
     -3 puts them 5 stds down, where a ReLU fires for under 1e-6 of inputs. Rescaling alone keeps
     it dead; the renorm method shifts its input to mean 0 first, as kernel shaping's input
     constants standardize it (folded into the bias), so it fires for half of them, as a centred
-    symmetric input gives. The other ReLU's input is centred already: nothing shifts it."""
+    symmetric input gives. The other ReLU's input is centred already: nothing shifts it. With
+    dks-scale the first Linear's units come in mirrored pairs (u - 3, 3 - u), whose means cancel
+    where the ReLU's input is measured: the layer cancels them itself, per half, in its bias
+    (before, it took the offset for signal and was scaled 0.33x: IL101 on the result)."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
     with torch.no_grad():
         model[0].bias.fill_(-3.0)
     result = run_fix(model, (), CheckOptions(input_shapes=[(256, 32)]), ModelSource(), fold=True, method=method)
     shifts = [r for r in result.plan if r.placement == "before" and r.bias]
-    assert [r.module for r in shifts] == ["1"] and shifts[0].verified
+    if method == "renorm":
+        assert [r.module for r in shifts] == ["1"] and shifts[0].verified
+    else:
+        (first,) = [r for r in result.plan if r.module == "0"]
+        assert shifts == [] and first.pairing.mirrored and first.verified
+        assert first.channel_bias[0] == pytest.approx(-first.channel_bias[-1]) and first.channel_bias[0] > 4
+    assert result.still_found == ()
     x = torch.randn(4096, 32, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         firing = (result.folded.model[:2](x) > 0).float().mean().item()
