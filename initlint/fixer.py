@@ -72,7 +72,8 @@ class FixResult:
     def summary(self, folder: str) -> str:
         sites = Counter(r.site for r in self.plan)
         parts = ", ".join(f"{count} {site}" for site, count in sorted(sites.items()))
-        nothing = "none kept" if self.declined or self.left_out else "none applies" if self.still_found else "none needed"
+        nothing = "none kept" if self.declined or self.left_out else \
+            "none applies" if self.still_found else "none needed"
         lines = [f"initlint: wrote {folder}: {len(self.plan)} renorm constants ({parts or nothing})"]
         if redrawn := sum(r.orthogonal is not None for r in self.plan):
             lines.append(f"  {redrawn} Linear/Conv layer(s) took orthogonal directions at their own norm, as LSUV "

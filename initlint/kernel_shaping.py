@@ -19,9 +19,9 @@ Each nonlinearity f becomes ``out_scale * (f(in_scale * x + in_shift) + out_shif
 constants bring its slope to the target. An f that is linear on one side (ReLU, GELU, SiLU, ELU,
 softplus) is shifted toward that side, so its input keeps its scale (and a ReLU's slope, which no
 scale changes, can move at all); a saturating f (tanh, sigmoid) is scaled toward its linear
-middle; one with a kink at 0 and a linear middle range (ReLU6) is shifted toward that range. The output constants give mean 0 and std 1. Expectations come from Simpson
-quadrature on the grid of ``moments.gaussian_grid`` (coarser here: the slope needs the derivative,
-by autograd).
+middle; one with a kink at 0 and a linear range beside it (ReLU6) is shifted into that range.
+The output constants give mean 0 and std 1. Expectations come from Simpson quadrature on the
+grid of ``moments.gaussian_grid`` (coarser here: the slope needs the derivative, by autograd).
 """
 
 from __future__ import annotations

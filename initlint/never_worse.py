@@ -128,7 +128,8 @@ def judge_against(original: SignalGraph, rules: list[Rule]) -> Callable[[SignalG
         outputs = tuple(name for name, excess in moved.items() if excess > math.log(OUTPUT_MOVE))
         faults = _faults(fixed, rules)
         new = frozenset((f.code, f.module) for f in faults if _is_new(_key(f, path_codes), findings))
-        return Worse(new, outputs, sum(moved[name] for name in outputs), tuple(f"{f.code} at {f.where}" for f in faults))
+        return Worse(new, outputs, sum(moved[name] for name in outputs),
+                     tuple(f"{f.code} at {f.where}" for f in faults))
 
     return worse
 
