@@ -205,6 +205,12 @@ def _weight_argument(node: fx.Node, kind: str) -> fx.Node | None:
     return next((a for a in candidates if isinstance(a, fx.Node) and a.op == "get_attr"), None)
 
 
+def _vocabulary(node: fx.Node, root: nn.Module) -> int | None:
+    """The vocabulary size of the embedding that first reads input ``node``, or None."""
+    layer = _first_layer(node, root)
+    return layer.size if layer is not None and layer.family == "embedding" else None
+
+
 def with_vocabularies(specs: list[InputSpec], graph_module: fx.GraphModule) -> list[InputSpec]:
     """``specs`` with integer inputs of no known vocabulary given that of the embedding that
     first reads them in the traced graph. A model's modules tell most vocabularies before the
@@ -217,9 +223,7 @@ def with_vocabularies(specs: list[InputSpec], graph_module: fx.GraphModule) -> l
         node = placeholders.get(spec.name)
         if spec.is_integer and spec.dtype != torch.bool and spec.integer_high is None and spec.fill is None \
                 and node is not None:
-            layer = _first_layer(node, graph_module)
-            if layer is not None and layer.family == "embedding":
-                spec = replace(spec, integer_high=layer.size)
+            spec = replace(spec, integer_high=_vocabulary(node, graph_module))
         found.append(spec)
     return found
 
@@ -291,9 +295,7 @@ def specs_for(
     _checked_count([n.name for n in nodes], shapes)
     specs = []
     for node, shape in zip(nodes, shapes):
-        layer = _first_layer(node, graph_module)
-        high = layer.size if layer is not None and layer.family == "embedding" else None
-        specs.append(InputSpec(node.name, shape, integer_high=high))
+        specs.append(InputSpec(node.name, shape, integer_high=_vocabulary(node, graph_module)))
     return specs
 
 

@@ -99,35 +99,35 @@ def _faults(graph: SignalGraph, rules: list[Rule]) -> list[Finding]:
     return [f for rule in rules if not rule.about_widths for f in rule.check(graph) if f.severity != "info"]
 
 
-def _key(fault: Finding, path_codes: frozenset[str]) -> tuple[str, str | None, int]:
+def _key(fault: Finding, path_codes: frozenset[str]) -> tuple[str, str | None]:
     """What an original and its fixed graph, whose node names differ, have in common: the code
-    and module, or for a rule about the whole path (``Rule.about_the_path``) the code and
-    severity: MaxViT's IL501 moved from one block to another under the fix, and counted as new
-    it kept the fix from removing the original's IL101; a drift that grows from a warning to an
-    error is new."""
-    if fault.code in path_codes:
-        return (fault.code, None, SEVERITIES.index(fault.severity))
-    return (fault.code, fault.module, 0)
+    and module, or the code alone for a rule about the whole path (``Rule.about_the_path``):
+    MaxViT's IL501 moved from one block to another under the fix, and counted as new it kept
+    the fix from removing the original's IL101."""
+    return (fault.code, None if fault.code in path_codes else fault.module)
 
 
-def _is_new(key: tuple[str, str | None, int], before: set[tuple[str, str | None, int]]) -> bool:
-    """Whether no fault of the original is as bad: the same key, or the same path-level code
-    at the same or a higher severity."""
-    code, module, rank = key
-    return not any(code == c and module == m and rank <= r for c, m, r in before)
+def _rank(fault: Finding, path_codes: frozenset[str]) -> int:
+    """How bad a path-level fault is (its severity: a drift that grows from a warning to an
+    error is new); every other fault ranks alike."""
+    return SEVERITIES.index(fault.severity) if fault.code in path_codes else 0
 
 
 def judge_against(original: SignalGraph, rules: list[Rule]) -> Callable[[SignalGraph], Worse]:
     """What a fixed model has that ``original`` lacked; the original is read once."""
     path_codes = frozenset(rule.code for rule in rules if rule.about_the_path)
-    findings, before = {_key(f, path_codes) for f in _faults(original, rules)}, _output_scales(original)
+    worst: dict[tuple[str, str | None], int] = {}
+    for fault in _faults(original, rules):
+        key = _key(fault, path_codes)
+        worst[key] = max(worst.get(key, -1), _rank(fault, path_codes))
+    before = _output_scales(original)
 
     def worse(fixed: SignalGraph) -> Worse:
         moved = {name: min(map(_further_out, before[name], scales))
                  for name, scales in _output_scales(fixed).items() if name in before}
         outputs = tuple(name for name, excess in moved.items() if excess > math.log(OUTPUT_MOVE))
         faults = _faults(fixed, rules)
-        new = frozenset((f.code, f.module) for f in faults if _is_new(_key(f, path_codes), findings))
+        new = frozenset((f.code, f.module) for f in faults if _rank(f, path_codes) > worst.get(_key(f, path_codes), -1))
         return Worse(new, outputs, sum(moved[name] for name in outputs),
                      tuple(f"{f.code} at {f.where}" for f in faults))
 

@@ -390,7 +390,7 @@ class _Planner(FirstStepInterpreter):
         if not isinstance(bias, torch.Tensor) or seen is None or abs(seen.mean) <= CENTER_ABOVE * seen.std or \
                 y.dim() < 2 or y.shape[dim] != bias.numel():
             return None
-        channels = y.float().movedim(dim, -1).reshape(-1, bias.numel())
+        channels = _by_channel(y, dim)
         if channels.shape[0] < CHANNEL_MEAN_VALUES:
             return None
         return _along(channels.mean(dim=0), y, dim)
@@ -408,8 +408,7 @@ class _Planner(FirstStepInterpreter):
         dim = _channel_dim(layer)
         if pairing is None or not pairing.mirrored or getattr(layer, "bias", None) is None or y.dim() < 2:
             return None
-        channels = y.float().movedim(dim, -1).reshape(-1, y.shape[dim])
-        half = channels[:, : y.shape[dim] // 2]
+        half = _by_channel(y, dim)[:, : y.shape[dim] // 2]
         mean = half.mean()
         if abs(mean) <= CENTER_ABOVE * half.std():
             return None
@@ -533,6 +532,11 @@ def _channel_dim(layer: nn.Module) -> int:
     """Where a weighted layer's output channels are: dim 1 of a conv's (N, C, ...), the last
     of a Linear's (..., C)."""
     return 1 if isinstance(layer, nn.modules.conv._ConvNd) else -1
+
+
+def _by_channel(y: torch.Tensor, dim: int) -> torch.Tensor:
+    """``y``'s values as rows of one value per channel (channels in dim ``dim``)."""
+    return y.float().movedim(dim, -1).reshape(-1, y.shape[dim])
 
 
 def _along(values: torch.Tensor, like: torch.Tensor, dim: int) -> torch.Tensor:
