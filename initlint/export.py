@@ -23,11 +23,13 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from initlint.model_outputs import relative_difference
 from initlint.module_calls import OPERATIONS
 from initlint.errors import InitlintError
 from initlint.output import refuse_existing_folder, write_folder_atomically
+from initlint.rebuild import constructor, refuse_hooks
 from initlint.renorm_layer import RenormLayer
-from initlint.safe_code import CodeNotWritable, check_graph, is_dotted_identifier, is_identifier, is_literal_call
+from initlint.safe_code import CodeNotWritable, check_graph, is_dotted_identifier, is_identifier
 from initlint.train_flag import TRAINING, follow_training_flag
 
 CODE_FILE, WEIGHTS_FILE, PLAN_FILE, FOLDED_FILE = "model.py", "weights.pt", "renorm.json", "folded_state_dict.pt"
@@ -71,22 +73,6 @@ def _registering_import(target: object) -> str:
         raise CodeNotWritable(f"the traced code calls the custom operator {name}, registered in {module!r}, "
                               "which generated code cannot import")
     return f"import {module}"
-
-
-def _constructor(path: str, module: nn.Module) -> str:
-    """An expression that rebuilds ``module`` (weights aside), checked by comparing reprs."""
-    if isinstance(module, RenormLayer):
-        return "RenormLayer(1.0, 0.0)"
-    cls = type(module)
-    if cls is getattr(nn, cls.__name__, None):
-        expression = f"torch.nn.{cls.__name__}({module.extra_repr()})"
-        try:
-            # literals only, so evaluating it runs nothing but the layer's constructor
-            if is_literal_call(expression, "torch.nn") and repr(eval(expression, {"torch": torch})) == repr(module):  # noqa: S307
-                return expression
-        except Exception:
-            pass
-    raise CodeNotWritable(f"cannot write code that rebuilds layer {path!r} ({cls.__name__})")
 
 
 def _traced_alone(module: nn.Module) -> fx.Graph | None:
@@ -161,9 +147,10 @@ def generate_code(patched: fx.GraphModule, provenance: str) -> GeneratedCode:
         if node.op == "call_module":
             module = patched.get_submodule(node.target)
             try:
-                lines.append(f"_place(self, {node.target!r}, {_constructor(node.target, module)})")
+                lines.append(f"_place(self, {node.target!r}, {constructor(node.target, module)})")
                 continue
             except CodeNotWritable:
+                refuse_hooks(node.target, module)
                 operations = node.meta.get(OPERATIONS) or _traced_alone(module)
                 if operations is None:
                     raise
@@ -175,7 +162,7 @@ def generate_code(patched: fx.GraphModule, provenance: str) -> GeneratedCode:
             name = classes.setdefault(method, f"CapturedOperations{len(classes)}")
             lines.append(f"_place(self, {node.target!r}, {name}())")
             lines += [f"_place(self, {f'{node.target}.{call.target}'!r}, "
-                      f"{_constructor(f'{node.target}.{call.target}', module.get_submodule(call.target))})"
+                      f"{constructor(f'{node.target}.{call.target}', module.get_submodule(call.target))})"
                       for call in operations.nodes if call.op == "call_module"]
             lines += [f"_place(self, {f'{node.target}.{path}'!r}, {_empty(tensor)})"
                       for path, tensor in [*module.named_parameters(), *module.named_buffers()]]
@@ -243,9 +230,18 @@ class FixedModel(nn.Module):
 {forward}
 
 
+def _take_dtypes(root: nn.Module, weights: dict) -> None:
+    """Give each tensor the dtype it was saved in (a bfloat16 model stays one): the layers are
+    built in torch's default dtype, and loading keeps a tensor's own."""
+    for path, tensor in [*root.named_parameters(), *root.named_buffers()]:
+        if path in weights and tensor.dtype != weights[path].dtype:
+            tensor.data = tensor.data.to(weights[path].dtype)
+
+
 def build() -> nn.Module:
     model = FixedModel()
     weights = torch.load(Path(__file__).with_name({WEIGHTS_FILE!r}), weights_only=True)
+    _take_dtypes(model, weights)
     model.load_state_dict(weights)
     return model
 '''
@@ -287,22 +283,35 @@ def _plain(state_dict: dict) -> dict:
     return {k: v.detach().cpu() for k, v in state_dict.items()}
 
 
-def _runs(folder: Path) -> None:
+GENERATED_TOLERANCE = 1e-4
+"""How far model.py's output may be from the fixed model's, in its std: the same operators on the
+same weights, apart from float reassociation."""
+
+
+def _runs(folder: Path, result) -> None:
     """Import the written folder as ``initlint check FOLDER`` will, build the model, load its
-    weights and probe it: fix never leaves a folder behind that does not run."""
+    weights, compare its output with the fixed model's and probe it: fix never leaves a folder
+    behind that does not run, or that computes something else (a layer rebuilt without a hook)."""
     from initlint.api import CheckOptions, ModelSource, analyse
     from initlint.load import load_target
 
+    way_out = ("Please report it; --fold still fixes your own model class through the Python API "
+               "(initlint.fix(model, fold=True)).")
     try:
         loaded = load_target(str(folder))
+        device = next(iter(result.analysed.inputs.tensors), torch.empty(0)).device
+        difference = relative_difference(loaded.model.to(device), result.patched, result.analysed.inputs)
+        if difference > GENERATED_TOLERANCE:
+            raise InitlintError(f"the fixed model initlint generated computes something else than the model it "
+                                f"fixed (outputs {difference:.2g} of their std apart), so nothing was written. "
+                                f"{way_out}")
         planned = loaded.planned
         analyse(loaded.model, (), CheckOptions(input_shapes=planned.shapes or None, inputs=planned.named), ModelSource())
     except InitlintError as error:
-        raise InitlintError(
-            f"the fixed model initlint generated does not run, so nothing was written ({error}). "
-            "Please report it; --fold still fixes your own model class through the Python API "
-            "(initlint.fix(model, fold=True))."
-        ) from error
+        if way_out in str(error):
+            raise
+        raise InitlintError(f"the fixed model initlint generated does not run, so nothing was written ({error}). "
+                            f"{way_out}") from error
 
 
 def write_fix(folder: str | os.PathLike, result, target: str, force: bool) -> str | None:
@@ -323,5 +332,6 @@ def write_fix(folder: str | os.PathLike, result, target: str, force: bool) -> st
     files[PLAN_FILE] = plan
     if result.folded is not None:
         files[FOLDED_FILE] = _plain(result.folded.model.state_dict())
-    write_folder_atomically(folder, files, force, is_fix_output, _runs if missing_code is None else lambda staging: None)
+    write_folder_atomically(folder, files, force, is_fix_output,
+                            (lambda staging: _runs(staging, result)) if missing_code is None else lambda staging: None)
     return missing_code

@@ -17,7 +17,7 @@ from initlint.api import MODEL_EXITS, Analysed, CheckOptions, ModelSource, analy
 from initlint.fold import FoldResult, fold_plan, unfolded_constants
 from initlint.inputs import ProbeInputs
 from initlint.materialize import on_meta
-from initlint.model_outputs import output_tensors
+from initlint.model_outputs import relative_difference
 from initlint.directions import drawn_once
 from initlint.never_worse import decline_what_hurts
 from initlint.selection import select_rules
@@ -139,19 +139,6 @@ FIX_BATCH = 64
 """Probe batch for planning when shapes are inferred: each constant is a batch estimate."""
 
 
-@torch.no_grad()
-def _relative_difference(a: nn.Module, b: nn.Module, inputs: ProbeInputs) -> float:
-    """How far two modules' outputs differ, in units of the second's std (both in eval mode);
-    for several outputs (a tuple, a dict), the largest difference."""
-    first, second = copy.deepcopy(a).eval(), copy.deepcopy(b).eval()
-    out_a = output_tensors(first(*inputs.args, **inputs.kwargs))
-    out_b = output_tensors(second(*inputs.args, **inputs.kwargs))
-    shared = [key for key in out_b if key in out_a and out_b[key].is_floating_point()]
-    if not shared:
-        return float("nan")
-    return max(((out_a[k] - out_b[k]).abs().max() / out_b[k].std().clamp_min(1e-12)).item() for k in shared)
-
-
 def run_fix(
     model: nn.Module, example_inputs: Sequence[torch.Tensor], options: CheckOptions, source: ModelSource,
     fold: bool = False, overrides: Mapping[str | type, str] | None = None, method: str | None = None,
@@ -211,7 +198,7 @@ def _fixed(
                        still_found=worse.remaining, left_out=left_out)
     if fold:
         result.folded = fold_plan(analysed.model, graph_module, analysed.graph, plan)
-        result.fold_error = _relative_difference(result.folded.model, patched, analysed.inputs)
+        result.fold_error = relative_difference(result.folded.model, patched, analysed.inputs)
     return result
 
 

@@ -37,7 +37,7 @@ from initlint.probe import CARRIES_TENSOR
 from initlint.renorm import Renorm
 from initlint.rewrite import rescale_weights
 from initlint.safe_code import ORIGINAL_PATH
-from initlint.tied import TiedParameters, parameter_at
+from initlint.tied import TiedParameters, computes_its_weight, parameter_at
 from initlint.trace import MODULE
 
 _FOLDABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -148,7 +148,7 @@ def _weights_of(node: fx.Node, root: nn.Module, tied: TiedParameters,
     given) with a weight that nothing else reads; else None."""
     if node.op == "call_module":
         module = root.get_submodule(node.target)
-        if not isinstance(module, _FOLDABLE) or tied.includes(module.weight):
+        if not isinstance(module, _FOLDABLE) or computes_its_weight(module) or tied.includes(module.weight):
             return None
         return _layer_weights(node, module, tuple(range(1, module.weight.dim())))
     if node.op != "call_function" or op_name(node) not in _PRODUCTS or node.kwargs:
@@ -191,8 +191,10 @@ def _affine_of(node: fx.Node, root: nn.Module, tied: TiedParameters) -> _Weights
     if node.op != "call_module":
         return None
     module = root.get_submodule(node.target)
+    if type(module) not in _AFFINE_NORMS:
+        return None
     weight = getattr(module, "weight", None)
-    if type(module) not in _AFFINE_NORMS or not isinstance(weight, nn.Parameter) or tied.includes(weight):
+    if not isinstance(weight, nn.Parameter) or tied.includes(weight):
         return None
     return _layer_weights(node, module, ())
 

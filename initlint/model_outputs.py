@@ -8,10 +8,14 @@ training loss is computed from the prediction, so the backward pass starts from 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import torch
+import torch.nn as nn
+
+from initlint.inputs import ProbeInputs
 
 MAIN_OUTPUTS = ("logits", "last_hidden_state")
 """Output fields a loss is computed from, in order of preference."""
@@ -46,6 +50,36 @@ def output_tensors(value: object, prefix: str = "") -> dict[str, torch.Tensor]:
     for key, item in items:
         found.update(output_tensors(item, f"{prefix}.{key}" if prefix else str(key)))
     return found
+
+
+@contextlib.contextmanager
+def _in_eval_mode(module: nn.Module) -> Iterator[None]:
+    """``module`` in eval mode, each submodule's own mode back afterwards. Not a copy: a layer
+    with torch.nn.utils.weight_norm's hook cannot be deep-copied once it has run."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+@torch.no_grad()
+def relative_difference(a: nn.Module, b: nn.Module, inputs: ProbeInputs) -> float:
+    """How far two modules' outputs differ, in units of the second's std (both in eval mode, each
+    called with torch's RNG seeded alike, so noise a forward draws is drawn the same); for several
+    outputs (a tuple, a dict), the largest difference; NaN when they share none."""
+    outputs = []
+    for module in (a, b):
+        with torch.random.fork_rng(), _in_eval_mode(module):
+            torch.manual_seed(0)
+            outputs.append(output_tensors(module(*inputs.args, **inputs.kwargs)))
+    out_a, out_b = outputs
+    shared = [key for key in out_b if key in out_a and out_b[key].is_floating_point()]
+    if not shared:
+        return float("nan")
+    return max(((out_a[k] - out_b[k]).abs().max() / out_b[k].std().clamp_min(1e-12)).item() for k in shared)
 
 
 def tensors_in(value: object) -> list[torch.Tensor]:

@@ -29,6 +29,8 @@ def renorm_node_name(renorm: Renorm) -> str:
 def rescale_weights(module: nn.Module, renorm: Renorm) -> None:
     """Make ``module``'s output ``scale * y + shift`` by changing its weight and bias in place,
     its weight first redrawn with orthogonal directions where the plan says so."""
+    if renorm.target.startswith("none"):
+        return  # nothing to change, and a computed weight is not even read (spectral_norm's takes a step)
     if renorm.orthogonal is not None:
         for name, value in redrawn(module, renorm.module, renorm.orthogonal, renorm.pairing).items():
             getattr(module, name).copy_(value)

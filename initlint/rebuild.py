@@ -1,0 +1,94 @@
+"""Python that rebuilds one layer of a fixed model: its ``torch.nn`` constructor, inside the calls
+that give it torch's weight normalizations again.
+
+``weight_norm`` and ``spectral_norm`` (as parametrizations, or as the older hooks that audio
+models and GANs still use) compute the layer's weight from other tensors on every call; rebuilt
+without them, the layer would neither load its state dict nor compute what it did. Any other
+hook or parametrization changes a layer in ways generated code cannot know, so such a layer is
+refused rather than rebuilt without it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.spectral_norm import SpectralNorm
+from torch.nn.utils.weight_norm import WeightNorm
+
+from initlint.renorm_layer import RenormLayer
+from initlint.safe_code import CodeNotWritable, is_identifier, is_literal_call
+
+_PARAMETRIZATIONS = {
+    "_WeightNorm": ("torch.nn.utils.parametrizations.weight_norm", ("dim",)),
+    "_SpectralNorm": ("torch.nn.utils.parametrizations.spectral_norm", ("n_power_iterations", "eps", "dim")),
+}
+"""Parametrization class -> the function that applies it, and the attributes that function takes
+back as keyword arguments of the same names."""
+
+_HOOKS = {
+    WeightNorm: ("torch.nn.utils.weight_norm", ("dim",)),
+    SpectralNorm: ("torch.nn.utils.spectral_norm", ("n_power_iterations", "eps", "dim")),
+}
+"""The same for the hooks ``torch.nn.utils.weight_norm`` and ``spectral_norm`` register."""
+
+
+_HOOKS_REFUSED = "layer {path!r} has hooks that generated code cannot register again"
+
+
+def refuse_hooks(path: str, module: nn.Module) -> None:
+    """CodeNotWritable where calling ``module`` runs hooks: code written from its forward alone
+    (its operators, captured) would compute something else."""
+    if module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks:
+        raise CodeNotWritable(_HOOKS_REFUSED.format(path=path))
+
+
+def constructor(path: str, module: nn.Module) -> str:
+    """An expression that rebuilds ``module`` (weights aside), checked by comparing reprs and the
+    normalizations' settings."""
+    if isinstance(module, RenormLayer):
+        return "RenormLayer(1.0, 0.0)"
+    refused = CodeNotWritable(f"cannot write code that rebuilds layer {path!r} ({type(module).__name__})")
+    cls = type(module).__bases__[0] if parametrize.is_parametrized(module) else type(module)
+    if cls is not getattr(nn, cls.__name__, None):
+        raise refused
+    expression = f"torch.nn.{cls.__name__}({module.extra_repr()})"
+    if not is_literal_call(expression, "torch.nn"):
+        raise refused
+    for function, name, settings in _normalizations(path, module):
+        arguments = "".join(f", {key}={value!r}" for key, value in settings.items())
+        expression = f"{function}({expression}, name={name!r}{arguments})"
+    try:
+        # literals only, so evaluating it runs nothing but the layer's constructor and torch's norms
+        rebuilt = eval(expression, {"torch": torch})  # noqa: S307
+    except Exception as error:
+        raise refused from error
+    if repr(rebuilt) != repr(module) or _normalizations(path, rebuilt) != _normalizations(path, module):
+        raise refused
+    return expression
+
+
+def _normalizations(path: str, module: nn.Module) -> list[tuple[str, str, dict[str, object]]]:
+    """(function, weight name, settings) for each of torch's weight normalizations on ``module``,
+    in the order they were applied; CodeNotWritable for any other hook or parametrization."""
+    if module._forward_hooks or module._backward_hooks or module._backward_pre_hooks:
+        raise CodeNotWritable(_HOOKS_REFUSED.format(path=path))
+    found = []
+    for hook in module._forward_pre_hooks.values():
+        if type(hook) not in _HOOKS:
+            raise CodeNotWritable(_HOOKS_REFUSED.format(path=path))
+        found.append((*_HOOKS[type(hook)], hook.name, hook))
+    for name, parametrizations in getattr(module, "parametrizations", {}).items():
+        for parametrization in parametrizations:
+            if type(parametrization).__name__ not in _PARAMETRIZATIONS or \
+                    type(parametrization).__module__ != "torch.nn.utils.parametrizations":
+                raise CodeNotWritable(f"layer {path!r} has a parametrization ({type(parametrization).__name__}) "
+                                      "that generated code cannot apply again")
+            found.append((*_PARAMETRIZATIONS[type(parametrization).__name__], name, parametrization))
+    normalizations = []
+    for function, keys, name, source in found:
+        settings = {key: getattr(source, key) for key in keys}
+        if not is_identifier(name) or not all(type(value) in (int, float) for value in settings.values()):
+            raise CodeNotWritable(f"cannot write the weight normalization of layer {path!r}")
+        normalizations.append((function, name, settings))
+    return normalizations
