@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from initlint.tied import computes_its_weight
+from initlint.weight_scale import has_plain_weight
 
 ORTHOGONAL_LAYERS = (nn.Linear, nn.modules.conv._ConvNd)
 """Layers whose weight is a map between feature spaces; an embedding's rows are vectors of
@@ -32,7 +32,7 @@ def takes_orthogonal_directions(module: nn.Module) -> bool:
     """A Linear or Conv with a float weight of its own (not one that weight_norm computes) that is
     not all zeros (a branch zero-initialized on purpose, as in Fixup or SkipInit, is the model's
     intent)."""
-    if not isinstance(module, ORTHOGONAL_LAYERS) or computes_its_weight(module):
+    if not isinstance(module, ORTHOGONAL_LAYERS) or not has_plain_weight(module):
         return False
     weight = getattr(module, "weight", None)
     return isinstance(weight, torch.Tensor) and weight.is_floating_point() and weight.dim() >= 2 and \
@@ -113,7 +113,7 @@ def redrawn(layer: nn.Module, path: str, seed: int, pairing: Pairing | None = No
 def reads_pairs(layer: nn.Module) -> bool:
     """Whether ``layer``'s columns pair its inputs as (B, -B), a nonzero B: a looks-linear init
     (never a computed weight: reading spectral_norm's would take a power step)."""
-    if not isinstance(layer, ORTHOGONAL_LAYERS) or computes_its_weight(layer):
+    if not isinstance(layer, ORTHOGONAL_LAYERS) or not has_plain_weight(layer):
         return False
     weight = getattr(layer, "weight", None)
     if not (isinstance(weight, torch.Tensor) and weight.dim() >= 2

@@ -37,7 +37,8 @@ from initlint.probe import CARRIES_TENSOR
 from initlint.renorm import Renorm
 from initlint.rewrite import rescale_weights
 from initlint.safe_code import ORIGINAL_PATH
-from initlint.tied import TiedParameters, computes_its_weight, parameter_at
+from initlint.tied import TiedParameters, parameter_at
+from initlint.weight_scale import current_weight, scale_parameter
 from initlint.trace import MODULE
 
 _FOLDABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -51,9 +52,21 @@ class _Weights:
     """The parameters of a layer that constants fold into, by path in the user's model."""
 
     weight: str
+    """The parameter that scales the weight: the weight, or weight_norm's g."""
     bias: str | None
     input_dims: tuple[int, ...]
     """The weight's dims that run over the layer's inputs: 1.. for Linear/Conv, 0 for x @ W."""
+    layer: str | None = None
+    """The layer's path when ``weight`` is not the weight itself."""
+
+    @property
+    def shown(self) -> str:
+        """The weight's path, as a message names it."""
+        return f"{self.layer}.weight" if self.layer else self.weight
+
+    def current(self, model: nn.Module) -> torch.Tensor:
+        """The weight itself, as the layer computes with it now."""
+        return current_weight(model.get_submodule(self.layer)) if self.layer else model.get_parameter(self.weight)
 
 
 @dataclass
@@ -148,9 +161,10 @@ def _weights_of(node: fx.Node, root: nn.Module, tied: TiedParameters,
     given) with a weight that nothing else reads; else None."""
     if node.op == "call_module":
         module = root.get_submodule(node.target)
-        if not isinstance(module, _FOLDABLE) or computes_its_weight(module) or tied.includes(module.weight):
+        name = scale_parameter(module) if isinstance(module, _FOLDABLE) else None
+        if name is None or tied.includes(module.get_parameter(name)):
             return None
-        return _layer_weights(node, module, tuple(range(1, module.weight.dim())))
+        return _layer_weights(node, module, tuple(range(1, current_weight(module).dim())), name)
     if node.op != "call_function" or op_name(node) not in _PRODUCTS or node.kwargs:
         return None
     *positions, input_dim = _PRODUCTS[op_name(node)]
@@ -161,10 +175,12 @@ def _weights_of(node: fx.Node, root: nn.Module, tied: TiedParameters,
     return _Weights(_path(weight), _path(bias) if bias is not None else None, (input_dim,))
 
 
-def _layer_weights(node: fx.Node, module: nn.Module, input_dims: tuple[int, ...]) -> _Weights:
-    """The weight and bias (where it has one) of the module that ``node`` calls."""
+def _layer_weights(node: fx.Node, module: nn.Module, input_dims: tuple[int, ...], scale: str = "weight") -> _Weights:
+    """The weight (``scale``, the parameter that scales it) and bias (where it has one) of the
+    module that ``node`` calls."""
     path = node.meta[MODULE]
-    return _Weights(f"{path}.weight", f"{path}.bias" if module.bias is not None else None, input_dims)
+    return _Weights(f"{path}.{scale}", f"{path}.bias" if module.bias is not None else None, input_dims,
+                    layer=path if scale != "weight" else None)
 
 
 def _path(get_attr: fx.Node) -> str:
@@ -228,10 +244,9 @@ def _producer_of_scale(node: fx.Node, renorm: Renorm, root: nn.Module, tied: Tie
 @torch.no_grad()
 def _fold_into(model: nn.Module, weights: _Weights, scale: float, shift: float) -> None:
     """layer(scale * x + shift) == layer'(x), up to zero-padded borders."""
-    weight = model.get_parameter(weights.weight)
     if shift:
-        model.get_parameter(weights.bias).add_(shift * weight.sum(dim=weights.input_dims))
-    weight.mul_(scale)
+        model.get_parameter(weights.bias).add_(shift * weights.current(model).sum(dim=weights.input_dims))
+    model.get_parameter(weights.weight).mul_(scale)
 
 
 def _rescale_layer(model: nn.Module, path: str, renorm: Renorm) -> None:
@@ -246,6 +261,8 @@ def _rescale_output(model: nn.Module, weights: _Weights, scale: float, shift: fl
     if weights.bias is not None:
         model.get_parameter(weights.bias).mul_(scale).add_(shift)
 
+
+_OWN_WEIGHT = " (with a weight a constant can scale: not tied to another layer, nor spectral-normalized)"
 
 FoldStep = Callable[[nn.Module], None]
 """One fold, made in place on the copy of the model that is being folded."""
@@ -304,12 +321,12 @@ def balance(model: nn.Module, junctions: list[_Junction]) -> int:
     balanced jointly, a chain's factors compound (a 30-layer ReLU stack's signal fell to 0.05x
     inside, IL101). A junction with nothing on one side (a branch zeroed on purpose) is left as
     it is. Returns how many junctions moved."""
-    def squared(path: str | None) -> float:
+    def squared(path: str | None) -> float:  # weight_norm's g has its weight's norm
         return 0.0 if path is None else float(model.get_parameter(path).double().square().sum())
 
     def units(weights: _Weights) -> int:
-        weight = model.get_parameter(weights.weight)
-        return weight.numel() // math.prod(weight.shape[d] for d in weights.input_dims)
+        shape = weights.current(model).shape
+        return math.prod(shape) // math.prod(shape[d] for d in weights.input_dims)
 
     moves = []
     for junction in junctions:
@@ -361,9 +378,9 @@ def _fold_steps(model: nn.Module, graph_module: fx.GraphModule, plan: list[Renor
         elif renorm.placement == "before":
             producer = _producer(node, graph_module, tied)
             if producer is None:
-                unfolded[index] = "no Linear or Conv alone feeds the activation"
+                unfolded[index] = f"no Linear or Conv alone feeds the activation{_OWN_WEIGHT}"
             elif renorm.bias and producer.bias is None:
-                unfolded[index] = f"its shift needs a bias, and {producer.weight} has none"
+                unfolded[index] = f"its shift needs a bias, and {producer.shown} has none"
             else:
                 steps.append(functools.partial(_rescale_output, weights=producer, scale=renorm.scale,
                                                shift=renorm.bias))
@@ -378,9 +395,9 @@ def _fold_steps(model: nn.Module, graph_module: fx.GraphModule, plan: list[Renor
             continue
         scale = 1.0 if back else renorm.scale  # what goes on past the node
         consumers = _consumers(nodes[renorm.node], graph_module, tied, scale, renorm.bias) or []
-        missing = [c.weight for c in consumers if c.bias is None]
+        missing = [c.shown for c in consumers if c.bias is None]
         if not consumers:
-            unfolded[index] = "no Linear or Conv consumes it through operations the constants pass"
+            unfolded[index] = f"no Linear or Conv consumes it through operations the constants pass{_OWN_WEIGHT}"
         elif renorm.bias and missing:
             unfolded[index] = f"its shift needs a bias, and {', '.join(missing)} has none"
         else:

@@ -54,7 +54,8 @@ from initlint.moments import Moments, gaussian_moments, is_elementwise
 from initlint.preserve import buffers_preserved
 from initlint.probe import FirstStepInterpreter, placeholder_values
 from initlint.stats import NodeStats, tensor_stats
-from initlint.tied import TiedParameters, computes_its_weight
+from initlint.tied import TiedParameters
+from initlint.weight_scale import scale_parameter
 
 GAUSSIAN, GATE_TARGET, NONE = "gaussian", "gate", "none"
 MEAN_TOLERANCE = 0.1
@@ -315,9 +316,9 @@ class _Planner(FirstStepInterpreter):
             if self.tied.in_module(self.fetch_attr(n.target)):
                 return make("none: its weights are tied to another layer's, which rescaling would change too",
                             1.0, 0.0, "graph")
-            if computes_its_weight(self.fetch_attr(n.target)):
-                return make("none: its weight is computed on each call (weight_norm, spectral_norm), so a "
-                            "rescaled copy would not stick", 1.0, 0.0, "graph")
+            if scale_parameter(self.fetch_attr(n.target)) is None:
+                return make("none: its weight is computed on each call (spectral_norm, a parametrization) and no "
+                            "parameter scales it", 1.0, 0.0, "graph")
             if _same_for_every_sample(args[0], self.batch_size):
                 return make("none: its input is the same for every sample (position or token-type ids): its "
                             "scale against the input's own embedding is the model's design", 1.0, 0.0, "probe")

@@ -18,6 +18,7 @@ from initlint.kernel import probe_kernel
 from initlint.probe import STATS, probe
 from initlint.renorm import MEAN_TOLERANCE, STD_TOLERANCE, Renorm
 from initlint.renorm_layer import RenormLayer
+from initlint.weight_scale import scale_parameter
 
 
 def renorm_node_name(renorm: Renorm) -> str:
@@ -34,7 +35,7 @@ def rescale_weights(module: nn.Module, renorm: Renorm) -> None:
     if renorm.orthogonal is not None:
         for name, value in redrawn(module, renorm.module, renorm.orthogonal, renorm.pairing).items():
             getattr(module, name).copy_(value)
-    module.weight.mul_(renorm.scale)
+    module.get_parameter(scale_parameter(module)).mul_(renorm.scale)
     if getattr(module, "bias", None) is not None:
         shift = renorm.bias if renorm.channel_bias is None else module.bias.new_tensor(renorm.channel_bias)
         module.bias.mul_(renorm.scale).add_(shift)

@@ -14,7 +14,6 @@ from collections.abc import Iterable
 import torch
 import torch.fx as fx
 import torch.nn as nn
-from torch.nn.utils import parametrize
 
 
 class TiedParameters:
@@ -33,16 +32,6 @@ class TiedParameters:
     def in_module(self, module: nn.Module) -> bool:
         """Whether any parameter of ``module`` is tied."""
         return any(self.includes(parameter) for parameter in module.parameters())
-
-
-def computes_its_weight(module: nn.Module) -> bool:
-    """Whether ``module``'s weight is computed from other tensors on each call (torch's
-    weight_norm and spectral_norm, as parametrizations or as hooks): rescaled in place, the
-    weight would change nothing, so the planner and the fold leave such a layer alone too."""
-    if parametrize.is_parametrized(module, "weight"):
-        return True  # and reading it would run the parametrization (spectral_norm's power step)
-    weight = getattr(module, "weight", None)
-    return isinstance(weight, torch.Tensor) and not isinstance(weight, nn.Parameter)
 
 
 def parameter_at(root: nn.Module, target: str) -> nn.Parameter | None:

@@ -37,6 +37,9 @@ NORMS = {
     "old weight_norm": _old_style(nn.utils.weight_norm),
     "old spectral_norm": _old_style(nn.utils.spectral_norm),
 }
+MAGNITUDES = {"weight_norm": "parametrizations.weight.original0", "old weight_norm": "weight_g"}
+"""weight_norm's g, which scales its weight exactly (W = g v / |v|); spectral_norm's weight has
+no such parameter."""
 
 
 def _normed_mlp(norm) -> nn.Module:
@@ -49,12 +52,26 @@ def _fixed(model: nn.Module, fold: bool = False):
     return run_fix(model, (), CheckOptions(input_shapes=[(64, 8)]), ModelSource(), fold=fold)
 
 
-@pytest.mark.parametrize("norm", NORMS.values(), ids=NORMS.keys())
-def test_a_normalized_layer_is_rebuilt_with_its_normalization_and_left_unscaled(tmp_path, norm):
+def _only_magnitudes_changed(model: nn.Module, fixed: nn.Module, magnitude: str | None) -> None:
+    """Each normalized layer's own tensors are the user's, but for weight_norm's g (scaled by
+    one factor: its direction v and its bias may change only through what a constant adds)."""
+    for path in ("0", "2"):
+        before, after = model.get_submodule(path).state_dict(), fixed.get_submodule(path).state_dict()
+        for key, value in before.items():
+            if key == magnitude:
+                ratio = after[key] / value
+                torch.testing.assert_close(ratio, torch.full_like(ratio, ratio.flatten()[0].item()))
+            elif key != "bias":
+                torch.testing.assert_close(after[key], value)
+
+
+@pytest.mark.parametrize("name", NORMS)
+def test_a_normalized_layer_is_rebuilt_with_its_normalization(tmp_path, name):
     """The written model has the norm on the same layers with the same settings (its state dict
-    has the same keys, g and v or the spectral vectors), computes what the fixed model does,
-    and the plan leaves the computed weights alone: a rescaled copy would not stick."""
-    model = _normed_mlp(norm)
+    has the same keys, g and v or the spectral vectors) and computes what the fixed model does.
+    weight_norm's layers are rescaled through g; spectral_norm's, whose weight no parameter
+    scales, are left alone."""
+    model = _normed_mlp(NORMS[name])
     result = _fixed(model)
     write_fix(tmp_path / "fixed", result, "test", force=False)
     loaded = load_target(str(tmp_path / "fixed")).model
@@ -63,23 +80,28 @@ def test_a_normalized_layer_is_rebuilt_with_its_normalization_and_left_unscaled(
         assert set(loaded.get_submodule(path).state_dict()) == set(model.get_submodule(path).state_dict())
     x = torch.randn(16, 8)
     torch.testing.assert_close(loaded.eval()(x), result.patched.eval()(x))
-    computed = [r.target for r in result.plan if r.site == "weighted"]
-    assert len(computed) == 2 and all(target.startswith("none: its weight is computed") for target in computed)
+    targets = [r.target for r in result.plan if r.site == "weighted"]
+    if name in MAGNITUDES:
+        assert targets == ["std 1", "std 1"] and not result.unverified
+    else:
+        assert len(targets) == 2 and all(target.startswith("none: its weight is computed") for target in targets)
+    _only_magnitudes_changed(model, loaded, MAGNITUDES.get(name))
 
 
-@pytest.mark.parametrize("norm", NORMS.values(), ids=NORMS.keys())
-def test_fold_leaves_computed_weights_alone_and_still_matches_the_renorm_node_model(norm):
-    """Constants that only a normalized layer could take are left out of the fold (reported),
-    the rest fold, and the folded model computes the renorm-node model."""
-    model = _normed_mlp(norm)
+@pytest.mark.parametrize("name", NORMS)
+def test_fold_scales_weight_norm_through_g_and_leaves_spectral_norm_alone(name):
+    """weight_norm's layers take every constant (through g, and the bias); constants that only a
+    spectral-normalized layer could take are left out of the fold, with why. Either way the
+    folded model computes the renorm-node model, and the user's model is untouched."""
+    model = _normed_mlp(NORMS[name])
     before = {k: v.clone() for k, v in model.state_dict().items()}
     result = _fixed(model, fold=True)
     assert result.fold_error < 1e-5
-    assert result.left_out and all("Linear or Conv" in item["reason"] for item in result.left_out)
-    folded = result.folded.model.state_dict()
-    for key, value in before.items():
-        if key.startswith(("0.", "2.")) and not key.endswith("bias"):
-            torch.testing.assert_close(folded[key], value)  # the norm's own tensors, untouched
+    if name in MAGNITUDES:
+        assert not result.left_out
+    else:
+        assert result.left_out and all("spectral-normalized" in item["reason"] for item in result.left_out)
+    _only_magnitudes_changed(model, result.folded.model, MAGNITUDES.get(name))
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
 
 
