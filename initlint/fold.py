@@ -8,7 +8,9 @@ and averages; max pools for a > 0; ReLU-like activations, and products with a fa
 not carry it, for a scale alone): W' = a W and b' = b + c * sum of W over its inputs, in each
 of those layers. A matrix product with a weight of the model is such a layer too (Hugging
 Face's ``Conv1D`` is ``addmm(b, x, W)`` with W laid out inputs first), unless that weight is
-also read elsewhere (tied).
+also read elsewhere (tied), and so is a transposed conv, but for a shift when it has a stride
+(its outputs read a constant input through different numbers of taps). A weight_norm layer
+takes its scales through its magnitude g (``initlint.weight_scale``).
 That is exact for Linear and unpadded convolutions; with zero padding, border outputs see
 fewer inputs and the bias is off there, so the error is measured, never hidden. A weighted
 layer's own constants rescale its weight and bias, and so do the constants on an activation's
@@ -24,7 +26,7 @@ import copy
 import functools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.fx as fx
@@ -41,7 +43,7 @@ from initlint.tied import TiedParameters, parameter_at
 from initlint.weight_scale import current_weight, scale_parameter
 from initlint.trace import MODULE
 
-_FOLDABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_FOLDABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _PRODUCTS = {"addmm": (1, 2, 0, 0), "mm": (0, 1, None, 0), "matmul": (0, 1, None, 0), "linear": (0, 1, 2, 1)}
 """Products with a weight: the positions of x, W and b, and W's input dim (``addmm(b, x, W)``
 is ``x @ W + b``, ``linear(x, W, b)`` is ``x @ W.T + b``)."""
@@ -58,6 +60,9 @@ class _Weights:
     """The weight's dims that run over the layer's inputs: 1.. for Linear/Conv, 0 for x @ W."""
     layer: str | None = None
     """The layer's path when ``weight`` is not the weight itself."""
+    spreads_shifts: bool = False
+    """A transposed conv with a stride (or groups): a constant input reaches its outputs through
+    different numbers of taps, position by position, so no bias carries an input shift."""
 
     @property
     def shown(self) -> str:
@@ -164,7 +169,11 @@ def _weights_of(node: fx.Node, root: nn.Module, tied: TiedParameters,
         name = scale_parameter(module) if isinstance(module, _FOLDABLE) else None
         if name is None or tied.includes(module.get_parameter(name)):
             return None
-        return _layer_weights(node, module, tuple(range(1, current_weight(module).dim())), name)
+        dims = current_weight(module).dim()
+        if isinstance(module, nn.modules.conv._ConvTransposeNd):  # (inputs, outputs / groups, kernel...)
+            spreads = any(s > 1 for s in module.stride) or module.groups > 1
+            return replace(_layer_weights(node, module, (0, *range(2, dims)), name), spreads_shifts=spreads)
+        return _layer_weights(node, module, tuple(range(1, dims)), name)
     if node.op != "call_function" or op_name(node) not in _PRODUCTS or node.kwargs:
         return None
     *positions, input_dim = _PRODUCTS[op_name(node)]
@@ -396,10 +405,14 @@ def _fold_steps(model: nn.Module, graph_module: fx.GraphModule, plan: list[Renor
         scale = 1.0 if back else renorm.scale  # what goes on past the node
         consumers = _consumers(nodes[renorm.node], graph_module, tied, scale, renorm.bias) or []
         missing = [c.shown for c in consumers if c.bias is None]
+        spreading = [c.shown for c in consumers if c.spreads_shifts]
         if not consumers:
             unfolded[index] = f"no Linear or Conv consumes it through operations the constants pass{_OWN_WEIGHT}"
         elif renorm.bias and missing:
             unfolded[index] = f"its shift needs a bias, and {', '.join(missing)} has none"
+        elif renorm.bias and spreading:
+            unfolded[index] = (f"its shift would reach the outputs of {', '.join(spreading)} unevenly (a transposed "
+                               "conv with a stride sums a different number of taps at each position)")
         else:
             steps += back + [functools.partial(_fold_into, weights=weights, scale=scale, shift=renorm.bias)
                              for weights in consumers]

@@ -296,6 +296,28 @@ def test_fold_is_exact_for_linear_and_measured_for_padded_convs():
     assert padded.fold_error > 1e-3  # the bias is wrong at the zero-padded border, and we say so
 
 
+def _decoder(last_stride: int) -> nn.Module:
+    """Transposed convs as a decoder upsamples; the last takes the sigmoid's output shift, and
+    without padding (a "valid" transposed conv, padding k - 1) every output reads every tap."""
+    torch.manual_seed(0)
+    last = nn.ConvTranspose2d(8, 8, 3, 1, 2) if last_stride == 1 else nn.ConvTranspose2d(8, 8, 4, 2, 3)
+    return nn.Sequential(nn.Linear(16, 32 * 4 * 4), nn.Unflatten(1, (32, 4, 4)), nn.ReLU(),
+                         nn.ConvTranspose2d(32, 16, 4, 2, 1), nn.Tanh(), nn.ConvTranspose2d(16, 8, 4, 2, 1),
+                         nn.Sigmoid(), last, nn.ReLU(), nn.Conv2d(8, 3, 3))
+
+
+def test_constants_fold_into_transposed_convs_and_a_shift_only_where_it_spreads_evenly():
+    """ConvT(a x) = a ConvT(x), and a transposed conv's output rescales as any layer's: the
+    decoder folds whole. A shift into a strided one would reach its outputs through 1, 2 or 4
+    taps depending on the position, so that one constant is left out, with why."""
+    whole = run_fix(_decoder(1), (), CheckOptions(input_shapes=[(8, 16)]), ModelSource(), fold=True)
+    assert not whole.left_out and whole.fold_error < 1e-4
+    strided = run_fix(_decoder(2), (), CheckOptions(input_shapes=[(8, 16)]), ModelSource(), fold=True)
+    (left_out,) = strided.left_out
+    assert left_out["node"] == "_6" and left_out["bias"] and "unevenly" in left_out["reason"]
+    assert strided.fold_error < 1e-4
+
+
 def test_unfoldable_constants_are_listed_not_dropped():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 8), nn.Sigmoid(), nn.Linear(8, 8, bias=False), nn.Sigmoid(), nn.Linear(8, 2))
