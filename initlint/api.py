@@ -19,7 +19,7 @@ import torch.nn as nn
 from initlint import validate
 from initlint.errors import InitlintError
 from initlint.graph import SignalGraph
-from initlint.forward_inputs import specs_before_capture
+from initlint.forward_inputs import left_as_none, specs_before_capture
 from initlint.inputs import (
     DEFAULT_BATCH, InputSpec, ProbeInputs, draw, parse_named_input, required_inputs, specs_for, with_vocabularies,
 )
@@ -161,24 +161,27 @@ def _probing(run: Callable[[], object], inputs: ProbeInputs) -> object:
 
 
 def _traced(model: nn.Module, options: CheckOptions, sites: dict, fallback: SourceLocation | None,
-            progress: Progress) -> Traced:
+            progress: Progress, positional: int) -> Traced:
     """fx with the configured leaves; failing that, also with the modules and functions that
-    imported libraries declare untraceable (kept whole, so less of the model is seen)."""
+    imported libraries declare untraceable (kept whole, so less of the model is seen). The
+    inputs the probe leaves at a default of None (beyond the ``positional`` ones given) are
+    traced as None."""
+    as_none = left_as_none(model, positional, {*options.inputs, *options.input_tensors})
     try:
-        return trace(model, options.leaf_modules, sites, fallback, options.wrap_functions, progress)
+        return trace(model, options.leaf_modules, sites, fallback, options.wrap_functions, progress, as_none)
     except TraceFailure:
         library_leaves, library_functions = known_leaves()
         if not (library_leaves or library_functions):
             raise
     traced = trace(model, [*options.leaf_modules, *library_leaves], sites, fallback,
-                   [*options.wrap_functions, *library_functions], progress)
+                   [*options.wrap_functions, *library_functions], progress, as_none)
     traced.note = "traced with the modules that imported libraries declare untraceable kept whole"
     return traced
 
 
 def _captured(
     model: nn.Module, options: CheckOptions, sites: dict, fallback: SourceLocation | None, progress: Progress,
-    draw_inputs: Callable[[object], ProbeInputs],
+    draw_inputs: Callable[[object], ProbeInputs], positional: int,
 ) -> tuple[Traced, ProbeInputs]:
     """The model as a graph, with the probe inputs: fx symbolic tracing (which infers inputs
     from its graph) where it works, else torch.export with concrete inputs, which runs the
@@ -187,7 +190,7 @@ def _captured(
     from initlint.capture import CaptureFailure, capture_with_export
 
     try:
-        traced = _traced(model, options, sites, fallback, progress)
+        traced = _traced(model, options, sites, fallback, progress, positional)
     except TraceFailure as failure:
         fx_failure = failure
     else:
@@ -242,12 +245,14 @@ def analyse(
     def draw_inputs(graph_module: object) -> ProbeInputs:
         return _probe_inputs(graph_module, example_inputs, options, device, dtype, model, budget)
 
+    positional = len(example_inputs) or len(options.input_shapes or ())
+
     try:
         if pieces is not None:  # a meta model runs layer by layer through fx's module calls
-            traced = _traced(model, options, sites, fallback, progress)
+            traced = _traced(model, options, sites, fallback, progress, positional)
             inputs = draw_inputs(traced.graph_module)
         else:
-            traced, inputs = _captured(model, options, sites, fallback, progress, draw_inputs)
+            traced, inputs = _captured(model, options, sites, fallback, progress, draw_inputs, positional)
     except TraceFailure as failure:
         reason = failure.reason
         if needs_graph:  # refused before any probing

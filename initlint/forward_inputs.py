@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -64,6 +64,18 @@ def _wanted(parameters: list[inspect.Parameter]) -> list[_Wanted]:
             all(w.name != "decoder_input_ids" for w in wanted):
         wanted.append(_Wanted("decoder_input_ids", True, False))
     return wanted
+
+
+def left_as_none(model: nn.Module, positional: int, named: Collection[str]) -> list[str]:
+    """The parameters of ``forward`` that default to None and that the probe leaves so: not
+    among the first ``positional`` ones, not ``named`` by the caller, and not an input these
+    conventions supply (the main one, decoder ids). fx traces them as None, so that ``if mask is
+    not None`` takes the branch the probe runs (as a symbol, a parameter is never None)."""
+    parameters = _parameters(model)
+    wanted = {w.name for w in _wanted(parameters)}
+    return [p.name for i, p in enumerate(parameters)
+            if p.default is None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and i >= positional and p.name not in wanted and p.name not in named]
 
 
 def _config_value(model: nn.Module, *keys: str) -> object:

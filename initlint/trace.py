@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch.fx as fx
+from torch.fx._symbolic_trace import _assert_is_none
 import torch.nn as nn
 
 from initlint.errors import InitlintError
@@ -80,6 +81,17 @@ class _Tracer(fx.Tracer):
         return super().call_module(module, forward, args, kwargs)
 
 
+def _drop_none_inputs(graph: fx.Graph) -> None:
+    """Remove the inputs fx traced as None, with the guard it adds for each (that the value is
+    still None): the probe leaves them out, as export does, and generated code has no use for
+    fx's private guard."""
+    for guard in [n for n in graph.nodes if n.op == "call_function" and n.target is _assert_is_none]:
+        placeholder = guard.args[0]
+        graph.erase_node(guard)
+        if isinstance(placeholder, fx.Node) and placeholder.op == "placeholder" and not placeholder.users:
+            graph.erase_node(placeholder)
+
+
 def owning_module(node: fx.Node) -> str | None:
     """The qualified path of the module a node belongs to ('' is the root)."""
     if node.op == "call_module":
@@ -98,20 +110,23 @@ def trace(
     fallback: SourceLocation | None = None,
     wrap_functions: Sequence[Callable] = (),
     progress: Progress = Progress(),
+    as_none: Sequence[str] = (),
 ) -> Traced:
     """Symbolically trace ``model``; tag nodes with ``MODULE`` and ``LOCATION`` metadata.
 
     A node's location is where the user's code calls it, else where its module was defined
-    (``module_sites``), else ``fallback`` (typically the factory).
+    (``module_sites``), else ``fallback`` (typically the factory). The parameters of ``forward``
+    named in ``as_none`` are traced as the None they default to, and leave the graph.
     """
     tracer = _Tracer(leaf_modules, wrap_functions, progress)
     progress.phase("tracing", sum(1 for _ in model.modules()))
     try:
-        graph = tracer.trace(model)
+        graph = tracer.trace(model, dict.fromkeys(as_none) or None)
     except Exception as error:
         raise TraceFailure(model, error) from error
     finally:
         progress.done()
+    _drop_none_inputs(graph)
     functionalize_inplace(graph, tracer.root)
     collapse_in_place(graph, model, leaf_modules, CALL_SITE)
     follow_training_flag(graph)

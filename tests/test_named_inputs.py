@@ -260,3 +260,35 @@ def test_fix_takes_keyword_inputs():
 
     fixed = initlint.fix(Optional(), inputs={"x": "16,6"}, fold=True)
     assert isinstance(fixed, Optional)
+
+
+class OptionalMask(nn.Module):
+    """Inputs that default to None and branch on it, as much model code does: under fx a
+    parameter is a symbol, never None, so the branch that uses it was traced and the probe,
+    which leaves it None, failed (``TypeError`` in ``masked_fill``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.head = nn.Linear(6, 6), nn.Linear(6, 2)
+
+    def forward(self, x, mask=None, labels=None):
+        h = torch.tanh(self.fc(x))
+        if mask is not None:
+            h = h.masked_fill(~mask, 0.0)
+        logits = self.head(h)
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return {"logits": logits, "loss": loss}
+
+
+def test_inputs_left_at_none_are_traced_as_none_and_given_ones_as_inputs():
+    left = initlint.check(OptionalMask(), input_shapes=[(8, 6)])
+    assert left.trace_mode == "fx" and [s.name for s in left.inputs] == ["x"]
+    assert not any(n["op"] == "call_function" and "masked_fill" in n["name"] for n in left.to_dict()["nodes"])
+    given = initlint.check(OptionalMask(), input_shapes=[(8, 6)], inputs={"mask": "8,6:bool"})
+    assert given.trace_mode == "fx" and [s.name for s in given.inputs] == ["x", "mask"]
+    assert any("masked_fill" in n["name"] for n in given.to_dict()["nodes"])
+    mask = torch.ones(8, 6, dtype=torch.bool)
+    positional = initlint.check(OptionalMask(), torch.randn(8, 6), mask)  # mask given by position
+    assert [s.shape for s in positional.inputs] == [(8, 6), (8, 6)]
+    fixed = initlint.fix(OptionalMask(), input_shapes=[(8, 6)])
+    assert fixed(torch.randn(4, 6))["logits"].shape == (4, 2)
