@@ -20,6 +20,7 @@ from initlint import validate
 from initlint.errors import InitlintError
 from initlint.graph import SignalGraph
 from initlint.forward_inputs import left_as_none, specs_before_capture
+from initlint.wrappers import unwrapped
 from initlint.inputs import (
     DEFAULT_BATCH, InputSpec, ProbeInputs, draw, parse_named_input, required_inputs, specs_for, with_vocabularies,
 )
@@ -229,7 +230,9 @@ def analyse(
     """Trace, probe and analyse ``model``: the stages that check and fix share. A model on the
     meta device is probed one layer at a time, each built with its own initializer. With
     ``needs_graph`` (the sentence that says why), a model no capture turns into a graph is
-    refused before it is probed, instead of being probed with hooks."""
+    refused before it is probed, instead of being probed with hooks. A model inside a runtime
+    wrapper (DataParallel, torch.compile) is probed as the model inside."""
+    model, wrapper_note = unwrapped(model)
     device = resolve_device(options.device, model)
     pieces = None
     if on_meta(model):
@@ -273,6 +276,7 @@ def analyse(
         probe_note = "; ".join(filter(None, [probe_note, probe_kernel(traced.graph_module, inputs, pieces)])) or None
     if pieces is not None:
         probe_note = "; ".join(filter(None, [pieces.note(), probe_note]))
+    traced.note = "; ".join(filter(None, [wrapper_note, traced.note])) or None
     return Analysed(model, traced, inputs, SignalGraph(traced.graph_module), device, probe_note)
 
 

@@ -83,6 +83,8 @@ class FixResult:
             through = f" (through {gates} gate(s), whose layer gives both units of a pair one gate)" if gates else ""
             lines.append(f"  {paired} of them in looks-linear pairs, which make the ReLU-like activations between "
                          f"them linear at init{through}")
+        if self.analysed.traced.note:  # how the model was captured: a wrapper taken off, eval mode
+            lines.append(f"  note: {self.analysed.traced.note}")
         if (warning := self.planned_at()) is not None:
             lines.append(warning)
         lines += [f"  declined {reason}" for reason in self.declined]
