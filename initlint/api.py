@@ -22,7 +22,8 @@ from initlint.graph import SignalGraph
 from initlint.forward_inputs import left_as_none, specs_before_capture
 from initlint.wrappers import unwrapped
 from initlint.inputs import (
-    DEFAULT_BATCH, InputSpec, ProbeInputs, draw, parse_named_input, required_inputs, specs_for, with_vocabularies,
+    DEFAULT_BATCH, InputSpec, ProbeInputs, draw, parse_named_input, refuse_mapping_inputs, required_inputs, specs_for,
+    with_vocabularies,
 )
 from initlint.materialize import PieceByPiece, on_meta
 from initlint.memory import MemoryBudget
@@ -119,6 +120,8 @@ def _probe_inputs(graph_module, example_inputs, options, device, dtype, model, b
     """The probe batch: the caller's tensors, else drawn for the given or inferred specs (from
     the traced graph, or from the model's signature, layers and config), once the budget allows.
     Inputs the caller gives by name are used as given; the others are drawn."""
+    if graph_module is not None:
+        refuse_mapping_inputs(graph_module)
     named = [parse_named_input(name, text) for name, text in options.inputs.items()]
     named += [InputSpec(name, tuple(t.shape), dtype=t.dtype, keyword=True) for name, t in options.input_tensors.items()]
     if example_inputs and not named:

@@ -154,6 +154,21 @@ def required_inputs(graph_module: fx.GraphModule) -> list[fx.Node]:
     return [n for n in graph_module.graph.nodes if n.op == "placeholder" and not n.args]
 
 
+def refuse_mapping_inputs(graph_module: fx.GraphModule) -> None:
+    """A forward that reads an input by a string key (``batch["x"]``) takes a mapping, which
+    the probe cannot draw: say so, and how to mend it, before a probe fails on it."""
+    for node in required_inputs(graph_module):
+        keys = [user.args[1] for user in node.users if user.op == "call_function"
+                and user.target is operator.getitem and isinstance(user.args[1], str)]
+        if keys:
+            raise InitlintError(
+                f"forward reads its input {node.target!r} as a mapping ({node.target}[{keys[0]!r}]), and initlint "
+                "probes with tensors; check a factory that returns a wrapper whose forward takes the tensors "
+                f"themselves, e.g. forward(self, {', '.join(map(str, keys))}) returning "
+                f"model({{{', '.join(f'{k!r}: {k}' for k in keys)}}}), and give each with --input NAME=SHAPE:DTYPE."
+            )
+
+
 @dataclass(frozen=True)
 class _FirstLayer:
     """What an input's first layer tells about its shape."""

@@ -292,3 +292,19 @@ def test_inputs_left_at_none_are_traced_as_none_and_given_ones_as_inputs():
     assert [s.shape for s in positional.inputs] == [(8, 6), (8, 6)]
     fixed = initlint.fix(OptionalMask(), input_shapes=[(8, 6)])
     assert fixed(torch.randn(4, 6))["logits"].shape == (4, 2)
+
+
+class MappingInput(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 4), nn.Linear(3, 4)
+
+    def forward(self, batch):
+        return self.a(batch["image"]) + self.b(batch["meta"])
+
+
+def test_a_mapping_input_is_refused_with_how_to_pass_its_tensors():
+    """Before, the probe failed inside the model: "TypeError: new(): invalid data type 'str'"."""
+    with pytest.raises(InitlintError, match=r"reads its input 'batch' as a mapping \(batch\['image'\]\).*"
+                                            r"forward\(self, image, meta\)"):
+        initlint.check(MappingInput(), input_shapes=[(8, 8)])
