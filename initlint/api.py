@@ -19,7 +19,7 @@ import torch.nn as nn
 from initlint import validate
 from initlint.errors import InitlintError
 from initlint.graph import SignalGraph
-from initlint.forward_inputs import left_as_none, specs_before_capture
+from initlint.forward_inputs import left_at_default, specs_before_capture
 from initlint.wrappers import unwrapped
 from initlint.inputs import (
     DEFAULT_BATCH, InputSpec, ProbeInputs, draw, parse_named_input, refuse_mapping_inputs, required_inputs, specs_for,
@@ -168,17 +168,17 @@ def _traced(model: nn.Module, options: CheckOptions, sites: dict, fallback: Sour
             progress: Progress, positional: int) -> Traced:
     """fx with the configured leaves; failing that, also with the modules and functions that
     imported libraries declare untraceable (kept whole, so less of the model is seen). The
-    inputs the probe leaves at a default of None (beyond the ``positional`` ones given) are
-    traced as None."""
-    as_none = left_as_none(model, positional, {*options.inputs, *options.input_tensors})
+    inputs the probe leaves at a literal default (beyond the ``positional`` ones given) are
+    traced as that value."""
+    defaults = left_at_default(model, positional, {*options.inputs, *options.input_tensors})
     try:
-        return trace(model, options.leaf_modules, sites, fallback, options.wrap_functions, progress, as_none)
+        return trace(model, options.leaf_modules, sites, fallback, options.wrap_functions, progress, defaults)
     except TraceFailure:
         library_leaves, library_functions = known_leaves()
         if not (library_leaves or library_functions):
             raise
     traced = trace(model, [*options.leaf_modules, *library_leaves], sites, fallback,
-                   [*options.wrap_functions, *library_functions], progress, as_none)
+                   [*options.wrap_functions, *library_functions], progress, defaults)
     traced.note = "traced with the modules that imported libraries declare untraceable kept whole"
     return traced
 

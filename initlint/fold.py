@@ -44,6 +44,8 @@ from initlint.weight_scale import current_weight, scale_parameter
 from initlint.trace import MODULE
 
 _FOLDABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_OWN_WEIGHT = " (with a weight a constant can scale: not tied to another layer, nor spectral-normalized)"
+"""What a layer must have to take a folded constant, as a refusal names it."""
 _PRODUCTS = {"addmm": (1, 2, 0, 0), "mm": (0, 1, None, 0), "matmul": (0, 1, None, 0), "linear": (0, 1, 2, 1)}
 """Products with a weight: the positions of x, W and b, and W's input dim (``addmm(b, x, W)``
 is ``x @ W + b``, ``linear(x, W, b)`` is ``x @ W.T + b``)."""
@@ -270,8 +272,6 @@ def _rescale_output(model: nn.Module, weights: _Weights, scale: float, shift: fl
     if weights.bias is not None:
         model.get_parameter(weights.bias).mul_(scale).add_(shift)
 
-
-_OWN_WEIGHT = " (with a weight a constant can scale: not tied to another layer, nor spectral-normalized)"
 
 FoldStep = Callable[[nn.Module], None]
 """One fold, made in place on the copy of the model that is being folded."""

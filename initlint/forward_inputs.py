@@ -66,16 +66,20 @@ def _wanted(parameters: list[inspect.Parameter]) -> list[_Wanted]:
     return wanted
 
 
-def left_as_none(model: nn.Module, positional: int, named: Collection[str]) -> list[str]:
-    """The parameters of ``forward`` that default to None and that the probe leaves so: not
-    among the first ``positional`` ones, not ``named`` by the caller, and not an input these
-    conventions supply (the main one, decoder ids). fx traces them as None, so that ``if mask is
-    not None`` takes the branch the probe runs (as a symbol, a parameter is never None)."""
+_LITERAL_DEFAULTS = (type(None), bool, int, float, str)
+
+
+def left_at_default(model: nn.Module, positional: int, named: Collection[str]) -> dict[str, object]:
+    """The parameters of ``forward`` that the probe leaves at a literal default (None, a flag, a
+    number), with it: not among the first ``positional`` ones, not ``named`` by the caller, and
+    not an input these conventions supply (the main one, decoder ids). fx traces them as these
+    values, so that ``if mask is not None:`` or ``if is_causal:`` takes the branch the probe
+    runs (as a symbol, a parameter is never None, and no flag)."""
     parameters = _parameters(model)
     wanted = {w.name for w in _wanted(parameters)}
-    return [p.name for i, p in enumerate(parameters)
-            if p.default is None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-            and i >= positional and p.name not in wanted and p.name not in named]
+    return {p.name: p.default for i, p in enumerate(parameters)
+            if type(p.default) in _LITERAL_DEFAULTS and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and i >= positional and p.name not in wanted and p.name not in named}
 
 
 def _config_value(model: nn.Module, *keys: str) -> object:

@@ -7,9 +7,11 @@ stages must treat it as read-only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import torch
 import torch.fx as fx
 from torch.fx._symbolic_trace import _assert_is_none
 import torch.nn as nn
@@ -81,15 +83,23 @@ class _Tracer(fx.Tracer):
         return super().call_module(module, forward, args, kwargs)
 
 
-def _drop_none_inputs(graph: fx.Graph) -> None:
-    """Remove the inputs fx traced as None, with the guard it adds for each (that the value is
-    still None): the probe leaves them out, as export does, and generated code has no use for
-    fx's private guard."""
-    for guard in [n for n in graph.nodes if n.op == "call_function" and n.target is _assert_is_none]:
-        placeholder = guard.args[0]
+def _drop_specialized_inputs(graph: fx.Graph) -> None:
+    """Remove the inputs fx traced as concrete values, with the guard it adds for each (that
+    the value is still None, or equal to the one traced): the probe leaves them out, as export
+    does, and generated code has no use for fx's private guard."""
+    for guard in [n for n in graph.nodes if n.op == "call_function" and n.target in (_assert_is_none, torch._assert)]:
+        if guard.target is torch._assert and not (
+                isinstance(guard.args[0], fx.Node) and guard.args[0].target is operator.eq
+                and "has been specialized to have value" in str(guard.args[1])):
+            continue  # the model's own assertion
+        compared = guard.args[0]
         graph.erase_node(guard)
-        if isinstance(placeholder, fx.Node) and placeholder.op == "placeholder" and not placeholder.users:
-            graph.erase_node(placeholder)
+        if compared.op == "call_function" and not compared.users:  # eq(input, value)
+            placeholder = compared.args[0]
+            graph.erase_node(compared)
+            compared = placeholder
+        if isinstance(compared, fx.Node) and compared.op == "placeholder" and not compared.users:
+            graph.erase_node(compared)
 
 
 def owning_module(node: fx.Node) -> str | None:
@@ -110,23 +120,23 @@ def trace(
     fallback: SourceLocation | None = None,
     wrap_functions: Sequence[Callable] = (),
     progress: Progress = Progress(),
-    as_none: Sequence[str] = (),
+    defaults: Mapping[str, object] | None = None,
 ) -> Traced:
     """Symbolically trace ``model``; tag nodes with ``MODULE`` and ``LOCATION`` metadata.
 
     A node's location is where the user's code calls it, else where its module was defined
     (``module_sites``), else ``fallback`` (typically the factory). The parameters of ``forward``
-    named in ``as_none`` are traced as the None they default to, and leave the graph.
+    in ``defaults`` are traced as the values given there, and leave the graph.
     """
     tracer = _Tracer(leaf_modules, wrap_functions, progress)
     progress.phase("tracing", sum(1 for _ in model.modules()))
     try:
-        graph = tracer.trace(model, dict.fromkeys(as_none) or None)
+        graph = tracer.trace(model, dict(defaults) if defaults else None)
     except Exception as error:
         raise TraceFailure(model, error) from error
     finally:
         progress.done()
-    _drop_none_inputs(graph)
+    _drop_specialized_inputs(graph)
     functionalize_inplace(graph, tracer.root)
     collapse_in_place(graph, model, leaf_modules, CALL_SITE)
     follow_training_flag(graph)

@@ -3,6 +3,7 @@ that runs before any graph exists: from forward's signature, registered layers a
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import pytest
@@ -292,6 +293,27 @@ def test_inputs_left_at_none_are_traced_as_none_and_given_ones_as_inputs():
     assert [s.shape for s in positional.inputs] == [(8, 6), (8, 6)]
     fixed = initlint.fix(OptionalMask(), input_shapes=[(8, 6)])
     assert fixed(torch.randn(4, 6))["logits"].shape == (4, 2)
+
+
+class Flagged(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.head = nn.Linear(6, 6), nn.Linear(6, 2)
+
+    def forward(self, x, return_features: bool = False, scale=2.0):
+        h = torch.sigmoid(self.fc(x)) * scale
+        return h if return_features else self.head(h)
+
+
+def test_flags_left_at_their_default_are_traced_at_it():
+    """``if return_features:`` on a symbol stopped fx ("symbolically traced variables cannot be
+    used as inputs to control flow"), so export captured the model; traced at its default, fx
+    takes it, and the written code has no input for it, nor fx's guard on its value."""
+    report = initlint.check(Flagged(), input_shapes=[(8, 6)])
+    assert report.trace_mode == "fx" and [s.name for s in report.inputs] == ["x"]
+    fixed = initlint.fix(Flagged(), input_shapes=[(8, 6)])
+    assert "specialized" not in fixed.code and list(inspect.signature(fixed.forward).parameters) == ["x"]
+    assert fixed(torch.randn(4, 6)).shape == (4, 2)
 
 
 class MappingInput(nn.Module):
