@@ -116,6 +116,34 @@ def _float_dtype(model: nn.Module) -> torch.dtype:
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
+MIN_BATCH = DEFAULT_BATCH
+"""The fewest samples a probe draws. In a batch of one nothing varies across samples: the
+rules that read it are blind (the bundled SE-ResNet's three pinned gates, IL401, went
+unreported at --input-shape 1,3,32,32), and fix's constants, fitted to what varies within one
+sample, pinned the gates of the same model when it was checked on eight."""
+
+
+def _with_min_batch(options: CheckOptions) -> tuple[CheckOptions, str | None]:
+    """``options`` with the batch of the inputs given by shape (``--input-shape``, ``--input``)
+    raised to ``MIN_BATCH``, and a note where it was. Only dim 0 changes (batch first, as those
+    options say), on the inputs that share the first one's; example tensors stay as given."""
+    named = {name: parse_named_input(name, text) for name, text in options.inputs.items()}
+    shapes = [tuple(s) for s in options.input_shapes or ()] + [spec.shape for spec in named.values()]
+    if not shapes or shapes[0][0] >= MIN_BATCH:
+        return options, None
+    given = shapes[0][0]
+
+    def raised(shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (MIN_BATCH, *shape[1:]) if shape[0] == given else shape
+
+    inputs = {name: ",".join(map(str, raised(spec.shape))) + text[len(text.partition(":")[0]):]
+              for (name, spec), text in zip(named.items(), options.inputs.values())}
+    input_shapes = [raised(tuple(s)) for s in options.input_shapes] if options.input_shapes else options.input_shapes
+    note = (f"probed on a batch of {MIN_BATCH} where {given} was given: the rules, and fix's constants, read what "
+            "varies across samples")
+    return replace(options, input_shapes=input_shapes, inputs=inputs), note
+
+
 def _probe_inputs(graph_module, example_inputs, options, device, dtype, model, budget) -> ProbeInputs:
     """The probe batch: the caller's tensors, else drawn for the given or inferred specs (from
     the traced graph, or from the model's signature, layers and config), once the budget allows.
@@ -236,6 +264,7 @@ def analyse(
     refused before it is probed, instead of being probed with hooks. A model inside a runtime
     wrapper (DataParallel, torch.compile) is probed as the model inside."""
     model, wrapper_note = unwrapped(model)
+    options, batch_note = _with_min_batch(options)
     device = resolve_device(options.device, model)
     pieces = None
     if on_meta(model):
@@ -279,7 +308,7 @@ def analyse(
         probe_note = "; ".join(filter(None, [probe_note, probe_kernel(traced.graph_module, inputs, pieces)])) or None
     if pieces is not None:
         probe_note = "; ".join(filter(None, [pieces.note(), probe_note]))
-    traced.note = "; ".join(filter(None, [wrapper_note, traced.note])) or None
+    traced.note = "; ".join(filter(None, [wrapper_note, batch_note, traced.note])) or None
     return Analysed(model, traced, inputs, SignalGraph(traced.graph_module), device, probe_note)
 
 

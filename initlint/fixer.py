@@ -15,7 +15,7 @@ from initlint import __version__
 from initlint.errors import InitlintError
 from initlint.api import MODEL_EXITS, Analysed, CheckOptions, ModelSource, analyse, parse_options, require_module
 from initlint.fold import FoldResult, fold_plan, unfolded_constants
-from initlint.inputs import DEFAULT_BATCH, ProbeInputs, parse_named_input
+from initlint.inputs import ProbeInputs
 from initlint.materialize import on_meta
 from initlint.model_outputs import relative_difference
 from initlint.directions import drawn_once
@@ -46,8 +46,6 @@ class FixResult:
     repaired, such as the drift inside an LSTM, whose gates no renorm reaches."""
     left_out: list[dict] = field(default_factory=list)
     """With ``fold``: constants that no exact fold carries, left out of the plan (with why)."""
-    given_batch: int | None = None
-    """The batch of the inputs given by shape, where fix planned on more (``MIN_PLANNING_BATCH``)."""
 
     @property
     def unverified(self) -> list[str]:
@@ -89,9 +87,6 @@ class FixResult:
             lines.append(f"  note: {self.analysed.traced.note}")
         if (warning := self.planned_at()) is not None:
             lines.append(warning)
-        if self.given_batch is not None:
-            lines.append(f"  planned on a batch of {self.analysed.inputs.batch_size} where {self.given_batch} was given: "
-                         "the constants are fitted to what varies across samples")
         lines += [f"  declined {reason}" for reason in self.declined]
         if self.still_worse:
             lines.append(f"  warning: the fixed model still has what the original lacked: {self.still_worse}")
@@ -179,7 +174,6 @@ def _fixed(
             "the model's parameters are on the meta device; `initlint fix` writes the fixed weights, so "
             "build the model on a real device (`initlint check` probes a meta model one layer at a time)."
         )
-    options, given_batch = _with_planning_batch(options)
     analysed = analyse(
         model, example_inputs, replace(options, batch_size=FIX_BATCH), source,
         needs_graph="`initlint fix` rewrites the captured graph, so it needs one: declare the block with "
@@ -203,36 +197,11 @@ def _fixed(
     plan, patched, declined, worse = decline_what_hurts(
         lambda kinds, constants: plan_without(kinds, unfoldable | constants), analysed.graph, rules, build)
     result = FixResult(patched, plan, analysed, method=method, declined=declined, still_worse=worse.describe(),
-                       still_found=worse.remaining, left_out=left_out, given_batch=given_batch)
+                       still_found=worse.remaining, left_out=left_out)
     if fold:
         result.folded = fold_plan(analysed.model, graph_module, analysed.graph, plan)
         result.fold_error = relative_difference(result.folded.model, patched, analysed.inputs)
     return result
-
-
-MIN_PLANNING_BATCH = DEFAULT_BATCH
-"""The fewest samples fix plans on. In a batch of one nothing varies across samples, and
-constants fitted to what varies within one sample blew up at any other batch: the bundled
-SE-ResNet planned on one image had three gates pinned (IL401) when checked on eight."""
-
-
-def _with_planning_batch(options: CheckOptions) -> tuple[CheckOptions, int | None]:
-    """``options`` with the batch of the inputs given by shape (``--input-shape``, ``--input``)
-    raised to ``MIN_PLANNING_BATCH``, and the batch given where it was raised. Only dim 0 changes
-    (batch first, as those options say), on the inputs that share the first one's."""
-    named = {name: parse_named_input(name, text) for name, text in options.inputs.items()}
-    shapes = [tuple(s) for s in options.input_shapes or ()] + [spec.shape for spec in named.values()]
-    if not shapes or shapes[0][0] >= MIN_PLANNING_BATCH:
-        return options, None
-    given = shapes[0][0]
-
-    def raised(shape: tuple[int, ...]) -> tuple[int, ...]:
-        return (MIN_PLANNING_BATCH, *shape[1:]) if shape[0] == given else shape
-
-    inputs = {name: ",".join(map(str, raised(spec.shape))) + text[len(text.partition(":")[0]):]
-              for (name, spec), text in zip(named.items(), options.inputs.values())}
-    input_shapes = [raised(tuple(s)) for s in options.input_shapes] if options.input_shapes else options.input_shapes
-    return replace(options, input_shapes=input_shapes, inputs=inputs), given
 
 
 FOLD_ROUNDS = 4

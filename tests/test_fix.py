@@ -876,20 +876,20 @@ def test_fix_names_what_it_leaves_unrepaired():
 
 
 def test_a_batch_of_one_is_planned_on_several_samples():
-    """Planned on one sample, the squeeze-excitation gates took constants fitted to the spread
-    of one vector across channels, and three of them came out pinned (IL401) when the fixed
-    model was checked on eight. fix raises a given batch to ``MIN_PLANNING_BATCH`` (dim 0 of
-    the inputs that share the first's, by shape or by name), and says so."""
-    from initlint.fixer import MIN_PLANNING_BATCH
-
+    """Planned on one sample, the bundled SE-ResNet's squeeze-excitation gates took constants
+    fitted to the spread of one vector across channels, and three of them came out pinned
+    (IL401) when the fixed model was checked on eight. A given batch is raised to
+    ``MIN_BATCH`` (dim 0 of the inputs that share the first's, by shape or by name), and fix
+    says so."""
+    from initlint.api import MIN_BATCH
     from initlint.load import load_target
 
     model = load_target(f"{Path(__file__).resolve().parent.parent / 'examples' / 'se_resnet_lsuv.py'}:build").model
     result = run_fix(model, (), CheckOptions(input_shapes=[(1, 3, 32, 32)]), ModelSource())
-    assert result.given_batch == 1 and result.analysed.inputs.batch_size == MIN_PLANNING_BATCH
-    assert "planned on a batch of 8 where 1 was given" in result.summary("fixed")
+    assert result.analysed.inputs.batch_size == MIN_BATCH
+    assert "probed on a batch of 8 where 1 was given" in result.summary("fixed")
     checked = initlint.check(result.patched, input_shapes=[(8, 3, 32, 32)])
     assert not [f for f in checked.findings if f.severity != "info"], checked.findings
     named = run_fix(nn.Sequential(nn.Linear(6, 6), nn.Tanh(), nn.Linear(6, 2)), (),
                     CheckOptions(inputs={"input": "2,6:float32"}), ModelSource())
-    assert named.given_batch == 2 and [s.shape for s in named.analysed.inputs.specs] == [(8, 6)]
+    assert [s.shape for s in named.analysed.inputs.specs] == [(8, 6)]

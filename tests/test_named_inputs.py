@@ -330,3 +330,19 @@ def test_a_mapping_input_is_refused_with_how_to_pass_its_tensors():
     with pytest.raises(InitlintError, match=r"reads its input 'batch' as a mapping \(batch\['image'\]\).*"
                                             r"forward\(self, image, meta\)"):
         initlint.check(MappingInput(), input_shapes=[(8, 8)])
+
+
+def test_a_batch_of_one_is_checked_on_several_samples(run_cli):
+    """At --input-shape 1,3,32,32 the bundled SE-ResNet checked clean: in one sample nothing
+    varies across samples, so its three pinned gates (IL401) went unseen. The batch is raised
+    to 8, with a note; example tensors stay as given."""
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "se_resnet_lsuv.py"
+    result = run_cli("check", f"{example}:build", "--input-shape", "1,3,32,32", "--output-format", "json")
+    (report,) = json.loads(result.stdout)["reports"]
+    assert result.exit_code == 1 and report["inputs"][0]["shape"] == [8, 3, 32, 32]
+    assert [f["code"] for f in report["findings"]].count("IL401") == 3
+    assert "probed on a batch of 8 where 1 was given" in report["trace"]["note"]
+    given = initlint.check(nn.Linear(8, 8), torch.randn(3, 8))
+    assert given.inputs[0].shape == (3, 8)
