@@ -174,8 +174,8 @@ def test_keyword_input_reaches_an_fx_traced_model():
         def forward(self, x=None):
             return self.fc(x)
 
-    report = initlint.check(Optional(), inputs={"x": "5,6"})
-    assert report.trace_mode == "fx" and report.inputs[0].shape == (5, 6)
+    report = initlint.check(Optional(), inputs={"x": "9,6"})
+    assert report.trace_mode == "fx" and report.inputs[0].shape == (9, 6)
     placeholder = next(n for n in report.to_dict()["nodes"] if n["op"] == "placeholder")
     assert placeholder["shape"] == [5, 6] and placeholder["std"] == pytest.approx(1.0, abs=0.3)
 
@@ -232,7 +232,7 @@ def test_cli_and_config_take_named_inputs(run_cli, model_file, tmp_path, monkeyp
     assert result.exit_code in (0, 1), result.stderr
     inputs = json.loads(result.stdout)["reports"][0]["inputs"]
     assert [(i["name"], i["shape"], i["dtype"], i.get("high"), i.get("fill")) for i in inputs] == [
-        ("input_ids", [4, 6], "int64", 23, None), ("attention_mask", [4, 6], "bool", None, 1)]
+        ("input_ids", [8, 6], "int64", 23, None), ("attention_mask", [8, 6], "bool", None, 1)]  # batch 4 -> 8
     (tmp_path / "pyproject.toml").write_text(
         '[tool.initlint]\ntargets = [{target = "model.py:build", inputs = '
         '{input_ids = "2,3:int64", attention_mask = "2,3:int64"}}]\n')
@@ -240,7 +240,7 @@ def test_cli_and_config_take_named_inputs(run_cli, model_file, tmp_path, monkeyp
     result = run_cli("check", "--output-format", "json")
     assert result.exit_code in (0, 1), result.stderr
     shapes = [i["shape"] for i in json.loads(result.stdout)["reports"][0]["inputs"]]
-    assert shapes == [[2, 3], [2, 3]]
+    assert shapes == [[8, 3], [8, 3]]  # each given batch of 2 raised to MIN_BATCH
 
 
 def test_cli_error_for_bad_input_exits_2(run_cli, model_file):
