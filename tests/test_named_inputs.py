@@ -177,7 +177,7 @@ def test_keyword_input_reaches_an_fx_traced_model():
     report = initlint.check(Optional(), inputs={"x": "9,6"})
     assert report.trace_mode == "fx" and report.inputs[0].shape == (9, 6)
     placeholder = next(n for n in report.to_dict()["nodes"] if n["op"] == "placeholder")
-    assert placeholder["shape"] == [5, 6] and placeholder["std"] == pytest.approx(1.0, abs=0.3)
+    assert placeholder["shape"] == [9, 6] and placeholder["std"] == pytest.approx(1.0, abs=0.3)
 
 
 class FunctionalEmbedding(nn.Module):
