@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -15,7 +14,6 @@ from initlint import __version__
 from initlint.errors import InitlintError
 from initlint.api import MODEL_EXITS, Analysed, CheckOptions, ModelSource, analyse, parse_options, require_module
 from initlint.fold import FoldResult, fold_plan, unfolded_constants
-from initlint.inputs import ProbeInputs
 from initlint.materialize import on_meta
 from initlint.model_outputs import relative_difference
 from initlint.directions import drawn_once
