@@ -39,7 +39,7 @@ from initlint.model_outputs import output_tensors
 from initlint.module_calls import OPERATIONS, ModuleCalls, op_name
 from initlint.safe_code import safe_root
 from initlint.train_flag import TRAINING, follow_training_flag
-from initlint.train_or_eval import train_else_eval
+from initlint.train_or_eval import in_mode, train_else_eval
 from initlint.trace import CALL_SITE
 
 WRAPPED = "model"
@@ -259,9 +259,7 @@ def capture_with_export(
     that draws masks with data-dependent sizes, as Wav2Vec2's SpecAugment). The model's
     train/eval flags are left as they were."""
     def attempt(training: bool) -> fx.GraphModule:
-        flags = {module: module.training for module in model.modules()}
-        model.train(training)
-        try:
+        with in_mode(model, training):
             program = export_program(model, inputs)
             try:
                 return _Converter(program, model, leaf_modules).convert(inputs)
@@ -270,9 +268,6 @@ def capture_with_export(
             except Exception as error:
                 raise CaptureFailure(
                     f"initlint could not read the exported graph ({type(error).__name__}: {error})") from error
-        finally:
-            for module, flag in flags.items():
-                module.training = flag
 
     return train_else_eval(attempt, "captured", "BatchNorm still normalizes with batch statistics and dropout is "
                                                 "off, as in training; other train-only code paths are not seen")

@@ -8,14 +8,14 @@ training loss is computed from the prediction, so the backward pass starts from 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
 
 from initlint.inputs import ProbeInputs
+from initlint.train_or_eval import in_mode
 
 MAIN_OUTPUTS = ("logits", "last_hidden_state")
 """Output fields a loss is computed from, in order of preference."""
@@ -52,19 +52,6 @@ def output_tensors(value: object, prefix: str = "") -> dict[str, torch.Tensor]:
     return found
 
 
-@contextlib.contextmanager
-def _in_eval_mode(module: nn.Module) -> Iterator[None]:
-    """``module`` in eval mode, each submodule's own mode back afterwards. Not a copy: a layer
-    with torch.nn.utils.weight_norm's hook cannot be deep-copied once it has run."""
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
 @torch.no_grad()
 def relative_difference(a: nn.Module, b: nn.Module, inputs: ProbeInputs) -> float:
     """How far two modules' outputs differ, in units of the second's std (both in eval mode, each
@@ -72,7 +59,7 @@ def relative_difference(a: nn.Module, b: nn.Module, inputs: ProbeInputs) -> floa
     outputs (a tuple, a dict), the largest difference; NaN when they share none."""
     outputs = []
     for module in (a, b):
-        with torch.random.fork_rng(), _in_eval_mode(module):
+        with torch.random.fork_rng(), in_mode(module, False):
             torch.manual_seed(0)
             outputs.append(output_tensors(module(*inputs.args, **inputs.kwargs)))
     out_a, out_b = outputs

@@ -8,12 +8,29 @@ train-mode error is the one reported (it is the one a first training step would 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import TypeVar
+
+import torch.nn as nn
 
 from initlint.errors import InitlintError
 
 T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def in_mode(model: nn.Module, training: bool) -> Iterator[None]:
+    """``model`` in training or eval mode, each submodule's own flag back afterwards (a model
+    may hold some layers in eval mode on purpose). The model itself, not a copy: a layer with
+    torch.nn.utils.weight_norm's hook cannot be deep-copied once it has run."""
+    flags = {module: module.training for module in model.modules()}
+    model.train(training)
+    try:
+        yield
+    finally:
+        for module, flag in flags.items():
+            module.training = flag
 
 
 def train_else_eval(
