@@ -18,6 +18,7 @@ from torch.nn.utils.weight_norm import WeightNorm
 
 from initlint.renorm_layer import RenormLayer
 from initlint.safe_code import CodeNotWritable, is_identifier, is_literal_call
+from initlint.weight_scale import torch_parametrization
 
 _PARAMETRIZATIONS = {
     "_WeightNorm": ("torch.nn.utils.parametrizations.weight_norm", ("dim",)),
@@ -33,14 +34,13 @@ _HOOKS = {
 """The same for the hooks ``torch.nn.utils.weight_norm`` and ``spectral_norm`` register."""
 
 
-_HOOKS_REFUSED = "layer {path!r} has hooks that generated code cannot register again"
-
-
-def refuse_hooks(path: str, module: nn.Module) -> None:
-    """CodeNotWritable where calling ``module`` runs hooks: code written from its forward alone
-    (its operators, captured) would compute something else."""
-    if module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks:
-        raise CodeNotWritable(_HOOKS_REFUSED.format(path=path))
+def refuse_hooks(path: str, module: nn.Module, known: tuple[type, ...] = ()) -> None:
+    """CodeNotWritable where calling ``module`` runs hooks, other than forward pre-hooks of the
+    ``known`` types: code written from its forward alone (its operators, captured), or from its
+    constructor, would compute something else."""
+    unknown = any(type(hook) not in known for hook in module._forward_pre_hooks.values())
+    if unknown or module._forward_hooks or module._backward_hooks or module._backward_pre_hooks:
+        raise CodeNotWritable(f"layer {path!r} has hooks that generated code cannot register again")
 
 
 def constructor(path: str, module: nn.Module) -> str:
@@ -71,20 +71,15 @@ def constructor(path: str, module: nn.Module) -> str:
 def _normalizations(path: str, module: nn.Module) -> list[tuple[str, str, dict[str, object]]]:
     """(function, weight name, settings) for each of torch's weight normalizations on ``module``,
     in the order they were applied; CodeNotWritable for any other hook or parametrization."""
-    if module._forward_hooks or module._backward_hooks or module._backward_pre_hooks:
-        raise CodeNotWritable(_HOOKS_REFUSED.format(path=path))
-    found = []
-    for hook in module._forward_pre_hooks.values():
-        if type(hook) not in _HOOKS:
-            raise CodeNotWritable(_HOOKS_REFUSED.format(path=path))
-        found.append((*_HOOKS[type(hook)], hook.name, hook))
+    refuse_hooks(path, module, known=tuple(_HOOKS))
+    found = [(*_HOOKS[type(hook)], hook.name, hook) for hook in module._forward_pre_hooks.values()]
     for name, parametrizations in getattr(module, "parametrizations", {}).items():
         for parametrization in parametrizations:
-            if type(parametrization).__name__ not in _PARAMETRIZATIONS or \
-                    type(parametrization).__module__ != "torch.nn.utils.parametrizations":
+            kind = torch_parametrization(parametrization)
+            if kind not in _PARAMETRIZATIONS:
                 raise CodeNotWritable(f"layer {path!r} has a parametrization ({type(parametrization).__name__}) "
                                       "that generated code cannot apply again")
-            found.append((*_PARAMETRIZATIONS[type(parametrization).__name__], name, parametrization))
+            found.append((*_PARAMETRIZATIONS[kind], name, parametrization))
     normalizations = []
     for function, keys, name, source in found:
         settings = {key: getattr(source, key) for key in keys}

@@ -18,6 +18,13 @@ _WEIGHT_NORM_MAGNITUDE = "parametrizations.weight.original0"
 """g in a weight_norm parametrization (its right inverse gives (g, v))."""
 
 
+def torch_parametrization(parametrization: nn.Module) -> str | None:
+    """The class name of one of torch's own parametrizations (``_WeightNorm``), else None: a
+    user's class of the same name is not torch's."""
+    cls = type(parametrization)
+    return cls.__name__ if cls.__module__ == "torch.nn.utils.parametrizations" else None
+
+
 def _weight_norm_hook(module: nn.Module) -> WeightNorm | None:
     return next((hook for hook in module._forward_pre_hooks.values()
                  if isinstance(hook, WeightNorm) and hook.name == "weight"), None)
@@ -28,8 +35,7 @@ def scale_parameter(module: nn.Module) -> str | None:
     plain one, weight_norm's g; None where the weight is computed otherwise (or is missing)."""
     if parametrize.is_parametrized(module, "weight"):
         chain = module.parametrizations.weight
-        weight_norm = len(chain) == 1 and type(chain[0]).__name__ == "_WeightNorm" and \
-            type(chain[0]).__module__ == "torch.nn.utils.parametrizations"
+        weight_norm = len(chain) == 1 and torch_parametrization(chain[0]) == "_WeightNorm"
         return _WEIGHT_NORM_MAGNITUDE if weight_norm else None
     hooks = [hook for hook in module._forward_pre_hooks.values() if getattr(hook, "name", None) == "weight"]
     if hooks:
