@@ -136,8 +136,11 @@ def _with_min_batch(options: CheckOptions) -> tuple[CheckOptions, str | None]:
     def raised(shape: tuple[int, ...]) -> tuple[int, ...]:
         return (MIN_BATCH, *shape[1:]) if shape[0] == given else shape
 
-    inputs = {name: ",".join(map(str, raised(spec.shape))) + text[len(text.partition(":")[0]):]
-              for (name, spec), text in zip(named.items(), options.inputs.values())}
+    def raised_text(name: str, text: str) -> str:  # "2,32:int64" -> "8,32:int64", its dtype kept
+        _, colon, dtype = text.partition(":")
+        return ",".join(map(str, raised(named[name].shape))) + colon + dtype
+
+    inputs = {name: raised_text(name, text) for name, text in options.inputs.items()}
     input_shapes = [raised(tuple(s)) for s in options.input_shapes] if options.input_shapes else options.input_shapes
     note = (f"probed on a batch of {MIN_BATCH} where {given} was given: the rules, and fix's constants, read what "
             "varies across samples")
