@@ -181,6 +181,11 @@ def _gaussian_std(node: fx.Node, root: fx.GraphModule) -> float | None:
         return None
 
 
+def _concatenates(node: NodeView) -> bool:
+    """Whether ``node`` concatenates tensors (each input keeps its scale in its own part)."""
+    return node.target.split(".")[0] in _CONCATENATIONS
+
+
 def _is_global(node: NodeView, source: NodeView) -> bool:
     """No positions left per sample: a pool to 1x1, or fewer dims (``x.mean(1)``, ``x[:, 0]``)."""
     if node.stats is None or source.stats is None:
@@ -298,14 +303,15 @@ class SignalGraph:
     def normalized_before_nonlinearity(self, name: str) -> bool:
         """Whether every path from ``name`` meets a normalization layer before an activation, a
         softmax or attention, or the output, through steps that are linear in it (layers, adds,
-        multiplies, average pools, reshapes, dropout): its scale then cancels in the norm, as a
-        pre-LayerNorm residual stream's does. Attention is not linear: its scale sharpens the
+        multiplies, average pools, reshapes, concatenations, dropout): its scale then cancels in
+        the norm, as a pre-LayerNorm residual stream's does (and a ViT's patch embedding's,
+        beside its class token). Attention is not linear: its scale sharpens the
         softmax inside, which no norm after it undoes. Values that hold no tensor (sizes) read no
         scale; a function that returns several tensors (``chunk``, ``split``) is plumbing, a
         module that does (``nn.MultiheadAttention``, ``nn.LSTM``) is not linear."""
         def linear(user: NodeView) -> bool:
             several = user.stats is None and user.op in ("call_function", "call_method")
-            return user.op != "output" and (several or user.kind.family in _LINEAR_IN_SCALE)
+            return user.op != "output" and (several or user.kind.family in _LINEAR_IN_SCALE or _concatenates(user))
 
         return self._every_path_normalized(name, linear)
 
@@ -319,8 +325,7 @@ class SignalGraph:
         Rescaled to std 1, a Hugging Face token table of std 0.02 made a Llama's stream 27 to
         50 times the original's."""
         return self._every_path_normalized(
-            name, lambda user: user.kind.family in (ops.STRUCTURAL, ops.DROPOUT, ops.ADD)
-            or user.target.split(".")[0] in _CONCATENATIONS)
+            name, lambda user: user.kind.family in (ops.STRUCTURAL, ops.DROPOUT, ops.ADD) or _concatenates(user))
 
     def _every_path_normalized(self, name: str, passes: Callable[[NodeView], bool]) -> bool:
         """Whether every path from ``name`` reaches a normalization layer through steps that

@@ -137,3 +137,28 @@ class TokenEncoder(nn.Module):
         x = self.norm(self.embed(ids) * math.sqrt(ATTENTION_WIDTH))
         x = self.block(x) if self.attention is None else self.block(x + self.attention(x))
         return self.head(x)
+
+
+class PatchEncoder(nn.Module):
+    """A ViT as Hugging Face initializes one (every weight N(0, 0.02)): 4x4 patches of a 3-channel
+    image (a fan-in of 48, so the patch embedding's output has std 0.02 * sqrt(48) = 0.14), a
+    class token concatenated before them, learned positions, one pre-LayerNorm attention block,
+    a final LayerNorm and a head on the class token."""
+
+    def __init__(self, width: int = 64, heads: int = 4) -> None:
+        super().__init__()
+        self.patches = nn.Conv2d(3, width, 4, stride=4)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, width))
+        self.positions = nn.Parameter(torch.zeros(1, 17, width))
+        self.norm, self.final_norm = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attention = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.head = nn.Linear(width, 10)
+        for parameter in (self.patches.weight, self.positions, self.head.weight):
+            nn.init.normal_(parameter, std=0.02)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.patches(images).flatten(2).transpose(1, 2)
+        x = torch.cat([self.class_token.expand(len(x), -1, -1), x], dim=1) + self.positions
+        y = self.norm(x)
+        x = x + self.attention(y, y, y, need_weights=False)[0]
+        return self.head(self.final_norm(x)[:, 0])

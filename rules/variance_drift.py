@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import torch
 import torch.nn as nn
-from initlint.rules._models import max_pool_cnn, mlp, strided_cnn
+from initlint.rules._models import PatchEncoder, max_pool_cnn, mlp, strided_cnn
 
 from initlint.drift import drift_along
 from initlint.graph import SignalGraph
@@ -23,6 +24,14 @@ def kaiming_relu_mlp() -> nn.Module:
         nn.init.kaiming_normal_(linear.weight, nonlinearity="relu")
         nn.init.zeros_(linear.bias)
     return mlp(12, 64, nn.ReLU, init)
+
+
+def vit_at_0_02() -> nn.Module:
+    """A ViT initialized as Hugging Face does: its patch embedding's output has std 0.14, but
+    its every path (beside the class token, through the positions and the residual stream)
+    meets a LayerNorm before any nonlinearity, which cancels that scale."""
+    torch.manual_seed(0)
+    return PatchEncoder()
 
 
 class VarianceDrift(Rule):
@@ -78,6 +87,7 @@ class VarianceDrift(Rule):
     flagged = [Example(default_relu_mlp)]
     clean = [
         Example(kaiming_relu_mlp), Example(max_pool_cnn, ((4, 3, 64, 64),)), Example(strided_cnn, ((4, 3, 64, 64),)),
+        Example(vit_at_0_02, ((8, 3, 16, 16),)),
     ]
 
     def check(self, graph: SignalGraph) -> Iterator[Finding]:
