@@ -25,6 +25,7 @@ import torch.nn as nn
 
 from initlint.model_outputs import relative_difference
 from initlint.module_calls import OPERATIONS
+from initlint import ops
 from initlint.errors import InitlintError
 from initlint.output import refuse_existing_folder, write_folder_atomically
 from initlint.rebuild import constructor, refuse_hooks
@@ -123,6 +124,15 @@ def _split_wraps(source: str, wraps: list[str]) -> str:
     return (found + method).strip()
 
 
+def _off_in_eval(method: str) -> str:
+    """A stochastic layer's ``forward`` (its operators recorded in training mode, random numbers
+    and all) that returns its input unchanged in eval mode, as stochastic depth and dropout do.
+    The generated model is compared with the fixed one in eval mode before it is written."""
+    signature, newline, body = method.partition("\n")
+    (argument,) = re.fullmatch(r"def forward\(self, (\w+)\)[^:]*:", signature.strip()).groups()
+    return f"{signature}{newline}    if not self.training:\n        return {argument}\n{body}"
+
+
 class GeneratedCode(NamedTuple):
     source: str
     """``model.py``."""
@@ -159,6 +169,8 @@ def generate_code(patched: fx.GraphModule, provenance: str) -> GeneratedCode:
             code = operations.python_code(root_module="self")
             globals_used.update(code.globals)
             method = _split_wraps(code.src, wraps)
+            if node.meta.get(ops.KIND) is ops.DROP_PATH:
+                method = _off_in_eval(method)
             name = classes.setdefault(method, f"CapturedOperations{len(classes)}")
             lines.append(f"_place(self, {node.target!r}, {name}())")
             lines += [f"_place(self, {f'{node.target}.{call.target}'!r}, "

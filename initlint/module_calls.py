@@ -32,6 +32,13 @@ _INVERSE_SCALES = frozenset({"rsqrt", "sqrt", "div", "reciprocal"})
 _SHAPE_ONLY = frozenset({"view", "reshape", "_unsafe_view", "expand", "to", "_to_copy", "detach", "clone",
                          "contiguous", "lift_fresh_copy", "alias", "unsqueeze", "squeeze", "float", "type_as"})
 _AFFINE = frozenset({"add", "sub", "mul", "div", "neg", "rsub"})
+_RANDOM = frozenset({"rand", "rand_like", "randn", "randn_like", "randint", "randint_like", "bernoulli",
+                     "uniform", "normal", "exponential"})
+_FACTORIES = frozenset({"empty", "new_empty", "empty_like", "zeros", "new_zeros", "zeros_like", "ones", "new_ones",
+                        "ones_like", "full", "new_full", "full_like", "scalar_tensor"})
+"""Operators that make a tensor of a size and fill it (random numbers fill it in ``_RANDOM``)."""
+_SIZE_READS = frozenset({"getattr", "getitem", "size", "sym_size", "dim"})
+"""What fx records for ``x.shape[0]`` and ``x.ndim``: the size of the random numbers drawn."""
 _OPERATORS = {operator.add: "add", operator.sub: "sub", operator.mul: "mul", operator.truediv: "div",
               operator.neg: "neg", operator.pow: "pow"}
 
@@ -60,8 +67,16 @@ def behaviour_kind(nodes: list[fx.Node], uses_state: bool) -> ops.OpKind | None:
     """What a module computes, read from its operators: ``x * rsqrt(mean(x**2) + eps) * w``
     or ``(x - mean) / std`` is a normalization, whatever its class (LlamaRMSNorm, T5LayerNorm);
     pointwise arithmetic around a nonlinear function, with no weights, is an activation
-    (GPT-2's ``0.5 * x * (1 + tanh(...))``), whose inner additions are no residual adds."""
+    (GPT-2's ``0.5 * x * (1 + tanh(...))``), whose inner additions are no residual adds.
+    Pointwise arithmetic with random numbers, and no weights, is stochastic depth or a dropout
+    written out (Hugging Face's ``drop_path``: ``x / keep * floor(keep + rand(...))``): as one
+    call of the module, it follows ``model.eval()``, where its operators, recorded in training
+    mode, would drop branches at inference too."""
     names = {op_name(node) for node in nodes}
+    if names & _RANDOM:
+        stochastic = all(_is_pointwise(node) or op_name(node) in _SHAPE_ONLY | _RANDOM | _FACTORIES | _SIZE_READS
+                         for node in nodes)
+        return ops.DROP_PATH if stochastic and not uses_state else None
     plain = all(_is_pointwise(node) or op_name(node) in _SHAPE_ONLY for node in nodes
                 if op_name(node) not in _REDUCTIONS)
     if not plain:

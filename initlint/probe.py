@@ -122,6 +122,10 @@ class FirstStepInterpreter(fx.Interpreter):
         super().__init__(graph_module)
         self.pieces = pieces
         self.extra_traceback = False  # fx would append the node to our own errors' messages
+        self.dropping = {n.target for n in graph_module.graph.nodes
+                         if n.op == "call_module" and getattr(n.meta.get(ops.KIND), "family", None) == ops.DROPOUT}
+        """Calls of modules that their operators, not their class, show to drop out (stochastic
+        depth written out): off, as dropout layers are."""
 
     def run_node(self, n: fx.Node) -> object:
         with self._set_current_node(n):
@@ -135,6 +139,8 @@ class FirstStepInterpreter(fx.Interpreter):
 
     def layer(self, target: str) -> Callable[..., object]:
         """The module ``target`` as the first step runs it."""
+        if target in self.dropping:
+            return _identity
         module = self.fetch_attr(target) if self.pieces is None else self.pieces.layer(target)
         return first_step_module(module)
 

@@ -106,6 +106,26 @@ def test_batch_norm_uses_batch_statistics_and_dropout_is_off():
     assert dropout["std"] == bn["std"] and dropout["zero_fraction"] == 0
 
 
+class _HalfDroppedPath(nn.Module):
+    """Stochastic depth written out, as Hugging Face's ``drop_path`` is (no class initlint knows)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        return x.div(0.5) * torch.floor(0.5 + torch.rand((x.shape[0], 1), dtype=x.dtype))
+
+
+def test_stochastic_depth_written_out_is_off_as_dropout_is():
+    """Its operators show what it is, and the probe sees the branch it would drop half the
+    time: the same statistics as with the identity in its place (on the old code, the last
+    layer's output std was 1.5x that)."""
+    torch.manual_seed(0)
+    dropped = nn.Sequential(nn.Linear(16, 16), _HalfDroppedPath(), nn.Linear(16, 4))
+    kept = nn.Sequential(dropped[0], nn.Identity(), dropped[2])
+    x = torch.randn(64, 16, generator=torch.Generator().manual_seed(0))
+    assert _node(initlint.check(dropped, x), "_2")["std"] == _node(initlint.check(kept, x), "_2")["std"]
+
+
 def test_model_on_another_device_is_copied_not_moved():
     model = nn.Linear(4, 4)
     original = copy.deepcopy(model)
