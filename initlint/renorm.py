@@ -528,7 +528,7 @@ class _Planner(FirstStepInterpreter):
         seen = tensor_stats(x, self.batch_size)
         if abs(seen.mean) <= MEAN_TOLERANCE and abs(seen.std - 1) <= STD_TOLERANCE:
             return gaussian_moments(module), "quadrature"
-        loc, spread = round(seen.mean, 4), round(seen.std, 4)
+        loc, spread = float(f"{seen.mean:.4g}"), float(f"{seen.std:.4g}")  # a std of 3e-5 is no 0
         return gaussian_moments(module, loc, spread), f"quadrature, input N({loc:g}, {spread:g}^2)"
 
 

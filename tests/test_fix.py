@@ -893,3 +893,16 @@ def test_a_batch_of_one_is_planned_on_several_samples():
     named = run_fix(nn.Sequential(nn.Linear(6, 6), nn.Tanh(), nn.Linear(6, 2)), (),
                     CheckOptions(inputs={"input": "2,6:float32"}), ModelSource())
     assert [s.shape for s in named.analysed.inputs.specs] == [(8, 6)]
+
+
+def test_an_activation_whose_input_barely_varies_is_renormed_at_that_spread():
+    """A LayerNorm with a gain of 1e-5 hands the SiLU inputs of std ~1e-5, where SiLU is
+    x / 2 + x^2 / 4 + ...: its output std is half its input's, so the constants scale by about
+    2e5. The spread was rounded to 4 decimals, to 0, and the quadrature of a constant refused
+    the model ("SiLU() is constant on Gaussian inputs"; Hugging Face's MobileViT with --fold)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.LayerNorm(8), nn.SiLU(), nn.Linear(8, 4))
+    nn.init.constant_(model[1].weight, 1e-5)
+    plan = run_fix(model, (), CheckOptions(input_shapes=[(64, 8)]), ModelSource(), method="renorm").plan
+    (silu,) = [r for r in plan if r.module == "2"]
+    assert silu.verified and 1.5e5 < silu.scale < 2.5e5, silu
