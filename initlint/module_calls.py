@@ -33,7 +33,9 @@ _SHAPE_ONLY = frozenset({"view", "reshape", "_unsafe_view", "expand", "to", "_to
                          "contiguous", "lift_fresh_copy", "alias", "unsqueeze", "squeeze", "float", "type_as"})
 _AFFINE = frozenset({"add", "sub", "mul", "div", "neg", "rsub"})
 _RANDOM = frozenset({"rand", "rand_like", "randn", "randn_like", "randint", "randint_like", "bernoulli",
-                     "uniform", "normal", "exponential"})
+                     "bernoulli_", "uniform_", "normal", "normal_", "exponential_", "random_"})
+"""Operators that draw random numbers (the in-place ones fill a tensor made empty: timm's
+``x.new_empty(shape).bernoulli_(keep)``)."""
 _FACTORIES = frozenset({"empty", "new_empty", "empty_like", "zeros", "new_zeros", "zeros_like", "ones", "new_ones",
                         "ones_like", "full", "new_full", "full_like", "scalar_tensor"})
 """Operators that make a tensor of a size and fill it (random numbers fill it in ``_RANDOM``)."""
