@@ -203,10 +203,12 @@ def collapse_in_place(graph: fx.Graph, model: nn.Module, leaf_modules: Sequence[
     ``call_site`` is the meta key of the user's line, carried over from the call's first node."""
     finder = ModuleCalls(model, leaf_modules, lambda path: path, lambda n: n.op == "get_attr")
     calls = {id(call): call for call in finder.owners(graph.nodes, set(graph.nodes), ops_only=True).values()}
+    collapsed: dict[fx.Node, fx.Node] = {}  # a call's result -> its call's node (a call may read another's)
     for call in calls.values():
         with graph.inserting_after(call.result):
-            node = graph.call_module(call.path, (call.external,))
+            node = graph.call_module(call.path, (collapsed.get(call.external, call.external),))
         call.result.replace_all_uses_with(node)
+        collapsed[call.result] = node
         node.meta.update({"nn_module_stack": call.stack, ops.KIND: call.kind, call_site: call.nodes[0].meta.get(call_site),
                           OPERATIONS: finder.operations(call, lambda n: n.target if n.op == "get_attr" else None)})
         for inner in reversed(call.nodes):

@@ -102,6 +102,13 @@ def _drop_specialized_inputs(graph: fx.Graph) -> None:
             graph.erase_node(compared)
 
 
+def _drop_unused_variadic_inputs(graph: fx.Graph) -> None:
+    """Remove ``*args`` and ``**kwargs`` where ``forward`` takes them and does not use them
+    (Hugging Face's models in transformers 5 take ``**kwargs``): no input to give a value."""
+    for node in [n for n in graph.nodes if n.op == "placeholder" and str(n.target).startswith("*") and not n.users]:
+        graph.erase_node(node)
+
+
 def owning_module(node: fx.Node) -> str | None:
     """The qualified path of the module a node belongs to ('' is the root)."""
     if node.op == "call_module":
@@ -137,6 +144,7 @@ def trace(
     finally:
         progress.done()
     _drop_specialized_inputs(graph)
+    _drop_unused_variadic_inputs(graph)
     functionalize_inplace(graph, tracer.root)
     collapse_in_place(graph, model, leaf_modules, CALL_SITE)
     follow_training_flag(graph)

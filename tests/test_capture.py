@@ -110,6 +110,43 @@ def test_fx_traced_modules_are_named_by_behaviour_too():
     assert "IL301" not in report.codes()
 
 
+def test_fx_traced_modules_named_by_behaviour_may_read_one_another():
+    """A written-out activation straight into a written-out stochastic depth (Hugging Face's
+    PoolFormer: GELU, then its drop-path module): the second call's node reads the first's.
+    It read the activation's erased last operator ("referenced nonexistent value mul_3")."""
+
+    class TanhGELU(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 0.5 * x * (1.0 + torch.tanh(0.7978845608 * (x + 0.044715 * torch.pow(x, 3.0))))
+
+    class DropPath(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.div(0.9) * torch.floor(0.9 + torch.rand((x.shape[0], 1), dtype=x.dtype))
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 16), TanhGELU(), DropPath(), nn.Linear(16, 4))
+    report = initlint.check(model, input_shapes=[(8, 16)])
+    assert report.trace_mode == "fx"
+    kinds = {v.module: v.kind.family for v in report.graph.nodes.values() if v.op == "call_module"}
+    assert kinds == {"0": ops.WEIGHTED, "1": ops.ACTIVATION, "2": ops.DROPOUT, "3": ops.WEIGHTED}
+
+
+def test_keyword_arguments_that_forward_takes_and_ignores_are_no_input():
+    """``forward(self, pixel_values, **kwargs)``, as transformers 5 writes its models: fx gave
+    ``**kwargs`` a placeholder, and the check asked for ``--input **kwargs=SHAPE:DTYPE``."""
+
+    class TakesKeywords(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = nn.Linear(16, 4)
+
+        def forward(self, x: torch.Tensor, **kwargs: object) -> torch.Tensor:
+            return self.layer(x)
+
+    report = initlint.check(TakesKeywords(), input_shapes=[(8, 16)])
+    assert report.trace_mode == "fx" and [spec.name for spec in report.inputs] == ["x"]
+
+
 def test_behaviour_kind_needs_the_whole_pattern():
     graph = torch.fx.Graph()
     x = graph.placeholder("x")
