@@ -129,8 +129,10 @@ def _off_in_eval(method: str) -> str:
     and all) that returns its input unchanged in eval mode, as stochastic depth and dropout do.
     The generated model is compared with the fixed one in eval mode before it is written."""
     signature, newline, body = method.partition("\n")
-    (argument,) = re.fullmatch(r"def forward\(self, (\w+)\)[^:]*:", signature.strip()).groups()
-    return f"{signature}{newline}    if not self.training:\n        return {argument}\n{body}"
+    argument = re.match(r"def forward\(self, (\w+)", signature)  # fx may annotate it: `x : torch.Tensor`
+    if argument is None:
+        raise CodeNotWritable(f"cannot read the input of a stochastic layer's forward from {signature!r}")
+    return f"{signature}{newline}    if not self.training:\n        return {argument.group(1)}\n{body}"
 
 
 class GeneratedCode(NamedTuple):

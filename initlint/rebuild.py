@@ -10,6 +10,8 @@ refused rather than rebuilt without it.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
@@ -44,28 +46,64 @@ def refuse_hooks(path: str, module: nn.Module, known: tuple[type, ...] = ()) -> 
 
 
 def constructor(path: str, module: nn.Module) -> str:
-    """An expression that rebuilds ``module`` (weights aside), checked by comparing reprs and the
-    normalizations' settings."""
+    """An expression that rebuilds ``module`` (weights aside), checked by comparing reprs, the
+    constructor's settings and the normalizations'."""
     if isinstance(module, RenormLayer):
         return "RenormLayer(1.0, 0.0)"
     refused = CodeNotWritable(f"cannot write code that rebuilds layer {path!r} ({type(module).__name__})")
     cls = type(module).__bases__[0] if parametrize.is_parametrized(module) else type(module)
     if cls is not getattr(nn, cls.__name__, None):
         raise refused
-    expression = f"torch.nn.{cls.__name__}({module.extra_repr()})"
-    if not is_literal_call(expression, "torch.nn"):
-        raise refused
+    expression = _layer_call(cls, module, refused)
     for function, name, settings in _normalizations(path, module):
         arguments = "".join(f", {key}={value!r}" for key, value in settings.items())
         expression = f"{function}({expression}, name={name!r}{arguments})"
-    try:
-        # literals only, so evaluating it runs nothing but the layer's constructor and torch's norms
-        rebuilt = eval(expression, {"torch": torch})  # noqa: S307
-    except Exception as error:
-        raise refused from error
-    if repr(rebuilt) != repr(module) or _normalizations(path, rebuilt) != _normalizations(path, module):
+    rebuilt = _evaluated(expression, refused)
+    if repr(rebuilt) != repr(module) or _settings(rebuilt, cls) != _settings(module, cls) \
+            or _normalizations(path, rebuilt) != _normalizations(path, module):
         raise refused
     return expression
+
+
+def _layer_call(cls: type[nn.Module], module: nn.Module, refused: CodeNotWritable) -> str:
+    """``torch.nn.<cls>(...)`` from the layer's ``extra_repr``, plus the settings it leaves out
+    (an ``AvgPool2d``'s ``count_include_pad=False``, PoolFormer's: rebuilt without it, the
+    pooled borders were 2.6 of their std off) as keyword arguments of the same names."""
+    arguments = [module.extra_repr()] if module.extra_repr() else []
+    expression = f"torch.nn.{cls.__name__}({', '.join(arguments)})"
+    if not is_literal_call(expression, "torch.nn"):
+        raise refused
+    rebuilt = _settings(_evaluated(expression, refused), cls)
+    missing = {key: value for key, value in _settings(module, cls).items() if rebuilt.get(key, _ABSENT) != value}
+    if not missing:
+        return expression
+    expression = f"torch.nn.{cls.__name__}({', '.join(arguments + [f'{k}={v!r}' for k, v in missing.items()])})"
+    if not is_literal_call(expression, "torch.nn"):
+        raise refused
+    return expression
+
+
+_ABSENT = object()
+
+
+def _settings(module: nn.Module, cls: type[nn.Module]) -> dict[str, object]:
+    """The arguments of ``cls``'s constructor that ``module`` keeps as attributes of the same
+    names, as plain values (sizes, flags, rates), whether or not ``extra_repr`` shows them."""
+    def plain(value: object) -> bool:
+        if isinstance(value, (tuple, list)):
+            return all(map(plain, value))
+        return value is None or type(value) in (bool, int, float, str)
+
+    parameters = inspect.signature(cls).parameters
+    return {key: value for key, value in vars(module).items() if key in parameters and plain(value)}
+
+
+def _evaluated(expression: str, refused: CodeNotWritable) -> nn.Module:
+    try:
+        # literals only, so evaluating it runs nothing but the layer's constructor and torch's norms
+        return eval(expression, {"torch": torch})  # noqa: S307
+    except Exception as error:
+        raise refused from error
 
 
 def _normalizations(path: str, module: nn.Module) -> list[tuple[str, str, dict[str, object]]]:

@@ -420,3 +420,18 @@ def test_the_written_model_imports_what_registers_its_custom_operators(tmp_path)
     assert fresh.returncode == 0, fresh.stderr
     x = torch.randn(16, 8)
     torch.testing.assert_close(loaded.eval()(x), result.patched.eval()(x))
+
+
+def test_a_layer_is_rebuilt_with_the_settings_its_repr_leaves_out(tmp_path):
+    """``AvgPool2d``'s repr shows kernel, stride and padding only: rebuilt from it, PoolFormer's
+    ``count_include_pad=False`` pools (and a ``ceil_mode`` one) averaged zero padding in at the
+    borders. The written model computes what the fixed one does, element for element."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AvgPool2d(3, 1, 1, count_include_pad=False),
+                          nn.AvgPool2d(2, ceil_mode=True), nn.Flatten(), nn.Linear(8 * 3 * 3, 4))
+    result = run_fix(model, (), CheckOptions(input_shapes=[(16, 3, 7, 7)]), ModelSource())
+    write_fix(tmp_path / "fixed", result, "test", force=False)
+    loaded = load_target(str(tmp_path / "fixed")).model.eval()
+    assert "count_include_pad=False" in (tmp_path / "fixed" / "model.py").read_text()
+    x = torch.randn(16, 3, 7, 7)
+    torch.testing.assert_close(loaded(x), result.patched.eval()(x), rtol=0, atol=0)
