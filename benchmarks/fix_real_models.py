@@ -50,6 +50,13 @@ def tiny_opt():
                                         vocab_size=1000, word_embed_proj_dim=128))
 
 
+def tiny_swin():
+    """A 2-stage Swin of width 32 at 224: shifted windows, and stochastic depth written out
+    (Hugging Face's default rate, 0.1), which must follow eval() in the fixed model."""
+    t = _transformers()
+    return t.SwinForImageClassification(t.SwinConfig(embed_dim=32, depths=[2, 2], num_heads=[2, 4], num_labels=10))
+
+
 def _torchvision(name: str):
     """torchvision's model ``name``, imported only when asked for (it is a test extra)."""
     import torchvision
@@ -94,7 +101,7 @@ def squeezenet1_1():
 
 FLAGS = {
     **{name: _TOKENS for name in ("tiny_gpt2", "tiny_llama", "tiny_bert", "tiny_opt")},
-    **{name: _IMAGES for name in ("resnet18", "mobilenet_v3_small", "efficientnet_b0", "timm_efficientnet_b0",
+    **{name: _IMAGES for name in ("tiny_swin", "resnet18", "mobilenet_v3_small", "efficientnet_b0", "timm_efficientnet_b0",
                                   "vgg11", "alexnet", "squeezenet1_1")},
 }
 MODELS = tuple(FLAGS)

@@ -21,7 +21,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from initlint import ops
-from initlint.renorm_layer import RenormLayer
+from initlint.renorm_layer import RenormLayer, StochasticLayer
 
 OPERATIONS = "initlint_operations"
 """Node meta of a call_module node made from a module call: the call's own operators as a graph
@@ -106,7 +106,7 @@ def is_leaf(module: nn.Module, leaf_modules: Sequence[type[nn.Module]]) -> bool:
     leaf. A subclass with a ``forward`` of its own (OPT's and BART's learned positional
     embeddings are ``nn.Embedding``s that take a mask or ids and compute positions) is no leaf:
     ``module(x)`` would not be the call that was made."""
-    if isinstance(module, (RenormLayer, *leaf_modules)):
+    if isinstance(module, (RenormLayer, StochasticLayer, *leaf_modules)):
         return True
     known = ops.module_kind(module) is not ops.UNKNOWN and not isinstance(module, (nn.Sequential, nn.ModuleList))
     return known and type(module).forward.__module__.startswith("torch.nn.")

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.fx import Node
 
-from initlint.renorm_layer import RenormLayer
+from initlint.renorm_layer import RenormLayer, StochasticLayer
 
 ACTIVATION = "activation"
 NORM = "norm"
@@ -229,6 +229,7 @@ _DROP_PATHS = {("torchvision.ops.stochastic_depth", "stochastic_depth"): 3, ("ti
 """Libraries' stochastic depth, dropout of a whole residual branch per sample: (module, function)
 -> the position of its ``training`` argument."""
 DROP_PATH = OpKind(DROPOUT, "drop_path")
+_MODULES[StochasticLayer] = DROP_PATH
 
 
 def drop_path_training_at(target: object) -> int | None:

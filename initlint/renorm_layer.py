@@ -1,4 +1,5 @@
-"""The module a renorm node calls; ``initlint fix``'s generated code imports it (or copies it)."""
+"""The classes ``initlint fix``'s generated code imports (or copies): the module a renorm node
+calls, and the base of the stochastic layers it writes out."""
 
 from __future__ import annotations
 
@@ -16,3 +17,11 @@ class RenormLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale + self.bias
+
+
+class StochasticLayer(nn.Module):
+    """Base of the classes generated code writes for stochastic depth or dropout that a model
+    wrote itself (its operators, captured in training mode): a subclass returns its input in
+    eval mode, and initlint keeps it whole and off in the probe, as it does ``nn.Dropout``.
+    Written as plain operators, its random numbers, drawn at a size fx reads as a constant,
+    became a fixed mask when ``initlint check DIR`` traced it: a different one on every check."""

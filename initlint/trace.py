@@ -23,7 +23,7 @@ from initlint.locations import SourceLocation, innermost_user_frame, with_own_li
 from initlint.progress import Progress
 from initlint.module_calls import collapse_in_place
 from initlint.ops import drop_paths
-from initlint.renorm_layer import RenormLayer
+from initlint.renorm_layer import RenormLayer, StochasticLayer
 from initlint.safe_code import ORIGINAL_PATH, safe_root
 from initlint.train_flag import follow_training_flag
 
@@ -62,7 +62,7 @@ class _Tracer(fx.Tracer):
         # stochastic depth kept whole, so the probe switches it off as it does dropout
         super().__init__(autowrap_functions=(*wrap_functions, *drop_paths()))
         # fx's own stack traces (record_stack_traces) import torch._dynamo and _inductor: 1.5 s
-        self._extra_leaves = (RenormLayer, *leaf_modules)
+        self._extra_leaves = (RenormLayer, StochasticLayer, *leaf_modules)
         self._progress = progress
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import initlint
+from initlint import ops
 from initlint.api import CheckOptions, ModelSource
 from initlint.export import write_fix
 from initlint.fixer import run_fix
@@ -252,6 +253,10 @@ def test_stochastic_depth_written_out_follows_training_mode_after_fix(tmp_path, 
     torch.testing.assert_close(loaded.eval()(x), result.patched.eval()(x))
     folded = run_fix(model, (), CheckOptions(input_shapes=[(64, 8)]), ModelSource(), fold=True)
     assert folded.fold_error < 1e-4
+    # checked again (`initlint check DIR`), the written layer is dropout, not a mask that fx
+    # fixed while tracing (export's code draws its random numbers at a literal size)
+    report = initlint.check(loaded, input_shapes=[(64, 8)])
+    assert {v.kind.family for v in report.graph.nodes.values() if v.module == "drop_path"} == {ops.DROPOUT}
 
 
 class BatchNormAct(nn.BatchNorm2d):
