@@ -10,7 +10,6 @@ in-place layers run out of place, parameter ``.grad`` is never touched (gradient
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import inspect
 from collections.abc import Callable, Iterable
