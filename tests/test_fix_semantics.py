@@ -183,19 +183,25 @@ class TrainOnlyDropout(nn.Module):
         return self.out(h.reshape(x.shape[0], 8))
 
 
+def _random_in_training_only(patched: nn.Module, loaded: nn.Module) -> None:
+    """Both the fixed model and its written code: the same output twice in eval mode, another
+    in training mode; and the written code computes what the fixed model does."""
+    x = torch.randn(64, 8)  # export's graph holds the planned batch size
+    for fixed in (patched, loaded):
+        fixed.eval()
+        torch.testing.assert_close(fixed(x), fixed(x), rtol=0, atol=0)
+        fixed.train()
+        assert not torch.equal(fixed(x), fixed(x))
+    torch.testing.assert_close(loaded.eval()(x), patched.eval()(x))
+
+
 @pytest.mark.parametrize("branch_on_size, capture", [(False, "fx"), (True, "export")])
 def test_dropout_that_follows_training_mode_still_does_after_fix(tmp_path, branch_on_size, capture):
     """Both captures read ``self.training`` once, while tracing in training mode: without
     ``train_flag``, the written model dropped out in eval mode too."""
     loaded, result = _written_and_loaded(TrainOnlyDropout(branch_on_size), tmp_path / "fixed")
     assert result.analysed.traced.mode == capture
-    x = torch.randn(64, 8)  # export's graph holds the planned batch size
-    for fixed in (result.patched, loaded):
-        fixed.eval()
-        torch.testing.assert_close(fixed(x), fixed(x), rtol=0, atol=0)
-        fixed.train()
-        assert not torch.equal(fixed(x), fixed(x))
-    torch.testing.assert_close(loaded.eval()(x), result.patched.eval()(x))
+    _random_in_training_only(result.patched, loaded)
 
 
 class WrittenOutDropPath(nn.Module):
@@ -244,13 +250,7 @@ def test_stochastic_depth_written_out_follows_training_mode_after_fix(tmp_path, 
     model = ResidualWithDropPath(branch_on_size, drop_path(0.5))
     loaded, result = _written_and_loaded(model, tmp_path / "fixed")
     assert result.analysed.traced.mode == capture
-    x = torch.randn(64, 8)  # export's graph holds the planned batch size
-    for fixed in (result.patched, loaded):
-        fixed.eval()
-        torch.testing.assert_close(fixed(x), fixed(x), rtol=0, atol=0)
-        fixed.train()
-        assert not torch.equal(fixed(x), fixed(x))
-    torch.testing.assert_close(loaded.eval()(x), result.patched.eval()(x))
+    _random_in_training_only(result.patched, loaded)
     folded = run_fix(model, (), CheckOptions(input_shapes=[(64, 8)]), ModelSource(), fold=True)
     assert folded.fold_error < 1e-4
     # checked again (`initlint check DIR`), the written layer is dropout, not a mask that fx
