@@ -41,7 +41,7 @@ fix's renorm nodes, the ``dks`` package): the constant scales and shifts around 
 own output, when constants follow it. The transformed activation is one step: only its last
 value is its output, and the scales within are no drift."""
 _AFFINE_NAMES = frozenset({"mul", "add", "sub", "div", "truediv", "rsub", "renorm"})
-_CONCATENATIONS = frozenset({"cat", "concat", "concatenate"})
+_CARRY_SCALE = frozenset({"cat", "concat", "concatenate", "gather", "index_select", "index", "take_along_dim"})
 _LINEAR_IN_SCALE = (ops.STRUCTURAL, ops.DROPOUT, ops.WEIGHTED, ops.ADD, ops.MUL, ops.POOL)
 """Families whose output scales with the input's scale (average pools only: max pools too,
 but the registry has none)."""
@@ -181,9 +181,11 @@ def _gaussian_std(node: fx.Node, root: fx.GraphModule) -> float | None:
         return None
 
 
-def _concatenates(node: NodeView) -> bool:
-    """Whether ``node`` concatenates tensors (each input keeps its scale in its own part)."""
-    return node.target.split(".")[0] in _CONCATENATIONS
+def _carries_scale(node: NodeView) -> bool:
+    """Whether ``node`` concatenates tensors or gathers elements of one (a ViT's class token
+    beside its patches, MAE's random choice of patches): each value it gives is one of its
+    inputs', at that input's scale."""
+    return node.target.split(".")[0] in _CARRY_SCALE
 
 
 def _is_global(node: NodeView, source: NodeView) -> bool:
@@ -303,29 +305,29 @@ class SignalGraph:
     def normalized_before_nonlinearity(self, name: str) -> bool:
         """Whether every path from ``name`` meets a normalization layer before an activation, a
         softmax or attention, or the output, through steps that are linear in it (layers, adds,
-        multiplies, average pools, reshapes, concatenations, dropout): its scale then cancels in
-        the norm, as a pre-LayerNorm residual stream's does (and a ViT's patch embedding's,
-        beside its class token). Attention is not linear: its scale sharpens the
+        multiplies, average pools, reshapes, concatenations, gathers, dropout): its scale then
+        cancels in the norm, as a pre-LayerNorm residual stream's does (and a ViT's patch
+        embedding's, beside its class token). Attention is not linear: its scale sharpens the
         softmax inside, which no norm after it undoes. Values that hold no tensor (sizes) read no
         scale; a function that returns several tensors (``chunk``, ``split``) is plumbing, a
         module that does (``nn.MultiheadAttention``, ``nn.LSTM``) is not linear."""
         def linear(user: NodeView) -> bool:
             several = user.stats is None and user.op in ("call_function", "call_method")
-            return user.op != "output" and (several or user.kind.family in _LINEAR_IN_SCALE or _concatenates(user))
+            return user.op != "output" and (several or user.kind.family in _LINEAR_IN_SCALE or _carries_scale(user))
 
         return self._every_path_normalized(name, linear)
 
     def only_normalized_after(self, name: str) -> bool:
         """Whether every path from ``name`` ends in a normalization layer through plumbing,
-        dropout, additions and concatenations alone, as a pre-norm transformer's token embedding
-        does (and a post-norm one's, into its embedding LayerNorm; a ViT's patch embedding, beside
-        its class token). A rescale of such a layer changes only its share of the sums and
+        dropout, additions, concatenations and gathers alone, as a pre-norm transformer's token
+        embedding does (and a post-norm one's, into its embedding LayerNorm; a ViT's patch
+        embedding, beside its class token). A rescale of such a layer changes only its share of the sums and
         concatenations it enters: a token table against the position table added to it,
         the residual stream it starts against the branches (whose budget follows the stream).
         Rescaled to std 1, a Hugging Face token table of std 0.02 made a Llama's stream 27 to
         50 times the original's."""
         return self._every_path_normalized(
-            name, lambda user: user.kind.family in (ops.STRUCTURAL, ops.DROPOUT, ops.ADD) or _concatenates(user))
+            name, lambda user: user.kind.family in (ops.STRUCTURAL, ops.DROPOUT, ops.ADD) or _carries_scale(user))
 
     def _every_path_normalized(self, name: str, passes: Callable[[NodeView], bool]) -> bool:
         """Whether every path from ``name`` reaches a normalization layer through steps that

@@ -143,13 +143,15 @@ class PatchEncoder(nn.Module):
     """A ViT as Hugging Face initializes one (every weight N(0, 0.02)): 4x4 patches of a 3-channel
     image (a fan-in of 48, so the patch embedding's output has std 0.02 * sqrt(48) = 0.14), a
     class token concatenated before them, learned positions, one pre-LayerNorm attention block,
-    a final LayerNorm and a head on the class token."""
+    a final LayerNorm and a head on the class token. With ``kept`` patches of the 16, it keeps
+    only those (a fixed choice, gathered, as a masked autoencoder's encoder does)."""
 
-    def __init__(self, width: int = 64, heads: int = 4) -> None:
+    def __init__(self, width: int = 64, heads: int = 4, kept: int | None = None) -> None:
         super().__init__()
+        self.register_buffer("kept", None if kept is None else torch.randperm(16)[:kept].reshape(1, kept, 1))
         self.patches = nn.Conv2d(3, width, 4, stride=4)
         self.class_token = nn.Parameter(torch.zeros(1, 1, width))
-        self.positions = nn.Parameter(torch.zeros(1, 17, width))
+        self.positions = nn.Parameter(torch.zeros(1, (kept or 16) + 1, width))
         self.norm, self.final_norm = nn.LayerNorm(width), nn.LayerNorm(width)
         self.attention = nn.MultiheadAttention(width, heads, batch_first=True)
         self.head = nn.Linear(width, 10)
@@ -158,6 +160,8 @@ class PatchEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.patches(images).flatten(2).transpose(1, 2)
+        if self.kept is not None:
+            x = x.gather(1, self.kept.expand(len(x), -1, x.shape[-1]))
         x = torch.cat([self.class_token.expand(len(x), -1, -1), x], dim=1) + self.positions
         y = self.norm(x)
         x = x + self.attention(y, y, y, need_weights=False)[0]

@@ -34,6 +34,13 @@ def vit_at_0_02() -> nn.Module:
     return PatchEncoder()
 
 
+def masked_autoencoder_at_0_02() -> nn.Module:
+    """The same ViT keeping 8 of its 16 patches, gathered, as a masked autoencoder's encoder
+    does: a gather keeps each value's scale, so the LayerNorms still cancel it."""
+    torch.manual_seed(0)
+    return PatchEncoder(kept=8)
+
+
 class VarianceDrift(Rule):
     """The signal std on the main path drifts away from the input's with depth.
 
@@ -87,7 +94,7 @@ class VarianceDrift(Rule):
     flagged = [Example(default_relu_mlp)]
     clean = [
         Example(kaiming_relu_mlp), Example(max_pool_cnn, ((4, 3, 64, 64),)), Example(strided_cnn, ((4, 3, 64, 64),)),
-        Example(vit_at_0_02, ((8, 3, 16, 16),)),
+        Example(vit_at_0_02, ((8, 3, 16, 16),)), Example(masked_autoencoder_at_0_02, ((8, 3, 16, 16),)),
     ]
 
     def check(self, graph: SignalGraph) -> Iterator[Finding]:
