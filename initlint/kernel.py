@@ -26,6 +26,7 @@ import torch.fx as fx
 from initlint.errors import InitlintError
 from initlint.inputs import ProbeInputs
 from initlint.materialize import PieceByPiece
+from initlint.module_calls import RANDOM_DRAWS, op_name
 from initlint.preserve import buffers_preserved
 from initlint.probe import STATS, FirstStepInterpreter, placeholder_values
 
@@ -170,7 +171,27 @@ def probe_kernel(graph_module: fx.GraphModule, inputs: ProbeInputs, pieces: Piec
     except Exception as error:  # the main probe ran: the pairs, not the model, are refused
         reason = (str(error).strip().splitlines() or [""])[0]
         return f"kernel probe skipped: the model failed on the input pairs ({type(error).__name__}: {reason})"
+    drawn, after_draws = _after_random_draws(graph_module.graph)
     for node, per_group in found.items():
-        if len(per_group) == len(batches):
+        if len(per_group) == len(batches) and node not in after_draws:
             node.meta[KERNEL] = _kernel_stats(per_group)
+    if drawn is not None and after_draws & found.keys():
+        return (f"kernel measured only up to {drawn.name}, where the forward draws random numbers: after it, "
+                "the two inputs of a pair meet different draws (a masked autoencoder's choice of patches), "
+                "which no C map describes")
     return None
+
+
+def _after_random_draws(graph: fx.Graph) -> tuple[fx.Node | None, set[fx.Node]]:
+    """The first node that draws random numbers in the forward (outside the dropout and
+    stochastic-depth calls the probe switches off), and those draws with every node that
+    depends on one."""
+    draws = [n for n in graph.nodes if n.op in ("call_function", "call_method") and op_name(n) in RANDOM_DRAWS]
+    after: set[fx.Node] = set(draws)
+    frontier = list(draws)
+    while frontier:
+        for user in frontier.pop().users:
+            if user not in after:
+                after.add(user)
+                frontier.append(user)
+    return (draws[0] if draws else None), after

@@ -32,13 +32,14 @@ _INVERSE_SCALES = frozenset({"rsqrt", "sqrt", "div", "reciprocal"})
 _SHAPE_ONLY = frozenset({"view", "reshape", "_unsafe_view", "expand", "to", "_to_copy", "detach", "clone",
                          "contiguous", "lift_fresh_copy", "alias", "unsqueeze", "squeeze", "float", "type_as"})
 _AFFINE = frozenset({"add", "sub", "mul", "div", "neg", "rsub"})
-_RANDOM = frozenset({"rand", "rand_like", "randn", "randn_like", "randint", "randint_like", "bernoulli",
-                     "bernoulli_", "uniform_", "normal", "normal_", "exponential_", "random_"})
+RANDOM_DRAWS = frozenset({"rand", "rand_like", "randn", "randn_like", "randint", "randint_like", "randperm",
+                          "multinomial", "bernoulli", "bernoulli_", "uniform_", "normal", "normal_", "exponential_",
+                          "random_"})
 """Operators that draw random numbers (the in-place ones fill a tensor made empty: timm's
 ``x.new_empty(shape).bernoulli_(keep)``)."""
 _FACTORIES = frozenset({"empty", "new_empty", "empty_like", "zeros", "new_zeros", "zeros_like", "ones", "new_ones",
                         "ones_like", "full", "new_full", "full_like", "scalar_tensor"})
-"""Operators that make a tensor of a size and fill it (random numbers fill it in ``_RANDOM``)."""
+"""Operators that make a tensor of a size and fill it (random numbers fill it in ``RANDOM_DRAWS``)."""
 _SIZE_READS = frozenset({"getattr", "getitem", "size", "sym_size", "dim"})
 """What fx records for ``x.shape[0]`` and ``x.ndim``: the size of the random numbers drawn."""
 _OPERATORS = {operator.add: "add", operator.sub: "sub", operator.mul: "mul", operator.truediv: "div",
@@ -75,8 +76,8 @@ def behaviour_kind(nodes: list[fx.Node], uses_state: bool) -> ops.OpKind | None:
     call of the module, it follows ``model.eval()``, where its operators, recorded in training
     mode, would drop branches at inference too."""
     names = {op_name(node) for node in nodes}
-    if names & _RANDOM:
-        stochastic = all(_is_pointwise(node) or op_name(node) in _SHAPE_ONLY | _RANDOM | _FACTORIES | _SIZE_READS
+    if names & RANDOM_DRAWS:
+        stochastic = all(_is_pointwise(node) or op_name(node) in _SHAPE_ONLY | RANDOM_DRAWS | _FACTORIES | _SIZE_READS
                          for node in nodes)
         return ops.DROP_PATH if stochastic and not uses_state else None
     plain = all(_is_pointwise(node) or op_name(node) in _SHAPE_ONLY for node in nodes

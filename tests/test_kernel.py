@@ -158,6 +158,32 @@ def _il105(report) -> list:
     return [f for f in report.findings if f.code == "IL105"]
 
 
+class ShufflesEachSample(nn.Module):
+    """Features shuffled per sample by random numbers drawn in the forward (a masked
+    autoencoder's choice of patches): a pair's two inputs are shuffled differently."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(64, 64), nn.Linear(64, 64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        order = torch.rand(h.shape[0], h.shape[1]).argsort(dim=1)
+        return self.b(h.gather(1, order))
+
+
+def test_no_c_map_is_read_after_the_forward_draws_random_numbers():
+    """Before the draw the kernel is measured; after it, none is, and the note says why. (On
+    the old code the shuffle read as chaos, IL105 at the gather; Hugging Face's ViTMAE had it
+    at default init.)"""
+    torch.manual_seed(0)
+    report = initlint.check(ShufflesEachSample(), input_shapes=[(32, 64)])
+    assert not _il105(report)
+    assert "draws random numbers" in report.probe_note
+    kernels = {view.module: view.kernel for view in report.graph.nodes.values() if view.module in ("a", "b")}
+    assert kernels["a"] is not None and kernels["b"] is None
+
+
 def test_chaos_is_located_where_it_sets_in_for_good():
     model = mlp(30, 256, nn.Tanh, gain_init(5 / 3))
     report = initlint.check(model, input_shapes=[(32, 256)], select=["IL105"])
