@@ -124,6 +124,30 @@ def _split_wraps(source: str, wraps: list[str]) -> str:
     return (found + method).strip()
 
 
+_DRAWS_LIKE = {torch.ops.aten.rand.default: torch.rand_like, torch.ops.aten.randn.default: torch.randn_like}
+"""Random draws that torch.export records at a literal size, and the draw like a given tensor."""
+
+
+def _draws_like_an_input(graph: fx.Graph) -> fx.Graph:
+    """A copy of ``graph`` whose random draws at a literal size (ViTMAE's choice of patches,
+    stochastic depth's mask) are drawn like an empty tensor made from the first input, on its
+    device: fx, tracing the generated code (``initlint check DIR``), then records the draw,
+    where a call without a traced argument would run once, and its numbers stay fixed."""
+    copied = fx.Graph()
+    copied.output(copied.graph_copy(graph, {}))
+    anchor = next((node for node in copied.nodes if node.op == "placeholder"), None)
+    for node in list(copied.nodes):
+        like = _DRAWS_LIKE.get(node.target)
+        if like is None or anchor is None or node.all_input_nodes:
+            continue
+        dtype = node.kwargs.get("dtype") or torch.get_default_dtype()
+        with copied.inserting_before(node):
+            drawn = copied.call_function(like, (copied.call_method("new_empty", (anchor, node.args[0]), {"dtype": dtype}),))
+        node.replace_all_uses_with(drawn)
+        copied.erase_node(node)
+    return copied
+
+
 def _off_in_eval(method: str) -> str:
     """A stochastic layer's ``forward`` (its operators recorded in training mode, random numbers
     and all) that returns its input unchanged in eval mode, as stochastic depth and dropout do.
@@ -147,7 +171,7 @@ class GeneratedCode(NamedTuple):
 def generate_code(patched: fx.GraphModule, provenance: str) -> GeneratedCode:
     """``model.py``: every name in it is checked, and ``provenance`` is written through ``repr()``."""
     check_graph(patched.graph)
-    python = patched.graph.python_code(root_module="self")
+    python = _draws_like_an_input(patched.graph).python_code(root_module="self")
     globals_used = dict(python.globals)
     wraps: list[str] = []  # fx's wrap() calls: they must run at a module's top level
     parameters = dict(patched.named_parameters(remove_duplicate=False))  # a tied weight under each of its names
@@ -169,7 +193,7 @@ def generate_code(patched: fx.GraphModule, provenance: str) -> GeneratedCode:
                     raise
             check_graph(operations)
             graphs.append(operations)
-            code = operations.python_code(root_module="self")
+            code = _draws_like_an_input(operations).python_code(root_module="self")
             globals_used.update(code.globals)
             method = _split_wraps(code.src, wraps)
             stochastic = node.meta.get(ops.KIND) is ops.DROP_PATH

@@ -222,7 +222,9 @@ class SignalGraph:
         self.inputs = [v.name for v in self.nodes.values() if v.op == "placeholder"]
         self.tensorless = {n.name for n in graph_module.graph.nodes if not n.meta.get(CARRIES_TENSOR, True)}
         """Nodes whose value holds no tensor (sizes, dtypes): they carry no signal."""
-        carries = self._tensor_edges()
+        shape_reads = [(n.name, user.name) for n in graph_module.graph.nodes for user in n.users
+                       if ops.reads_shape_only(user, n)]
+        carries = self._tensor_edges(shape_reads)
         self.input_dependent = set(self.inputs).union(*(nx.descendants(carries, n) for n in self.inputs))
         self._assign_depths()
         self._assign_roles()
@@ -234,12 +236,14 @@ class SignalGraph:
         self._mark_transformed_activations()
         self.main_path = self._main_path()
 
-    def _tensor_edges(self) -> nx.DiGraph:
+    def _tensor_edges(self, shape_reads: list[tuple[str, str]]) -> nx.DiGraph:
         """The dataflow along which the input's signal travels: only out of nodes whose value
-        holds a tensor. ``x.shape[1]`` depends on the input, but a slice of a parameter by that
-        size carries no signal."""
+        holds a tensor, and not into a read of its shape alone. ``x.shape[1]`` depends on the
+        input, but a slice of a parameter by that size carries no signal, nor does
+        ``x.new_empty(size)`` (generated code draws random numbers like it)."""
         carries = self.dag.copy()
         carries.remove_edges_from([edge for name in self.tensorless for edge in self.dag.out_edges(name)])
+        carries.remove_edges_from(shape_reads)
         return carries
 
     def view(self, name: str) -> NodeView:

@@ -245,12 +245,17 @@ def drop_paths() -> list[object]:
 
 
 _SHAPE_TEMPLATES = frozenset({"expand_as", "view_as", "reshape_as"})
+_NEW_LIKE = frozenset({"new_empty", "new_zeros", "new_ones", "new_full"})
 
 
 def reads_shape_only(user: Node, node: Node) -> bool:
-    """Whether ``user`` takes only ``node``'s shape: ``y.expand_as(node)``, no value of it."""
-    return user.op == "call_method" and user.target in _SHAPE_TEMPLATES and len(user.args) == 2 and \
-        user.args[1] is node and user.args[0] is not node
+    """Whether ``user`` takes only ``node``'s shape, dtype or device, no value of it:
+    ``y.expand_as(node)``, ``node.new_empty(size)``."""
+    if user.op != "call_method" or not user.args:
+        return False
+    if user.target in _SHAPE_TEMPLATES:
+        return len(user.args) == 2 and user.args[1] is node and user.args[0] is not node
+    return user.target in _NEW_LIKE and user.args[0] is node and node not in user.args[1:]
 
 
 def module_kind(module: nn.Module) -> OpKind:

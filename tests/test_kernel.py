@@ -11,8 +11,12 @@ import torch
 import torch.nn as nn
 
 import initlint
+from initlint.api import CheckOptions, ModelSource
 from initlint.errors import InitlintError
+from initlint.export import write_fix
+from initlint.fixer import run_fix
 from initlint.kernel import INPUT_COSINES
+from initlint.load import load_target
 from initlint.rules._models import gain_init, mlp
 
 WIDTH_IN, WIDTH, BATCH = 1024, 16384, 256
@@ -221,3 +225,18 @@ def test_a_tanh_stack_after_renorm_is_chaotic_and_after_kernel_shaping_is_not():
     assert [f.data["input_cos"] for f in _il105(report)] == [0.9]
     shaped = initlint.check(initlint.fix(model), input_shapes=[(64, 256)], select=["IL105"])
     assert not _il105(shaped)
+
+
+def test_a_fixed_model_that_draws_random_numbers_is_checked_as_its_original_is(tmp_path):
+    """torch.export records the draw at a literal size; written as such, fx would run it once
+    while tracing model.py (``initlint check DIR``) and keep the numbers, so a pair's rows met
+    a fixed shuffle each, read as chaos (IL105). Drawn like an empty tensor made from the
+    input, it stays a draw, and that empty tensor, which reads only the input's device, is no
+    path of the signal (IL101 read its uninitialized values)."""
+    torch.manual_seed(0)
+    result = run_fix(ShufflesEachSample(), (), CheckOptions(input_shapes=[(32, 64)]), ModelSource())
+    write_fix(tmp_path / "fixed", result, "test", force=False)
+    assert "rand_like" in (tmp_path / "fixed" / "model.py").read_text()
+    report = initlint.check(load_target(str(tmp_path / "fixed")).model, input_shapes=[(32, 64)])
+    assert report.codes() == [] and "draws random numbers" in report.probe_note
+    assert not {"new_empty", "rand_like", "argsort_default"} & report.graph.input_dependent
