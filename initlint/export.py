@@ -142,7 +142,8 @@ def _draws_like_an_input(graph: fx.Graph) -> fx.Graph:
             continue
         dtype = node.kwargs.get("dtype") or torch.get_default_dtype()
         with copied.inserting_before(node):
-            drawn = copied.call_function(like, (copied.call_method("new_empty", (anchor, node.args[0]), {"dtype": dtype}),))
+            empty = copied.call_method("new_empty", (anchor, node.args[0]), {"dtype": dtype})
+            drawn = copied.call_function(like, (empty,))
         node.replace_all_uses_with(drawn)
         copied.erase_node(node)
     return copied
