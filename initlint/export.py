@@ -128,24 +128,36 @@ _DRAWS_LIKE = {torch.ops.aten.rand.default: torch.rand_like, torch.ops.aten.rand
 """Random draws that torch.export records at a literal size, and the draw like a given tensor."""
 
 
-def _draws_like_an_input(graph: fx.Graph) -> fx.Graph:
-    """A copy of ``graph`` whose random draws at a literal size (ViTMAE's choice of patches,
-    stochastic depth's mask) are drawn like an empty tensor made from the first input, on its
-    device: fx, tracing the generated code (``initlint check DIR``), then records the draw,
-    where a call without a traced argument would run once, and its numbers stay fixed."""
+def _following_the_input(graph: fx.Graph) -> fx.Graph:
+    """A copy of ``graph`` that makes its tensors where its first input is, as the model did.
+
+    torch.export records each tensor a forward makes (positions from ``arange``, masks) on the
+    device it ran on: written as such, the fixed model failed once moved (``.cuda()``: "Tensor
+    on device ... is not on the expected device cpu"). Those calls now take the first input's
+    device. Random draws at a literal size (ViTMAE's choice of patches, stochastic depth's
+    mask) are drawn like an empty tensor made from that input: fx, tracing the generated code
+    (``initlint check DIR``), then records the draw, where a call without a traced argument
+    would run once, and its numbers stay fixed."""
     copied = fx.Graph()
     copied.output(copied.graph_copy(graph, {}))
-    anchor = next((node for node in copied.nodes if node.op == "placeholder"), None)
+    inputs = [node for node in copied.nodes if node.op == "placeholder"]
+    if not inputs:
+        return copied
+    device = None
     for node in list(copied.nodes):
         like = _DRAWS_LIKE.get(node.target)
-        if like is None or anchor is None or node.all_input_nodes:
-            continue
-        dtype = node.kwargs.get("dtype") or torch.get_default_dtype()
-        with copied.inserting_before(node):
-            empty = copied.call_method("new_empty", (anchor, node.args[0]), {"dtype": dtype})
-            drawn = copied.call_function(like, (empty,))
-        node.replace_all_uses_with(drawn)
-        copied.erase_node(node)
+        if like is not None and not node.all_input_nodes:
+            dtype = node.kwargs.get("dtype") or torch.get_default_dtype()
+            with copied.inserting_before(node):
+                empty = copied.call_method("new_empty", (inputs[0], node.args[0]), {"dtype": dtype})
+                drawn = copied.call_function(like, (empty,))
+            node.replace_all_uses_with(drawn)
+            copied.erase_node(node)
+        elif node.op == "call_function" and isinstance(node.kwargs.get("device"), torch.device):
+            if device is None:
+                with copied.inserting_after(inputs[-1]):
+                    device = copied.call_function(getattr, (inputs[0], "device"))
+            node.kwargs = {**node.kwargs, "device": device}
     return copied
 
 
@@ -172,7 +184,7 @@ class GeneratedCode(NamedTuple):
 def generate_code(patched: fx.GraphModule, provenance: str) -> GeneratedCode:
     """``model.py``: every name in it is checked, and ``provenance`` is written through ``repr()``."""
     check_graph(patched.graph)
-    python = _draws_like_an_input(patched.graph).python_code(root_module="self")
+    python = _following_the_input(patched.graph).python_code(root_module="self")
     globals_used = dict(python.globals)
     wraps: list[str] = []  # fx's wrap() calls: they must run at a module's top level
     parameters = dict(patched.named_parameters(remove_duplicate=False))  # a tied weight under each of its names
@@ -194,7 +206,7 @@ def generate_code(patched: fx.GraphModule, provenance: str) -> GeneratedCode:
                     raise
             check_graph(operations)
             graphs.append(operations)
-            code = _draws_like_an_input(operations).python_code(root_module="self")
+            code = _following_the_input(operations).python_code(root_module="self")
             globals_used.update(code.globals)
             method = _split_wraps(code.src, wraps)
             stochastic = node.meta.get(ops.KIND) is ops.DROP_PATH

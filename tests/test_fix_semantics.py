@@ -440,3 +440,31 @@ def test_a_layer_is_rebuilt_with_the_settings_its_repr_leaves_out(tmp_path):
     assert "count_include_pad=False" in (tmp_path / "fixed" / "model.py").read_text()
     x = torch.randn(16, 3, 7, 7)
     torch.testing.assert_close(loaded(x), result.patched.eval()(x), rtol=0, atol=0)
+
+
+class MadePositions(nn.Module):
+    """Sinusoidal positions made in the forward from ``arange`` of the sequence length; a
+    branch on a size makes fx give up, so torch.export, which records the device they were
+    made on, captures it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.out = nn.Linear(16, 16), nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 0:
+            x = x + 1
+        positions = torch.arange(x.shape[1], dtype=x.dtype, device=x.device)
+        return self.out(torch.tanh(self.a(x) + torch.sin(positions)[:, None]))
+
+
+def test_the_written_model_makes_its_tensors_where_its_input_is(tmp_path):
+    """Written with export's ``device=cpu``, the fixed model failed once moved ("Tensor on
+    device cpu is not on the expected device meta"; on a GPU, the same with cuda). The meta
+    device stands in for a GPU here: it checks devices as cuda does, on no data."""
+    torch.manual_seed(0)
+    result = run_fix(MadePositions(), (), CheckOptions(input_shapes=[(64, 8, 16)]), ModelSource())
+    assert result.analysed.traced.mode == "export"
+    write_fix(tmp_path / "fixed", result, "test", force=False)
+    moved = load_target(str(tmp_path / "fixed")).model.to("meta")
+    assert moved(torch.empty(64, 8, 16, device="meta")).device.type == "meta"
