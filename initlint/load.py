@@ -186,10 +186,14 @@ def _planned_inputs(folder: Path) -> PlannedInputs:
     try:
         plan = json.loads((folder / PLAN_FILE).read_text(encoding="utf-8"))
         specs = [spec for spec in plan["inputs"] if isinstance(spec, dict)]
+        # a positional input that is not float (a diffusion UNet's integer timestep) goes by
+        # name with its dtype, and then every input does: shapes alone would be drawn as floats
+        positional_not_float = any(not spec.get("keyword") and spec["dtype"] != "float" for spec in specs)
+        by_name = specs if positional_not_float else [spec for spec in specs if spec.get("keyword")]
         return PlannedInputs(
-            [tuple(spec["shape"]) for spec in specs if not spec.get("keyword")],
+            [tuple(spec["shape"]) for spec in specs if spec not in by_name],
             {spec["name"]: ",".join(map(str, spec["shape"])) + ("" if spec["dtype"] == "float" else f":{spec['dtype']}")
-             for spec in specs if spec.get("keyword")},
+             for spec in by_name},
         )
     except (OSError, ValueError, KeyError, TypeError):
         return PlannedInputs([], {})

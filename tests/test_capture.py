@@ -11,6 +11,9 @@ from torch import nn
 
 import initlint
 from initlint import ops
+from initlint.api import CheckOptions, ModelSource
+from initlint.export import write_fix
+from initlint.fixer import run_fix
 from initlint.graph import GATE, SQUEEZE
 from initlint.model_outputs import output_tensors
 from initlint.module_calls import behaviour_kind
@@ -426,3 +429,30 @@ def test_the_captured_graph_computes_what_the_model_computes_after_its_writes():
     graph_module, _ = capture_with_export(model, ProbeInputs([InputSpec("x", tuple(x.shape))], [x]))
     with torch.no_grad():
         torch.testing.assert_close(graph_module(x), model(x))
+
+
+class _TimestepModel(nn.Module):
+    """A diffusion model's two positional inputs: an image and an integer timestep per sample,
+    which a sinusoid turns into floats (no embedding table that would tell its dtype)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.time, self.conv = nn.Linear(4, 8), nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        frequencies = torch.arange(4, device=sample.device) + 1.0
+        time = torch.tanh(self.time(torch.sin(timestep[:, None] * frequencies)))
+        return self.conv(sample) + time[:, :, None, None]
+
+
+def test_a_fixed_model_is_checked_with_the_dtypes_it_was_planned_with(run_cli, tmp_path):
+    """The plan records the timestep as int64; ``check DIR`` drew it as floats (positional
+    inputs were given by shape alone), and a diffusers UNet2DModel, clean when checked with
+    its integer timestep, had IL101 after fix."""
+    torch.manual_seed(0)
+    result = run_fix(_TimestepModel(), (), CheckOptions(inputs={"timestep": "8:int64"}, input_shapes=[(8, 3, 8, 8)]),
+                     ModelSource())
+    write_fix(tmp_path / "fixed", result, "test", force=False)
+    checked = run_cli("check", str(tmp_path / "fixed"), "--output-format", "json")
+    used = {spec["name"]: spec["dtype"] for spec in json.loads(checked.stdout)["reports"][0]["inputs"]}
+    assert used == {"sample": "float", "timestep": "int64"}, used
