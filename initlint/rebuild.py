@@ -54,32 +54,33 @@ def constructor(path: str, module: nn.Module) -> str:
     cls = type(module).__bases__[0] if parametrize.is_parametrized(module) else type(module)
     if cls is not getattr(nn, cls.__name__, None):
         raise refused
-    expression = _layer_call(cls, module, refused)
-    for function, name, settings in _normalizations(path, module):
-        arguments = "".join(f", {key}={value!r}" for key, value in settings.items())
-        expression = f"{function}({expression}, name={name!r}{arguments})"
-    rebuilt = _evaluated(expression, refused)
-    if repr(rebuilt) != repr(module) or _settings(rebuilt, cls) != _settings(module, cls) \
-            or _normalizations(path, rebuilt) != _normalizations(path, module):
+    normalizations = _normalizations(path, module)
+    arguments = [module.extra_repr()] if module.extra_repr() else []
+    expression = _expression(cls, arguments, normalizations, refused)
+    rebuilt, wanted = _evaluated(expression, refused), _settings(module, cls)
+    # settings extra_repr leaves out (an AvgPool2d's count_include_pad=False, PoolFormer's: rebuilt
+    # without it, the pooled borders were 2.6 of their std off), as keyword arguments
+    given = _settings(rebuilt, cls)
+    missing = [f"{key}={value!r}" for key, value in wanted.items() if given.get(key, _ABSENT) != value]
+    if missing:
+        expression = _expression(cls, arguments + missing, normalizations, refused)
+        rebuilt = _evaluated(expression, refused)
+    if repr(rebuilt) != repr(module) or _settings(rebuilt, cls) != wanted \
+            or _normalizations(path, rebuilt) != normalizations:
         raise refused
     return expression
 
 
-def _layer_call(cls: type[nn.Module], module: nn.Module, refused: CodeNotWritable) -> str:
-    """``torch.nn.<cls>(...)`` from the layer's ``extra_repr``, plus the settings it leaves out
-    (an ``AvgPool2d``'s ``count_include_pad=False``, PoolFormer's: rebuilt without it, the
-    pooled borders were 2.6 of their std off) as keyword arguments of the same names."""
-    arguments = [module.extra_repr()] if module.extra_repr() else []
+def _expression(cls: type[nn.Module], arguments: list[str], normalizations: list[tuple[str, str, dict[str, object]]],
+                refused: CodeNotWritable) -> str:
+    """``torch.nn.<cls>(arguments)``, literals only, inside the calls that apply torch's weight
+    ``normalizations`` again."""
     expression = f"torch.nn.{cls.__name__}({', '.join(arguments)})"
     if not is_literal_call(expression, "torch.nn"):
         raise refused
-    rebuilt = _settings(_evaluated(expression, refused), cls)
-    missing = {key: value for key, value in _settings(module, cls).items() if rebuilt.get(key, _ABSENT) != value}
-    if not missing:
-        return expression
-    expression = f"torch.nn.{cls.__name__}({', '.join(arguments + [f'{k}={v!r}' for k, v in missing.items()])})"
-    if not is_literal_call(expression, "torch.nn"):
-        raise refused
+    for function, name, settings in normalizations:
+        keywords = "".join(f", {key}={value!r}" for key, value in settings.items())
+        expression = f"{function}({expression}, name={name!r}{keywords})"
     return expression
 
 
