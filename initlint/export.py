@@ -23,10 +23,10 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from initlint.model_outputs import relative_difference
-from initlint.module_calls import OPERATIONS
 from initlint import ops
 from initlint.errors import InitlintError
+from initlint.model_outputs import relative_difference
+from initlint.module_calls import OPERATIONS
 from initlint.output import refuse_existing_folder, write_folder_atomically
 from initlint.rebuild import constructor, refuse_hooks
 from initlint.renorm_layer import RenormLayer, StochasticLayer

@@ -122,7 +122,7 @@ class FirstStepInterpreter(fx.Interpreter):
         self.pieces = pieces
         self.extra_traceback = False  # fx would append the node to our own errors' messages
         self.dropping = {n.target for n in graph_module.graph.nodes
-                         if n.op == "call_module" and getattr(n.meta.get(ops.KIND), "family", None) == ops.DROPOUT}
+                         if n.op == "call_module" and ops.node_kind(n, graph_module).family == ops.DROPOUT}
         """Calls of modules that their operators, not their class, show to drop out (stochastic
         depth written out): off, as dropout layers are."""
 
