@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.fx as fx
 import torch.nn as nn
-from torch.export import ExportedProgram
+from torch.export import Dim, ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 from torch.utils import _pytree as pytree
 
@@ -104,22 +104,47 @@ def _quiet_torch() -> Iterator[None]:
         logging.disable(previous)
 
 
+def _any_size(inputs: ProbeInputs) -> dict[str, object]:
+    """Every dimension of every input left for export to keep symbolic where the model allows
+    it (``Dim.AUTO``), so that the graph, and the ``model.py`` that ``fix`` writes from it, runs
+    at any batch size and sequence length, not only at the probe's: a fixed GPT-2 captured at
+    64x32 tokens raised "shape '[64, 32, 192]' is invalid" on a batch of one."""
+    every_dimension = lambda tensor: {d: Dim.AUTO for d in range(tensor.dim())}  # noqa: E731
+    spec: dict[str, object] = {}
+    if inputs.args:
+        spec["args"] = tuple(every_dimension(t) for t in inputs.args)
+    if inputs.kwargs:
+        spec["kwargs"] = {name: every_dimension(t) for name, t in inputs.kwargs.items()}
+    return spec
+
+
 def export_program(model: nn.Module, inputs: ProbeInputs) -> ExportedProgram:
+    """Export at symbolic sizes, else (a model whose Python needs a size as a number) at the
+    probe's sizes."""
+    wrapped = _TensorOutputs(model)
     try:
         with _quiet_torch(), torch.inference_mode(False), torch.enable_grad():
-            return torch.export.export(_TensorOutputs(model), inputs.args, inputs.kwargs, strict=False)
+            try:
+                return torch.export.export(wrapped, inputs.args, inputs.kwargs, dynamic_shapes=_any_size(inputs),
+                                           strict=False)
+            except Exception:  # fixed sizes capture more models; their failure is the one to report
+                return torch.export.export(wrapped, inputs.args, inputs.kwargs, strict=False)
     except Exception as error:  # export fails in many ways on real models; fx is tried next
         raise CaptureFailure(_plain_reason(error)) from error
 
 
-def _strip(path: str) -> str:
-    """A path under the wrapper as a path in the user's model."""
-    return path[len(WRAPPED) + 1:] if path.startswith(WRAPPED + ".") else "" if path == WRAPPED else path
+def _strip(path: str) -> str | None:
+    """A path under the wrapper as a path in the user's model ('' for the model itself), None
+    for the placeholder entry that export gives a node it made from metadata (a size read at
+    symbolic sizes), which is no module."""
+    if path.startswith(WRAPPED + "."):
+        return path[len(WRAPPED) + 1:]
+    return "" if path in ("", WRAPPED) else None
 
 
 def _stripped(stack: dict) -> dict:
     """An ``nn_module_stack`` with paths in the user's model."""
-    return {key: (_strip(path), kind) for key, (path, kind) in stack.items()}
+    return {key: (stripped, kind) for key, (path, kind) in stack.items() if (stripped := _strip(path)) is not None}
 
 
 def _user_call_site(stack_trace: str | None) -> SourceLocation | None:

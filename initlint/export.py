@@ -134,9 +134,9 @@ def _following_the_input(graph: fx.Graph) -> fx.Graph:
     torch.export records each tensor a forward makes (positions from ``arange``, masks) on the
     device it ran on: written as such, the fixed model failed once moved (``.cuda()``: "Tensor
     on device ... is not on the expected device cpu"). Those calls now take the first input's
-    device. Random draws at a literal size (ViTMAE's choice of patches, stochastic depth's
-    mask) are drawn like an empty tensor made from that input: fx, tracing the generated code
-    (``initlint check DIR``), then records the draw, where a call without a traced argument
+    device. Random draws (ViTMAE's choice of patches, stochastic depth's mask) are drawn like
+    an empty tensor made from that input: fx, tracing the generated code (``initlint check
+    DIR``), then records the draw, where a call at a literal size, without a traced argument,
     would run once, and its numbers stay fixed."""
     copied = fx.Graph()
     copied.output(copied.graph_copy(graph, {}))
@@ -146,7 +146,7 @@ def _following_the_input(graph: fx.Graph) -> fx.Graph:
     device = None
     for node in list(copied.nodes):
         like = _DRAWS_LIKE.get(node.target)
-        if like is not None and not node.all_input_nodes:
+        if like is not None:
             dtype = node.kwargs.get("dtype") or torch.get_default_dtype()
             with copied.inserting_before(node):
                 empty = copied.call_method("new_empty", (inputs[0], node.args[0]), {"dtype": dtype})

@@ -224,8 +224,8 @@ class SignalGraph:
         """Nodes whose value holds no tensor (sizes, dtypes): they carry no signal."""
         shape_reads = [(n.name, user.name) for n in graph_module.graph.nodes for user in n.users
                        if ops.reads_shape_only(user, n)]
-        carries = self._tensor_edges(shape_reads)
-        self.input_dependent = set(self.inputs).union(*(nx.descendants(carries, n) for n in self.inputs))
+        self.tensor_dataflow = self._tensor_edges(shape_reads)
+        self.input_dependent = set(self.inputs).union(*(nx.descendants(self.tensor_dataflow, n) for n in self.inputs))
         self._assign_depths()
         self._assign_roles()
         for node in graph_module.graph.nodes:
@@ -438,9 +438,10 @@ class SignalGraph:
         )
 
     def _without_gate_edges(self) -> nx.DiGraph:
-        """The input-dependent graph in which gates lead nowhere: a gate's branch modulates
-        the signal but does not carry it, so it is never part of the main path."""
-        signal = self.dag.subgraph(self.input_dependent).copy()
+        """The input-dependent dataflow in which gates lead nowhere: a gate's branch modulates
+        the signal but does not carry it, so it is never part of the main path; nor is a size
+        read from a tensor (``x.size(0)``, export's ``sym_size``) that a reshape then takes."""
+        signal = self.tensor_dataflow.subgraph(self.input_dependent).copy()
         signal.remove_edges_from([e for g in self.with_role(GATE) for e in self.dag.out_edges(g.name)])
         return signal
 

@@ -128,8 +128,11 @@ def _is_view(node: fx.Node) -> bool:
     return bool(returns) and returns[0].alias_info is not None and not returns[0].alias_info.is_write
 
 
-def _shape(node: fx.Node) -> list[int]:
-    return list(node.meta["val"].shape)
+def _shape(graph: fx.Graph, node: fx.Node) -> list[int | fx.Node]:
+    """``node``'s shape as arguments of a new node: a size that export kept symbolic is read
+    from ``node`` at run time (``aten.sym_size``), so the graph still runs at any size."""
+    return [graph.call_function(_ATEN.sym_size.int, (node, dim)) if isinstance(size, torch.SymInt) else size
+            for dim, size in enumerate(node.meta["val"].shape)]
 
 
 def _inverse_permutation(dims: list[int]) -> list[int]:
@@ -156,7 +159,7 @@ def _write_back(graph: fx.Graph, view: fx.Node, parent: fx.Node, written: fx.Nod
     if name == "as_strided":
         return graph.call_function(_ATEN.as_strided_scatter.default, (parent, written, *rest))
     if name in _RESHAPES:
-        return graph.call_function(_ATEN.reshape.default, (written, _shape(parent)))
+        return graph.call_function(_ATEN.reshape.default, (written, _shape(graph, parent)))
     if name == "transpose":
         return graph.call_function(_ATEN.transpose.int, (written, *rest))
     if name == "t":
@@ -180,9 +183,8 @@ def _computed(graph: fx.Graph, node: fx.Node, twin: object) -> fx.Node:
     if twin is not _ATEN.copy.default:
         return graph.call_function(twin, node.args, node.kwargs)
     dest, src = node.args[:2]
-    target = dest.meta["val"]
-    cast = graph.call_function(_ATEN._to_copy.default, (src,), {"dtype": target.dtype})
-    return graph.call_function(_ATEN.expand.default, (cast, list(target.shape)))
+    cast = graph.call_function(_ATEN._to_copy.default, (src,), {"dtype": dest.meta["val"].dtype})
+    return graph.call_function(_ATEN.expand.default, (cast, _shape(graph, dest)))
 
 
 def functionalize_writes(graph: fx.Graph) -> int:

@@ -113,6 +113,15 @@ def is_leaf(module: nn.Module, leaf_modules: Sequence[type[nn.Module]]) -> bool:
     return known and type(module).forward.__module__.startswith("torch.nn.")
 
 
+def _dimension_of(tensor: fx.Node, size: fx.Node) -> int | None:
+    """The dimension of ``tensor`` whose (symbolic) size ``size`` reads, if any."""
+    value, shape = size.meta.get("val"), getattr(tensor.meta.get("val"), "shape", ())
+    if not isinstance(value, torch.SymInt):
+        return None
+    return next((d for d, length in enumerate(shape) if isinstance(length, torch.SymInt)
+                 and length.node.expr == value.node.expr), None)
+
+
 @dataclasses.dataclass
 class ModuleCall:
     """The nodes of one call of a module; ``kind`` when its behaviour, not its class, says what it is."""
@@ -123,6 +132,8 @@ class ModuleCall:
     kind: ops.OpKind | None = None
     external: fx.Node | None = None
     """The one tensor it reads from outside itself."""
+    sizes: dict[fx.Node, int] = dataclasses.field(default_factory=dict)
+    """Sizes it reads from outside itself, each the size of a dimension of ``external``."""
     result: fx.Node | None = None
     """The one node whose value leaves it."""
 
@@ -167,14 +178,18 @@ class ModuleCalls:
         return owner
 
     def _single_in_out(self, call: ModuleCall, live: set[fx.Node]) -> bool:
-        """One tensor in, one value out: the call is ``module(x)``."""
+        """One tensor in, one value out: the call is ``module(x)``. A size it reads from outside
+        is no input where it is one of x's own: export at symbolic sizes computes each size once,
+        from the model's input, and a stochastic depth's ``rand((x.shape[0], 1, 1))`` uses it."""
         inside = set(call.nodes)
         external = {n for node in call.nodes for n in node.all_input_nodes if n not in inside and not self.is_state(n)}
         leaving = [node for node in call.nodes if any(user in live and user not in inside for user in node.users)]
-        if len(external) != 1 or len(leaving) != 1:
+        tensors = [n for n in external if not isinstance(n.meta.get("val"), torch.SymInt)]
+        if len(tensors) != 1 or len(leaving) != 1:
             return False
-        (call.external,), (call.result,) = external, leaving
-        return True
+        (call.external,), (call.result,) = tensors, leaving
+        call.sizes = {size: _dimension_of(call.external, size) for size in external - {call.external}}
+        return None not in call.sizes.values()
 
     def operations(self, call: ModuleCall, state_path: Callable[[fx.Node], str | None],
                    transform: Callable[[object], object] = lambda target: target) -> fx.Graph | None:
@@ -182,6 +197,8 @@ class ModuleCalls:
         get_attr relative to the module; None when it reads state outside the module."""
         graph = fx.Graph()
         env = {call.external: graph.placeholder("x")}
+        for size, dimension in call.sizes.items():
+            env[size] = graph.call_function(torch.ops.aten.sym_size.int, (env[call.external], dimension))
         prefix = f"{call.path}."
         for node in call.nodes:
             for source in node.all_input_nodes:
