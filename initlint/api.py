@@ -216,12 +216,13 @@ def _traced(model: nn.Module, options: CheckOptions, sites: dict, fallback: Sour
 
 def _captured(
     model: nn.Module, options: CheckOptions, sites: dict, fallback: SourceLocation | None, progress: Progress,
-    draw_inputs: Callable[[object], ProbeInputs], positional: int,
+    draw_inputs: Callable[[object], ProbeInputs], positional: int, any_size: bool,
 ) -> tuple[Traced, ProbeInputs]:
     """The model as a graph, with the probe inputs: fx symbolic tracing (which infers inputs
     from its graph) where it works, else torch.export with concrete inputs, which runs the
-    model's own Python and so captures keyword inputs, size reads and library models. Raises
-    ``TraceFailure``, with both reasons, when neither captures it."""
+    model's own Python and so captures keyword inputs, size reads and library models (at
+    symbolic sizes with ``any_size``). Raises ``TraceFailure``, with both reasons, when neither
+    captures it."""
     from initlint.capture import CaptureFailure, capture_with_export
 
     try:
@@ -236,7 +237,7 @@ def _captured(
         fx_failure.reason += f"; torch.export needs the inputs first, and {error}"
         raise fx_failure from None
     try:
-        graph_module, eval_note = capture_with_export(model, inputs, options.leaf_modules)
+        graph_module, eval_note = capture_with_export(model, inputs, options.leaf_modules, any_size)
     except CaptureFailure as failure:
         fx_failure.reason += f"; torch.export failed too: {failure.reason}"
         raise fx_failure from None
@@ -259,12 +260,14 @@ class Analysed:
 
 def analyse(
     model: nn.Module, example_inputs: Sequence[torch.Tensor], options: CheckOptions, source: ModelSource,
-    needs_graph: str | None = None,
+    needs_graph: str | None = None, any_size: bool = False,
 ) -> Analysed:
     """Trace, probe and analyse ``model``: the stages that check and fix share. A model on the
     meta device is probed one layer at a time, each built with its own initializer. With
     ``needs_graph`` (the sentence that says why), a model no capture turns into a graph is
-    refused before it is probed, instead of being probed with hooks. A model inside a runtime
+    refused before it is probed, instead of being probed with hooks. With ``any_size``, a model
+    that torch.export captures is captured at symbolic sizes where it allows it (the code that
+    ``fix`` writes must run at any batch size; export then takes about twice as long). A model inside a runtime
     wrapper (DataParallel, torch.compile) is probed as the model inside."""
     model, wrapper_note = unwrapped(model)
     options, batch_note = _with_min_batch(options)
@@ -290,7 +293,7 @@ def analyse(
             traced = _traced(model, options, sites, fallback, progress, positional)
             inputs = draw_inputs(traced.graph_module)
         else:
-            traced, inputs = _captured(model, options, sites, fallback, progress, draw_inputs, positional)
+            traced, inputs = _captured(model, options, sites, fallback, progress, draw_inputs, positional, any_size)
     except TraceFailure as failure:
         reason = failure.reason
         if needs_graph:  # refused before any probing

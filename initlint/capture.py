@@ -118,17 +118,19 @@ def _any_size(inputs: ProbeInputs) -> dict[str, object]:
     return spec
 
 
-def export_program(model: nn.Module, inputs: ProbeInputs) -> ExportedProgram:
-    """Export at symbolic sizes, else (a model whose Python needs a size as a number) at the
-    probe's sizes."""
+def export_program(model: nn.Module, inputs: ProbeInputs, any_size: bool = False) -> ExportedProgram:
+    """Export at the probe's sizes; with ``any_size``, at symbolic sizes first, else (a model
+    whose Python needs a size as a number) at the probe's."""
     wrapped = _TensorOutputs(model)
     try:
         with _quiet_torch(), torch.inference_mode(False), torch.enable_grad():
-            try:
-                return torch.export.export(wrapped, inputs.args, inputs.kwargs, dynamic_shapes=_any_size(inputs),
-                                           strict=False)
-            except Exception:  # fixed sizes capture more models; their failure is the one to report
-                return torch.export.export(wrapped, inputs.args, inputs.kwargs, strict=False)
+            if any_size:
+                try:
+                    return torch.export.export(wrapped, inputs.args, inputs.kwargs,
+                                               dynamic_shapes=_any_size(inputs), strict=False)
+                except Exception:  # fixed sizes capture more models; their failure is the one to report
+                    pass
+            return torch.export.export(wrapped, inputs.args, inputs.kwargs, strict=False)
     except Exception as error:  # export fails in many ways on real models; fx is tried next
         raise CaptureFailure(_plain_reason(error)) from error
 
@@ -277,15 +279,16 @@ def _live_nodes(outputs: list[fx.Node]) -> set[fx.Node]:
 
 
 def capture_with_export(
-    model: nn.Module, inputs: ProbeInputs, leaf_modules: Sequence[type[nn.Module]] = (),
+    model: nn.Module, inputs: ProbeInputs, leaf_modules: Sequence[type[nn.Module]] = (), any_size: bool = False,
 ) -> tuple[fx.GraphModule, str | None]:
     """``model`` as initlint's graph, captured by non-strict export with the probe inputs, and
     a note when it had to be captured in eval mode (a training forward that needs targets, or
-    that draws masks with data-dependent sizes, as Wav2Vec2's SpecAugment). The model's
-    train/eval flags are left as they were."""
+    that draws masks with data-dependent sizes, as Wav2Vec2's SpecAugment). With ``any_size``,
+    the graph reads its sizes from its inputs where the model allows it (``export_program``).
+    The model's train/eval flags are left as they were."""
     def attempt(training: bool) -> fx.GraphModule:
         with in_mode(model, training):
-            program = export_program(model, inputs)
+            program = export_program(model, inputs, any_size)
             try:
                 return _Converter(program, model, leaf_modules).convert(inputs)
             except CaptureFailure:

@@ -177,6 +177,7 @@ def _fixed(
         needs_graph="`initlint fix` rewrites the captured graph, so it needs one: declare the block with "
                     "data-dependent control flow a leaf module (leaf-modules in [tool.initlint], or "
                     "leaf_modules=[Block] in Python).",
+        any_size=True,
     )
     graph_module = analysed.traced.graph_module
 

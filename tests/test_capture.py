@@ -407,6 +407,17 @@ def test_writes_into_views_reach_the_values_read_after_them():
     assert output.stats.zero_fraction == pytest.approx((expected == 0).float().mean().item(), abs=0.01)
 
 
+def test_writes_into_views_rebuilt_for_fix_run_at_any_batch_size():
+    """``fix`` captures at symbolic sizes: a write rebuilt as a reshape to its parent's shape,
+    or a copy broadcast to its destination's, reads that shape at run time, not the probe's
+    batch of 64 (one sample's rows do not depend on the others')."""
+    torch.manual_seed(0)
+    fixed = initlint.fix(_Recurrence(), input_shapes=[(64, 5, 8)])
+    x = torch.randn(64, 5, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(fixed(x[:3]), fixed(x)[:3])
+
+
 def test_a_write_through_a_view_it_cannot_invert_is_said_plainly():
     from initlint.inplace import UnfollowableWrite, functionalize_writes
 
