@@ -248,15 +248,13 @@ class _Planner(FirstStepInterpreter):
             return result
         if site == "weighted" and not self._keeps(n.name, "after"):
             return result  # before its directions are redrawn: a layer left out keeps its own
+        if site == "weighted" and n.target in self.rescaled:
+            earlier = self.rescaled[n.target]  # its weights are already changed: this call sees that too
+            redrawn_result = self._with_directions(n, args, kwargs, result, earlier.orthogonal, earlier.pairing)
+            return self._rescaled(earlier, redrawn_result)
         orthogonal = self._orthogonal_seed(n) if site == "weighted" else None
         pairing = self.looks_linear.layers.get(n.name)
-        if orthogonal is not None:  # what the layer gives with the directions it will have
-            layer = self.fetch_attr(n.target)
-            parameters = redrawn(layer, self.signal.view(n.name).module, orthogonal, pairing)
-            result = torch.func.functional_call(layer, parameters, args, kwargs)
-        if site == "weighted" and n.target in self.rescaled:
-            earlier = self.rescaled[n.target]  # its weights are already rescaled: this call sees that too
-            return self._rescaled(earlier, result)
+        as_it_is, result = result, self._with_directions(n, args, kwargs, result, orthogonal, pairing)
         if site == "activation" and self.slope is not None and n.name not in self.looks_linear.activations \
                 and self._keeps(n.name, "before"):
             shaped = self._shaped(n, args, kwargs)
@@ -274,7 +272,19 @@ class _Planner(FirstStepInterpreter):
             self.rescaled[n.target] = renorm
             renorm.orthogonal = orthogonal if not renorm.target.startswith("none") else None
             renorm.pairing = pairing if renorm.orthogonal is not None else None
+            if renorm.orthogonal is None:  # a layer left as it is gives what it gave: later sites see that
+                result = as_it_is
         return self._applied(renorm, result)
+
+    def _with_directions(self, n: fx.Node, args: tuple, kwargs: dict, result: torch.Tensor, seed: int | None,
+                         pairing: Pairing | None) -> torch.Tensor:
+        """What weighted node ``n`` gives with the orthogonal directions of ``seed`` (``result``,
+        its own, for None)."""
+        if seed is None:
+            return result
+        layer = self.fetch_attr(n.target)
+        parameters = redrawn(layer, self.signal.view(n.name).module, seed, pairing)
+        return torch.func.functional_call(layer, parameters, args, kwargs)
 
     def _keeps(self, node: str, placement: str) -> bool:
         return (node, placement) not in self.left_out

@@ -151,6 +151,33 @@ def test_a_layer_called_twice_is_rescaled_once_and_verified(tmp_path):
     assert all(r.verified for r in result.plan if not r.target.startswith("none"))
 
 
+class LearnedOffset(nn.Module):
+    """A Linear over a learned table, the same for every sample (a position or query table's
+    projection), added to the signal before an activation: the fix leaves that Linear as it is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = nn.Parameter(torch.ones(1, 16))
+        self.project, self.body, self.head = nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 4)
+        with torch.no_grad():  # rank one: every unit gets the table's sum, 8, where orthogonal directions give ~0
+            self.project.weight.fill_(0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(F.gelu(self.body(x) + self.project(self.table)))
+
+
+def test_a_layer_the_fix_leaves_as_it_is_is_planned_as_it_is():
+    """The planner measured every later site with the orthogonal directions such a layer would
+    have taken, though the fixed model keeps its own: the GELU's input constants, planned
+    around an offset of ~0 instead of 8, missed their target on the re-probe (as Whisper's
+    decoder did behind its cross-attention's output projection)."""
+    torch.manual_seed(0)
+    result = run_fix(LearnedOffset(), (), CheckOptions(input_shapes=[(64, 16)]), ModelSource())
+    (project,) = [r for r in result.plan if r.node == "project"]
+    assert project.target.startswith("none") and project.orthogonal is None
+    assert all(r.verified for r in result.plan if not r.target.startswith("none")), result.unverified
+
+
 def test_a_no_grad_block_stays_without_gradient(tmp_path):
     """In the fixed model and in its generated code: nothing before the block gets a gradient,
     what follows does, and a caller's own no_grad is not switched off by the block's end."""
