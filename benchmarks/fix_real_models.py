@@ -5,8 +5,9 @@ a user would fix it, ``initlint fix FACTORY -o DIR --fold``, then the original a
 checked with ``initlint check ... --output-format json``. One JSON line per model: the
 constants (kept, declined, left out of the plan since no exact fold carries them), how far the
 folded model's output is from the renorm-node model's (in units of its std), the warnings
-before and after, the output's std before and after (issue 12: within 2x), and fix's seconds;
-a markdown table goes to stderr.
+before and after, the output's std before and after (issue 12: within 2x), whether the written
+model runs on one sample (token ids at half the length too: a model captured at the planned
+sizes ran only at those), and fix's seconds; a markdown table goes to stderr.
 
     python benchmarks/fix_real_models.py            # every model, a few minutes
     python benchmarks/fix_real_models.py --quick    # the 2-layer GPT-2 (the test suite runs it)
@@ -22,7 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 from real_models import _transformers, tiny_gpt2
+
+from initlint.load import load_target
 
 HERE = Path(__file__).resolve()
 _TOKENS = ["--input", "input_ids=8,64:int64"]
@@ -124,6 +128,27 @@ def _checked(target: str, flags: list[str]) -> dict:
     }
 
 
+def _runs_on_one_sample(folder: Path) -> bool | str:
+    """Whether the written model runs on a batch of one, its token ids at half the planned
+    length; else the error."""
+    specs = json.loads((folder / "renorm.json").read_text())["inputs"]
+    args, kwargs = [], {}
+    for spec in specs:
+        shape, dtype = [1, *spec["shape"][1:]], getattr(torch, spec["dtype"])
+        if dtype.is_floating_point:
+            value = torch.randn(shape, dtype=dtype)
+        else:
+            shape[1:2] = [max(1, size // 2) for size in shape[1:2]]
+            value = torch.randint(0, spec.get("high") or 2, shape, dtype=dtype)
+        (kwargs.__setitem__(spec["name"], value) if spec.get("keyword") else args.append(value))
+    try:
+        with torch.no_grad():
+            load_target(str(folder)).model.eval()(*args, **kwargs)
+    except Exception as error:  # the model's own error is the measurement
+        return f"{type(error).__name__}: {str(error)[:200]}"
+    return True
+
+
 def measure(name: str, folder: Path) -> dict:
     target, flags = f"{HERE}:{name}", FLAGS[name]
     started = time.perf_counter()
@@ -144,6 +169,7 @@ def measure(name: str, folder: Path) -> dict:
         "warnings_after": after["warnings"],
         "output_std_before": before["output_std"],
         "output_std_after": after["output_std"],
+        "runs_on_one_sample": _runs_on_one_sample(folder),
         "fix_seconds": round(seconds, 1),
     }
 
@@ -159,16 +185,18 @@ def main() -> None:
             rows.append(measure(name, Path(scratch) / name))
             print(json.dumps(rows[-1]), flush=True)
     print("| model | capture | constants | left out (no exact fold) | fold error | warnings before -> after "
-          "| output std before -> after | fix |", file=sys.stderr)
-    print("|---|---|---|---|---|---|---|---|", file=sys.stderr)
+          "| output std before -> after | runs on one sample | fix |", file=sys.stderr)
+    print("|---|---|---|---|---|---|---|---|---|", file=sys.stderr)
     for row in rows:
         if "error" in row:
-            print(f"| {row['model']} | error: {row['error']} | | | | | | |", file=sys.stderr)
+            print(f"| {row['model']} | error: {row['error']} | | | | | | | |", file=sys.stderr)
             continue
         warnings = f"{len(row['warnings_before'])} -> {len(row['warnings_after'])}"
         stds = f"{row['output_std_before']} -> {row['output_std_after']}"
         print(f"| {row['model']} | {row['capture']} | {row['constants']} | {row['left_out']} | "
-              f"{row['fold_error']:.2g} | {warnings} | {stds} | {row['fix_seconds']:.1f} s |", file=sys.stderr)
+              f"{row['fold_error']:.2g} | {warnings} | {stds} | "
+              f"{'yes' if row['runs_on_one_sample'] is True else row['runs_on_one_sample']} | "
+              f"{row['fix_seconds']:.1f} s |", file=sys.stderr)
 
 
 if __name__ == "__main__":

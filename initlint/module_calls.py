@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 import torch.fx as fx
 import torch.nn as nn
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from initlint import ops
 from initlint.renorm_layer import RenormLayer, StochasticLayer
@@ -113,13 +114,15 @@ def is_leaf(module: nn.Module, leaf_modules: Sequence[type[nn.Module]]) -> bool:
     return known and type(module).forward.__module__.startswith("torch.nn.")
 
 
+def _is_size(node: fx.Node) -> bool:
+    return isinstance(node.meta.get("val"), torch.SymInt)
+
+
 def _dimension_of(tensor: fx.Node, size: fx.Node) -> int | None:
     """The dimension of ``tensor`` whose (symbolic) size ``size`` reads, if any."""
     value, shape = size.meta.get("val"), getattr(tensor.meta.get("val"), "shape", ())
-    if not isinstance(value, torch.SymInt):
-        return None
     return next((d for d, length in enumerate(shape) if isinstance(length, torch.SymInt)
-                 and length.node.expr == value.node.expr), None)
+                 and statically_known_true(length == value)), None)
 
 
 @dataclasses.dataclass
@@ -133,7 +136,7 @@ class ModuleCall:
     external: fx.Node | None = None
     """The one tensor it reads from outside itself."""
     sizes: dict[fx.Node, int] = dataclasses.field(default_factory=dict)
-    """Sizes it reads from outside itself, each the size of a dimension of ``external``."""
+    """Sizes it reads, each the size of a dimension of ``external``: by that dimension."""
     result: fx.Node | None = None
     """The one node whose value leaves it."""
 
@@ -178,18 +181,26 @@ class ModuleCalls:
         return owner
 
     def _single_in_out(self, call: ModuleCall, live: set[fx.Node]) -> bool:
-        """One tensor in, one value out: the call is ``module(x)``. A size it reads from outside
-        is no input where it is one of x's own: export at symbolic sizes computes each size once,
-        from the model's input, and a stochastic depth's ``rand((x.shape[0], 1, 1))`` uses it."""
+        """One tensor in, one value out: the call is ``module(x)``. Fills in ``call``'s input,
+        result and sizes; its nodes that compute sizes are left to the graph (later calls may
+        read them too). A size it reads is no input where it is one of x's own, wherever it is
+        computed: export at symbolic sizes computes each size once, and a stochastic depth's
+        ``rand((x.shape[0], 1, 1))`` reads the size that an earlier reshape computed (Swin's
+        windows)."""
         inside = set(call.nodes)
-        external = {n for node in call.nodes for n in node.all_input_nodes if n not in inside and not self.is_state(n)}
-        leaving = [node for node in call.nodes if any(user in live and user not in inside for user in node.users)]
-        tensors = [n for n in external if not isinstance(n.meta.get("val"), torch.SymInt)]
+        reads = {n for node in call.nodes for n in node.all_input_nodes if n not in inside and not self.is_state(n)}
+        leaving = [node for node in call.nodes if not _is_size(node) and
+                   any(user in live and user not in inside for user in node.users)]
+        tensors = [n for n in reads if not _is_size(n)]
         if len(tensors) != 1 or len(leaving) != 1:
             return False
         (call.external,), (call.result,) = tensors, leaving
-        call.sizes = {size: _dimension_of(call.external, size) for size in external - {call.external}}
-        return None not in call.sizes.values()
+        call.sizes = {n: d for n in [*call.nodes, *reads] if _is_size(n)
+                      and (d := _dimension_of(call.external, n)) is not None}
+        call.nodes = [node for node in call.nodes if not _is_size(node)]
+        kept = set(call.nodes)
+        return {n for node in call.nodes for n in node.all_input_nodes
+                if n not in kept and n not in call.sizes and not self.is_state(n)} == {call.external}
 
     def operations(self, call: ModuleCall, state_path: Callable[[fx.Node], str | None],
                    transform: Callable[[object], object] = lambda target: target) -> fx.Graph | None:
@@ -197,7 +208,7 @@ class ModuleCalls:
         get_attr relative to the module; None when it reads state outside the module."""
         graph = fx.Graph()
         env = {call.external: graph.placeholder("x")}
-        for size, dimension in call.sizes.items():
+        for size, dimension in call.sizes.items():  # read from x where the call runs
             env[size] = graph.call_function(torch.ops.aten.sym_size.int, (env[call.external], dimension))
         prefix = f"{call.path}."
         for node in call.nodes:

@@ -116,8 +116,8 @@ def test_real_models_quick():
 
 def test_fix_real_models_quick():
     """A library model fixed and folded through the CLI: everything folds, the folded model
-    computes the renorm-node model, nothing gets worse, and the tied logits keep their std
-    within issue 12's 2x."""
+    computes the renorm-node model, nothing gets worse, the tied logits keep their std within
+    issue 12's 2x, and the written model runs on one sample of half the planned length."""
     if importlib.util.find_spec("transformers") is None:
         pytest.skip("the real models need transformers (the test extra installs it)")
     result = subprocess.run(
@@ -127,6 +127,7 @@ def test_fix_real_models_quick():
     (row,) = map(json.loads, result.stdout.splitlines())
     assert row["model"] == "tiny_gpt2" and row["constants"] > 0 and row["left_out"] == 0, row
     assert row["fold_error"] < 1e-4 and row["declined"] == [] and row["warnings_after"] == [], row
+    assert row["runs_on_one_sample"] is True, row
     (before,), (after,) = row["output_std_before"], row["output_std_after"]
     assert 0.5 < after / before < 2, row
     assert "| tiny_gpt2 | export |" in result.stderr
