@@ -29,6 +29,7 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.export import Dim, ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
+from torch.fx.experimental.symbolic_shapes import is_concrete_int
 from torch.utils import _pytree as pytree
 
 from initlint import ops
@@ -118,21 +119,37 @@ def _any_size(inputs: ProbeInputs) -> dict[str, object]:
     return spec
 
 
-def export_program(model: nn.Module, inputs: ProbeInputs, any_size: bool = False) -> ExportedProgram:
-    """Export at the probe's sizes; with ``any_size``, at symbolic sizes first, else (a model
-    whose Python needs a size as a number) at the probe's."""
-    wrapped = _TensorOutputs(model)
+def export_program(model: nn.Module, inputs: ProbeInputs, dynamic_shapes: dict | None = None) -> ExportedProgram:
     try:
         with _quiet_torch(), torch.inference_mode(False), torch.enable_grad():
-            if any_size:
-                try:
-                    return torch.export.export(wrapped, inputs.args, inputs.kwargs,
-                                               dynamic_shapes=_any_size(inputs), strict=False)
-                except Exception:  # fixed sizes capture more models; their failure is the one to report
-                    pass
-            return torch.export.export(wrapped, inputs.args, inputs.kwargs, strict=False)
+            return torch.export.export(_TensorOutputs(model), inputs.args, inputs.kwargs,
+                                       dynamic_shapes=dynamic_shapes, strict=False)
     except Exception as error:  # export fails in many ways on real models; fx is tried next
         raise CaptureFailure(_plain_reason(error)) from error
+
+
+def _user_inputs(program: ExportedProgram, inputs: ProbeInputs) -> list[tuple[str, int]]:
+    """Export's user-input placeholders, each with the index of its probe tensor."""
+    names = [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind == InputKind.USER_INPUT]
+    leaves = pytree.tree_leaves((inputs.args, inputs.kwargs))
+    index = {id(t): i for i, t in enumerate(inputs.tensors)}
+    return [(name, index[id(leaf)]) for name, leaf in zip(names, leaves)]
+
+
+def _fixed_sizes(program: ExportedProgram, inputs: ProbeInputs) -> list[str]:
+    """The sizes that a program exported at symbolic sizes still holds as numbers, where a
+    user expects them free: each input's batch, and the length of integer ones (token ids).
+    The model's Python needed them so (a loop over the batch, Mamba's scan over the length)."""
+    values = {n.name: n.meta.get("val") for n in program.graph.nodes if n.op == "placeholder"}
+    fixed = []
+    for name, tensor_index in _user_inputs(program, inputs):
+        value, spec = values.get(name), inputs.specs[tensor_index]
+        if not isinstance(value, torch.Tensor):
+            continue
+        free = (0, 1) if not value.dtype.is_floating_point else (0,)
+        fixed += [f"{spec.name}'s {('batch', 'length')[d]} at {int(value.shape[d])}" for d in free
+                  if d < value.dim() and is_concrete_int(value.shape[d])]
+    return fixed
 
 
 def _strip(path: str) -> str | None:
@@ -170,11 +187,10 @@ class _Converter:
         signature = program.graph_signature
         self.state: dict[str, str] = {}
         """Placeholder name -> path of its parameter, buffer or constant."""
-        self.user_inputs: list[str] = []
         for spec in signature.input_specs:
             if spec.kind == InputKind.USER_INPUT:
-                self.user_inputs.append(spec.arg.name)
-            elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
+                continue
+            if spec.kind in (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
                 self.state[spec.arg.name] = spec.target
             else:
                 raise CaptureFailure(f"export lifted a {spec.kind.name.lower()} input, which initlint cannot probe")
@@ -208,8 +224,7 @@ class _Converter:
         (returned,) = [n for n in nodes if n.op == "output"]
         outputs = [returned.args[0][i] for i in self.user_output_positions]  # read after the rewrites above
         live = _live_nodes([n for n in outputs if isinstance(n, fx.Node)])
-        placeholders = self._placeholders(inputs)
-        for name, tensor_index in placeholders:
+        for name, tensor_index in _user_inputs(self.program, inputs):
             self.env[by_name[name]] = self.graph.placeholder(inputs.specs[tensor_index].name)
         finder = ModuleCalls(self.model, self.leaf_modules, _strip, lambda n: n.name in self.state)
         calls = finder.owners(self.program.graph.nodes, live, ops_only=False)
@@ -245,12 +260,6 @@ class _Converter:
     def _modules_called(self) -> dict[str, nn.Module]:
         return {n.target: self.model.get_submodule(n.target) for n in self.graph.nodes if n.op == "call_module"}
 
-    def _placeholders(self, inputs: ProbeInputs) -> list[tuple[str, int]]:
-        """Export's user-input placeholders, each with the index of its probe tensor."""
-        leaves = pytree.tree_leaves((inputs.args, inputs.kwargs))
-        index = {id(t): i for i, t in enumerate(inputs.tensors)}
-        return [(name, index[id(leaf)]) for name, leaf in zip(self.user_inputs, leaves)]
-
 
 def _bypass_identity_casts(graph: fx.Graph) -> None:
     """Let the users of ``x.to(dtype)`` to its own dtype read ``x``. Such a cast returns ``x``
@@ -284,18 +293,39 @@ def capture_with_export(
     """``model`` as initlint's graph, captured by non-strict export with the probe inputs, and
     a note when it had to be captured in eval mode (a training forward that needs targets, or
     that draws masks with data-dependent sizes, as Wav2Vec2's SpecAugment). With ``any_size``,
-    the graph reads its sizes from its inputs where the model allows it (``export_program``).
-    The model's train/eval flags are left as they were."""
-    def attempt(training: bool) -> fx.GraphModule:
-        with in_mode(model, training):
-            program = export_program(model, inputs, any_size)
-            try:
-                return _Converter(program, model, leaf_modules).convert(inputs)
-            except CaptureFailure:
-                raise
-            except Exception as error:
-                raise CaptureFailure(
-                    f"initlint could not read the exported graph ({type(error).__name__}: {error})") from error
+    the graph reads its sizes from its inputs where the model allows it (``_any_size``), else
+    it holds the probe's, and the note says so. The model's train/eval flags are left as they were."""
+    sizes_note: str | None = None
 
-    return train_else_eval(attempt, "captured", "BatchNorm still normalizes with batch statistics and dropout is "
-                                                "off, as in training; other train-only code paths are not seen")
+    def converted(dynamic_shapes: dict | None) -> fx.GraphModule:
+        nonlocal sizes_note
+        program = export_program(model, inputs, dynamic_shapes)
+        try:
+            graph_module = _Converter(program, model, leaf_modules).convert(inputs)
+        except CaptureFailure:
+            raise
+        except Exception as error:
+            raise CaptureFailure(
+                f"initlint could not read the exported graph ({type(error).__name__}: {error})") from error
+        fixed = _fixed_sizes(program, inputs) if dynamic_shapes else []
+        if fixed:
+            sizes_note = f"the model's Python needs these sizes as numbers, so the fixed model's code holds " \
+                         f"them and runs at those only: {', '.join(fixed)}"
+        return graph_module
+
+    def attempt(training: bool) -> fx.GraphModule:
+        nonlocal sizes_note
+        sizes_note = None
+        with in_mode(model, training):
+            if any_size:
+                try:
+                    return converted(_any_size(inputs))
+                except CaptureFailure as failure:  # fixed sizes capture more models
+                    sizes_note = f"torch.export could not keep the input sizes symbolic ({failure.reason}), " \
+                                 "so the fixed model's code holds the planned sizes and runs at those only"
+            return converted(None)
+
+    graph_module, eval_note = train_else_eval(
+        attempt, "captured", "BatchNorm still normalizes with batch statistics and dropout is off, as in training; "
+                             "other train-only code paths are not seen")
+    return graph_module, "; ".join(filter(None, [eval_note, sizes_note])) or None

@@ -318,6 +318,24 @@ def test_a_fixed_exported_model_runs_at_any_batch_size_and_length(run_cli, model
             torch.testing.assert_close(logits, fixed(input_ids=ids)["logits"])
 
 
+class _PerSample(nn.Module):
+    """A forward that loops over its batch (fx cannot): export at symbolic sizes keeps the
+    batch size as a number (``Dim.AUTO`` specializes it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([torch.tanh(self.layer(x[i])) for i in range(x.shape[0])])
+
+
+def test_fix_says_when_the_fixed_model_runs_at_the_planned_batch_only():
+    result = run_fix(_PerSample(), (), CheckOptions(input_shapes=[(64, 8)]), ModelSource())
+    note = result.analysed.traced.note
+    assert result.analysed.traced.mode == "export" and "runs at those only: x's batch at 64" in note, note
+
+
 def test_a_fixed_exported_model_is_checked_at_the_inputs_it_was_planned_with(run_cli, model_file, tmp_path):
     """The constants were fitted at the planned shapes, and a model export could capture only
     at fixed sizes has them in its code: ``check DIR`` takes the recorded inputs instead of
