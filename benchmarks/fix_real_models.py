@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from real_models import _transformers, tiny_gpt2
+from real_models import _tensor, _transformers, tiny_gpt2
 
 from initlint.load import load_target
 
@@ -131,16 +131,17 @@ def _checked(target: str, flags: list[str]) -> dict:
 def _runs_on_one_sample(folder: Path) -> bool | str:
     """Whether the written model runs on a batch of one, its token ids at half the planned
     length; else the error."""
-    specs = json.loads((folder / "renorm.json").read_text())["inputs"]
+    generator = torch.Generator().manual_seed(0)
     args, kwargs = [], {}
-    for spec in specs:
-        shape, dtype = [1, *spec["shape"][1:]], getattr(torch, spec["dtype"])
-        if dtype.is_floating_point:
-            value = torch.randn(shape, dtype=dtype)
-        else:
+    for spec in json.loads((folder / "renorm.json").read_text())["inputs"]:
+        shape = [1, *spec["shape"][1:]]
+        if not getattr(torch, spec["dtype"]).is_floating_point:
             shape[1:2] = [max(1, size // 2) for size in shape[1:2]]
-            value = torch.randint(0, spec.get("high") or 2, shape, dtype=dtype)
-        (kwargs.__setitem__(spec["name"], value) if spec.get("keyword") else args.append(value))
+        value = _tensor({**spec, "shape": shape}, generator)
+        if spec.get("keyword"):
+            kwargs[spec["name"]] = value
+        else:
+            args.append(value)
     try:
         with torch.no_grad():
             load_target(str(folder)).model.eval()(*args, **kwargs)

@@ -267,8 +267,8 @@ def analyse(
     ``needs_graph`` (the sentence that says why), a model no capture turns into a graph is
     refused before it is probed, instead of being probed with hooks. With ``any_size``, a model
     that torch.export captures is captured at symbolic sizes where it allows it (the code that
-    ``fix`` writes must run at any batch size; export then takes about twice as long). A model inside a runtime
-    wrapper (DataParallel, torch.compile) is probed as the model inside."""
+    ``fix`` writes must run at any batch size; export then takes about twice as long). A model
+    inside a runtime wrapper (DataParallel, torch.compile) is probed as the model inside."""
     model, wrapper_note = unwrapped(model)
     options, batch_note = _with_min_batch(options)
     device = resolve_device(options.device, model)

@@ -295,10 +295,7 @@ def capture_with_export(
     that draws masks with data-dependent sizes, as Wav2Vec2's SpecAugment). With ``any_size``,
     the graph reads its sizes from its inputs where the model allows it (``_any_size``), else
     it holds the probe's, and the note says so. The model's train/eval flags are left as they were."""
-    sizes_note: str | None = None
-
-    def converted(dynamic_shapes: dict | None) -> fx.GraphModule:
-        nonlocal sizes_note
+    def converted(dynamic_shapes: dict | None) -> tuple[fx.GraphModule, str | None]:
         program = export_program(model, inputs, dynamic_shapes)
         try:
             graph_module = _Converter(program, model, leaf_modules).convert(inputs)
@@ -308,24 +305,22 @@ def capture_with_export(
             raise CaptureFailure(
                 f"initlint could not read the exported graph ({type(error).__name__}: {error})") from error
         fixed = _fixed_sizes(program, inputs) if dynamic_shapes else []
-        if fixed:
-            sizes_note = f"the model's Python needs these sizes as numbers, so the fixed model's code holds " \
-                         f"them and runs at those only: {', '.join(fixed)}"
-        return graph_module
+        return graph_module, (f"the model's Python needs these sizes as numbers, so the fixed model's code holds "
+                              f"them and runs at those only: {', '.join(fixed)}" if fixed else None)
 
-    def attempt(training: bool) -> fx.GraphModule:
-        nonlocal sizes_note
-        sizes_note = None
+    def attempt(training: bool) -> tuple[fx.GraphModule, str | None]:
+        """The graph, and a note on the sizes it holds."""
         with in_mode(model, training):
             if any_size:
                 try:
                     return converted(_any_size(inputs))
                 except CaptureFailure as failure:  # fixed sizes capture more models
-                    sizes_note = f"torch.export could not keep the input sizes symbolic ({failure.reason}), " \
-                                 "so the fixed model's code holds the planned sizes and runs at those only"
+                    return converted(None)[0], (
+                        f"torch.export could not keep the input sizes symbolic ({failure.reason}), so the fixed "
+                        "model's code holds the planned sizes and runs at those only")
             return converted(None)
 
-    graph_module, eval_note = train_else_eval(
+    (graph_module, sizes_note), eval_note = train_else_eval(
         attempt, "captured", "BatchNorm still normalizes with batch statistics and dropout is off, as in training; "
                              "other train-only code paths are not seen")
     return graph_module, "; ".join(filter(None, [eval_note, sizes_note])) or None
