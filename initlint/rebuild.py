@@ -47,7 +47,7 @@ def refuse_hooks(path: str, module: nn.Module, known: tuple[type, ...] = ()) -> 
 
 def constructor(path: str, module: nn.Module) -> str:
     """An expression that rebuilds ``module`` (weights aside), checked by comparing reprs, the
-    constructor's settings and the normalizations'."""
+    constructor's settings, the normalizations' and the shapes of parameters and buffers."""
     if isinstance(module, RenormLayer):
         return "RenormLayer(1.0, 0.0)"
     refused = CodeNotWritable(f"cannot write code that rebuilds layer {path!r} ({type(module).__name__})")
@@ -55,9 +55,11 @@ def constructor(path: str, module: nn.Module) -> str:
     if cls is not getattr(nn, cls.__name__, None):
         raise refused
     normalizations = _normalizations(path, module)
-    arguments = [module.extra_repr()] if module.extra_repr() else []
+    wanted = _settings(module, cls)
+    # a layer whose repr shows no settings (nn.MultiheadAttention) is built from its settings alone
+    arguments = [module.extra_repr()] if module.extra_repr() else [f"{key}={value!r}" for key, value in wanted.items()]
     expression = _expression(cls, arguments, normalizations, refused)
-    rebuilt, wanted = _evaluated(expression, refused), _settings(module, cls)
+    rebuilt = _evaluated(expression, refused)
     # settings extra_repr leaves out (an AvgPool2d's count_include_pad=False, PoolFormer's: rebuilt
     # without it, the pooled borders were 2.6 of their std off), as keyword arguments
     given = _settings(rebuilt, cls)
@@ -66,9 +68,15 @@ def constructor(path: str, module: nn.Module) -> str:
         expression = _expression(cls, arguments + missing, normalizations, refused)
         rebuilt = _evaluated(expression, refused)
     if repr(rebuilt) != repr(module) or _settings(rebuilt, cls) != wanted \
-            or _normalizations(path, rebuilt) != normalizations:
+            or _normalizations(path, rebuilt) != normalizations or _tensor_shapes(rebuilt) != _tensor_shapes(module):
         raise refused
     return expression
+
+
+def _tensor_shapes(module: nn.Module) -> dict[str, torch.Size]:
+    """The shapes of a layer's parameters and buffers, by name: what its settings do not show
+    (an attention built without biases has no ``in_proj_bias``)."""
+    return {name: tensor.shape for name, tensor in module.state_dict().items()}
 
 
 def _expression(cls: type[nn.Module], arguments: list[str], normalizations: list[tuple[str, str, dict[str, object]]],

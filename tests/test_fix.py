@@ -17,7 +17,9 @@ import initlint
 from initlint.api import CheckOptions, ModelSource
 from initlint.fixer import run_fix
 from initlint.graph import SignalGraph
+from initlint.rebuild import constructor
 from initlint.renorm_layer import RenormLayer
+from initlint.safe_code import CodeNotWritable
 
 
 def default_mlp(activation, depth=20, width=64, seed=0):
@@ -791,20 +793,18 @@ def test_fold_is_measured_on_every_output_of_a_model_that_returns_a_dict(run_cli
     assert result.fold_error is not None and result.fold_error < 1e-4  # not nan: each output compared
 
 
-ATTENTION_MODEL = '''
+HOOKED_MODEL = '''
 import torch
 from torch import nn
 
 class Net(nn.Module):
     def __init__(self):
         super().__init__()
-        self.inp, self.act = nn.Linear(16, 32), nn.Tanh()
-        self.attn = nn.MultiheadAttention(32, 4, batch_first=True)
-        self.head = nn.Linear(32, 4)
+        self.inp, self.act, self.head = nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 4)
+        self.head.register_forward_hook(lambda module, args, output: output)
 
     def forward(self, x):
-        h = self.act(self.inp(x))
-        return self.head(self.attn(h, h, h)[0])
+        return self.head(self.act(self.inp(x)))
 
 def build():
     torch.manual_seed(0)
@@ -813,24 +813,71 @@ def build():
 
 
 def test_fold_writes_the_folded_weights_when_no_code_can_be_written(run_cli, model_file, tmp_path):
-    """nn.MultiheadAttention cannot be rebuilt by generated code; --fold still gives the user
-    their folded weights (and says why model.py is missing) instead of "use --fold"."""
-    path = model_file(ATTENTION_MODEL)
+    """A layer with a forward hook cannot be rebuilt by generated code; --fold still gives the
+    user their folded weights (and says why model.py is missing) instead of "use --fold"."""
+    path = model_file(HOOKED_MODEL)
     out = tmp_path / "fixed"
-    without = run_cli("fix", f"{path}:build", "-o", str(out), "--input-shape", "8,10,16")
+    without = run_cli("fix", f"{path}:build", "-o", str(out), "--input-shape", "8,16")
     assert without.exit_code == 2 and "use --fold" in without.stderr and not out.exists()
-    result = run_cli("fix", f"{path}:build", "-o", str(out), "--input-shape", "8,10,16", "--fold")
+    result = run_cli("fix", f"{path}:build", "-o", str(out), "--input-shape", "8,16", "--fold")
     assert result.exit_code == 0 and "folded weights and the plan only" in result.stderr, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["folded_state_dict.pt", "renorm.json"]
-    assert "MultiheadAttention" in json.loads((out / "renorm.json").read_text())["code"]
+    assert "hooks" in json.loads((out / "renorm.json").read_text())["code"]
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("attention_model", path)
+    spec = importlib.util.spec_from_file_location("hooked_model", path)
     user = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(user)
     user.build().load_state_dict(torch.load(out / "folded_state_dict.pt", weights_only=True), strict=True)
     refused = run_cli("check", str(out))
     assert refused.exit_code == 2 and "holds only folded weights" in refused.stderr
+
+
+ATTENTION_MODEL = '''
+import torch
+from torch import nn
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inp, self.act = nn.Linear(16, 32), nn.Tanh()
+        self.attn = nn.MultiheadAttention(32, 4, batch_first=True, kdim=16)
+        self.head = nn.Linear(32, 4)
+
+    def forward(self, x):
+        h = self.act(self.inp(x))
+        return self.head(self.attn(h, x, h)[0])
+
+def build():
+    torch.manual_seed(0)
+    return Net()
+'''
+
+
+def test_a_multihead_attention_is_rebuilt_from_its_settings(run_cli, model_file, tmp_path):
+    """nn.MultiheadAttention's repr shows none of its settings: generated code builds it from
+    those it keeps (a key width of its own here), and the written model computes what the
+    renorm-node model does."""
+    path = model_file(ATTENTION_MODEL)
+    out = tmp_path / "fixed"
+    result = run_cli("fix", f"{path}:build", "-o", str(out), "--input-shape", "8,10,16")
+    assert result.exit_code == 0, result.stderr
+    assert "MultiheadAttention(embed_dim=32, kdim=16, vdim=32, num_heads=4" in (out / "model.py").read_text()
+    from initlint.load import load_target
+
+    written, user = load_target(str(out)).model.eval(), load_target(f"{path}:build").model
+    expected = initlint.fix(user, input_shapes=[(8, 10, 16)]).eval()
+    x = torch.randn(8, 10, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(written(x), expected(x))
+
+
+def test_a_layer_its_settings_cannot_rebuild_is_refused():
+    """Built from its settings, an attention without biases would have them: its parameters'
+    shapes tell, and the layer is refused rather than rebuilt otherwise."""
+    with pytest.raises(CodeNotWritable, match="cannot write code that rebuilds layer 'attn'"):
+        constructor("attn", nn.MultiheadAttention(32, 4, bias=False))
+    assert constructor("attn", nn.MultiheadAttention(32, 4)).startswith("torch.nn.MultiheadAttention(embed_dim=32")
 
 
 def _strided_cnn() -> nn.Sequential:
