@@ -268,7 +268,11 @@ ROWS: dict[str, Row] = {
 MORE_ROWS: dict[str, Row] = {
     **{f"{name} x30": Row(_mlp(name), (64,), 15) for name in MORE_ACTIVATIONS},
     **{f"cnn {name} x16": Row(_cnn(name), (1, 8, 8), 10) for name in ("gelu", "silu")},
+    **{f"{name} x30 width 256": Row(lambda name=name: MLP(name, 30, 256), (64,), 15) for name in ("tanh", "relu")},
+    **{f"{name} x50": Row(lambda name=name: MLP(name, 50), (64,), 15) for name in ("tanh", "relu")},
 }
+"""Beyond issue 12's five activations, and its stacks made wider or deeper: does what holds for
+its rows hold for others?"""
 """MLPs and plain CNNs of other activations, trained only when asked for (``--rows "silu x30" ...``)."""
 EVERY_ROW = {**ROWS, **MORE_ROWS}
 

@@ -1,15 +1,15 @@
 """Does ``initlint fix`` make deep networks trainable? Train them on scikit-learn's digits.
 
-Each row of ``digits_models.ROWS`` (MLPs x30 of five activations, 16-layer plain CNNs, a
-24-block residual CNN, a 6-layer pre-LN transformer over image rows, an SE-CNN whose gates an
-LSUV-style loop pinned; ``MORE_ROWS``, MLPs x30 of six other activations, on request) is trained
-under one budget (batch 64; Adam 1e-3, or SGD 0.01 with momentum 0.9; the row's epochs) from
-each initialization: PyTorch's default, Kaiming/Xavier with calculate_gain, LSUV (the ``lsuv``
-package), Fixup (the residual CNN only), and ``initlint.fix``: renorm nodes (kernel shaping, the
-default) and ``fold=True`` (kernel shaping by input scales alone, renorm constants for ReLU-like
-activations, folded into the model's weights: the default with --fold). ``--inits all`` adds
-three other method/output pairs. Prints one JSON line per run on stdout, then markdown tables of
-mean test accuracy and the issue-12 criterion on stderr.
+Each row of ``digits_models.ROWS`` (MLPs x30 of five activations, 16-layer plain CNNs, a 24-block
+residual CNN, a 6-layer pre-LN transformer over image rows, an SE-CNN whose gates an LSUV-style loop
+pinned; ``MORE_ROWS``, MLPs x30 of six other activations and the tanh and ReLU stacks made wider or
+deeper, on request) is trained under one budget (batch 64; Adam 1e-3, or SGD 0.01 with momentum 0.9;
+the row's epochs) from each initialization: PyTorch's default, Kaiming/Xavier with calculate_gain,
+LSUV (the ``lsuv`` package), Fixup (the residual CNN only), and ``initlint.fix``: renorm nodes
+(kernel shaping, the default) and ``fold=True`` (kernel shaping by input scales alone, renorm
+constants for ReLU-like activations, folded into the model's weights: the default with --fold).
+``--inits all`` adds three other method/output pairs. Prints one JSON line per run on stdout, then
+markdown tables of mean test accuracy and the issue-12 criterion on stderr.
 
     python benchmarks/train_digits.py                         # the full grid: about an hour on one core
     python benchmarks/train_digits.py --rows "relu x30" "resnet x24" --optimizer sgd

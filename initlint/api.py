@@ -36,7 +36,7 @@ from initlint.report import Report
 from initlint.selection import ignored_in_module, select_rules, unmatched_globs
 from initlint.hooks import probe_with_hooks
 from initlint.known_leaves import known_leaves
-from initlint.trace import TraceFailure, Traced, tag_nodes, trace
+from initlint.trace import TORCH_CONTAINERS, TraceFailure, Traced, tag_nodes, trace
 from initlint.user_code import exits_refused
 
 
@@ -240,10 +240,29 @@ def _captured(
         graph_module, eval_note = capture_with_export(model, inputs, options.leaf_modules, any_size)
     except CaptureFailure as failure:
         fx_failure.reason += f"; torch.export failed too: {failure.reason}"
-        raise fx_failure from None
+        return _with_containers_whole(model, options, sites, fallback, progress, positional, fx_failure), inputs
     tag_nodes(graph_module, sites, fallback)
     note = "; ".join(filter(None, [f"{fx_failure.reason}, so torch.export captured it", eval_note]))
     return Traced(graph_module, "export", note), inputs
+
+
+def _with_containers_whole(model: nn.Module, options: CheckOptions, sites: dict, fallback: SourceLocation | None,
+                           progress: Progress, positional: int, failure: TraceFailure) -> Traced:
+    """fx with torch.nn's containers of layers (``TORCH_CONTAINERS``) kept whole, as fx keeps
+    them, where neither capture could enter them: their insides go unchecked, which the note
+    says. Raises ``failure`` where the model has none, or fx fails all the same."""
+    containers = {type(m) for m in model.modules() if isinstance(m, TORCH_CONTAINERS)}
+    if not containers:
+        raise failure from None
+    whole = replace(options, leaf_modules=[*options.leaf_modules, *containers])
+    try:
+        traced = _traced(model, whole, sites, fallback, progress, positional)
+    except TraceFailure:
+        raise failure from None
+    names = ", ".join(sorted(f"nn.{cls.__name__}" for cls in containers))
+    traced.note = "; ".join(filter(None, [f"{failure.reason}; so its {names} layers were traced whole, and what they "
+                                          "compute inside goes unchecked", traced.note]))
+    return traced
 
 
 @dataclass

@@ -227,7 +227,8 @@ class _Converter:
         for name, tensor_index in _user_inputs(self.program, inputs):
             self.env[by_name[name]] = self.graph.placeholder(inputs.specs[tensor_index].name)
         finder = ModuleCalls(self.model, self.leaf_modules, _strip, lambda n: n.name in self.state)
-        calls = finder.owners(self.program.graph.nodes, live, ops_only=False)
+        # the output node counts as a reader: a layer that only it reads (a head) is one call too
+        calls = finder.owners(self.program.graph.nodes, live | {returned}, ops_only=False)
         for node in nodes:
             if node not in live or node.op in ("placeholder", "output"):
                 continue

@@ -1,6 +1,7 @@
 """Trace a model into a torch.fx GraphModule and tag each node with its module and source line.
 
-Standard ``torch.nn`` layers and initlint's renorm layers stay leaves; callers can add their
+Standard ``torch.nn`` layers (not those made of other layers: ``TORCH_CONTAINERS``) and
+initlint's renorm layers stay leaves; callers can add their
 own leaf classes for blocks that fx cannot see into. The GraphModule shares parameters with the model, so later
 stages must treat it as read-only.
 """
@@ -31,6 +32,13 @@ MODULE = "initlint_module"
 LOCATION = "initlint_location"
 CALL_SITE = "initlint_call_site"
 """The user's line that made a node while tracing; LOCATION falls back from it to the module's site."""
+TORCH_CONTAINERS: tuple[type[nn.Module], ...] = (
+    nn.Transformer, nn.TransformerEncoder, nn.TransformerDecoder, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+"""torch.nn's layers made of other layers, which fx would keep whole as it keeps every torch.nn
+module: traced into, so that their Linear layers, activations and norms are checked and fixed
+(kept whole, a post-LN ``nn.TransformerEncoder`` was one opaque node, and ``fix`` could neither
+shape its activations nor write code for it). Their fast-path checks branch on tensors, which
+symbolic tracing cannot follow, so torch.export captures such a model."""
 
 
 @dataclass
@@ -66,7 +74,9 @@ class _Tracer(fx.Tracer):
         self._progress = progress
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        return isinstance(module, self._extra_leaves) or super().is_leaf_module(module, qualified_name)
+        if isinstance(module, self._extra_leaves):
+            return True
+        return not isinstance(module, TORCH_CONTAINERS) and super().is_leaf_module(module, qualified_name)
 
     def create_node(self, kind: str, *args: object, **kwargs: object) -> fx.Node:
         node = super().create_node(kind, *args, **kwargs)

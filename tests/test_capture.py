@@ -504,3 +504,63 @@ def test_a_fixed_model_is_checked_with_the_dtypes_it_was_planned_with(run_cli, t
     checked = run_cli("check", str(tmp_path / "fixed"), "--output-format", "json")
     used = {spec["name"]: spec["dtype"] for spec in json.loads(checked.stdout)["reports"][0]["inputs"]}
     assert used == {"sample": "float", "timestep": "int64"}, used
+
+
+class _RowEncoder(nn.Module):
+    """A post-LN ``nn.TransformerEncoder`` over 8 tokens of width 32 (ReLU feed-forward)."""
+
+    def __init__(self, numpy_leaf: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = _NumpyRoundTrip(8) if numpy_leaf else nn.Linear(8, 32)
+        layer = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.embed(x)).mean(1))
+
+
+class _NumpyRoundTrip(nn.Module):
+    """A Linear whose input goes through numpy: fx traces it as a declared leaf, export cannot."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(width, 32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(torch.from_numpy(x.detach().numpy()))
+
+
+def test_a_torch_transformer_encoder_is_traced_into_and_fixed_inside():
+    """fx keeps every torch.nn module whole, so a TransformerEncoder was one opaque node: its
+    Linear layers unchecked, its ReLUs unfixed. Traced into (by export), its feed-forward ReLUs
+    are planned, and the fold is exact."""
+    model, shapes = _RowEncoder(), [(16, 8, 8)]
+    report = initlint.check(model, input_shapes=shapes)
+    modules = {v.module for v in report.graph.nodes.values()}
+    assert report.trace_mode == "export" and {"encoder.layers.1.linear1", "encoder.layers.1.linear2"} <= modules
+    result = run_fix(model, (), CheckOptions(input_shapes=shapes), ModelSource(), fold=True)
+    shaped = {r.module for r in result.plan if r.site == "activation"}
+    assert any(path.startswith("encoder.layers.1") for path in shaped), shaped
+    assert result.fold_error < 1e-4
+
+
+def test_containers_that_export_cannot_capture_are_traced_whole_and_said_so():
+    """Where export fails too (here on a declared leaf that goes through numpy), fx traces the
+    model with the containers whole, as before, and the note says what goes unchecked."""
+    report = initlint.check(_RowEncoder(numpy_leaf=True), input_shapes=[(16, 8, 8)], leaf_modules=[_NumpyRoundTrip])
+    assert report.trace_mode == "fx" and "nn.TransformerEncoder" in report.trace_note
+    assert "encoder" in {v.module for v in report.graph.nodes.values()}
+
+
+def test_a_layer_that_only_the_output_reads_is_one_call_too():
+    """The head, read by the graph's output alone, was left as ATen operators (its weight and
+    bias as loose attributes), unlike every other Linear of an exported model."""
+    from initlint.capture import capture_with_export
+    from initlint.inputs import InputSpec, ProbeInputs
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 3))
+    graph_module, _ = capture_with_export(model, ProbeInputs([InputSpec("x", (8, 4))], [torch.randn(8, 4)]), [], False)
+    assert [(n.op, n.target) for n in graph_module.graph.nodes if n.op != "placeholder"] == [
+        ("call_module", "0"), ("call_module", "1"), ("call_module", "2"), ("output", "output")]

@@ -171,15 +171,17 @@ def test_half_precision_models_are_probed_in_their_dtype(dtype):
 
 
 def test_an_embedding_transformer_is_traced_and_reported():
-    """Token ids into nn.TransformerEncoder (kept whole: its fast path branches on the data)."""
+    """Token ids into nn.TransformerEncoder, whose fast path branches on the data: export
+    captures it, its layers and all, and the ids are drawn from the embedding's vocabulary."""
     torch.manual_seed(0)
     layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True, norm_first=True)
     model = nn.Sequential(nn.Embedding(200, 32), nn.TransformerEncoder(layer, 2, enable_nested_tensor=False),
                           nn.Linear(32, 200))
     report = initlint.check(model)
-    assert report.trace_mode == "fx" and report.inputs[0].integer_high == 200
+    assert report.trace_mode == "export" and report.inputs[0].integer_high == 200
     nodes = {n["name"]: n for n in report.to_dict()["nodes"]}
-    assert nodes["_1"]["grad_std"] > 0 and math.isfinite(nodes["_2"]["std"])
+    assert nodes["_0"]["grad_std"] > 0 and math.isfinite(nodes["_2"]["std"])
+    assert "1.layers.1.linear2" in {v.module for v in report.graph.nodes.values()}
     assert "IL001" not in report.codes()
 
 
